@@ -1,0 +1,100 @@
+"""Read a scenario YAML, apply ``--set key.path=value`` overrides and validate it.
+
+Pipeline position: the entry of every run (``recnet simulate``/``validate``). Errors are
+``ScenarioError`` whose message names the key path, what was given and what is expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from recnet.config.scenario import Scenario
+from recnet.errors import ScenarioError
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Load and validate ``path``; relative dataset paths resolve against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(
+            f"scenario file not found: {path}", "pass the path of a YAML file, e.g. scenarios/synthetic.yaml"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping of keys", "see README, Scenarios")
+    raw = apply_overrides(raw, overrides or [])
+    scenario = validate_scenario(raw, source=str(path))
+    dataset = scenario.dataset
+    if dataset.path is not None and not dataset.path.is_absolute():
+        dataset.path = (path.parent / dataset.path).resolve()
+    return scenario
+
+
+def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a mapping into a ``Scenario``, turning pydantic errors into one readable error."""
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, source)) from exc
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``key.path: what is wrong (got X)``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in err["loc"][:-1])
+            where = f"'{parent}'" if parent else "the top level"
+            lines.append(
+                f"{key}: unknown key — remove it or fix the spelling (see `recnet options` for "
+                f"the keys allowed in {where})"
+            )
+            continue
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{key}: {err['msg']}{got_text}")
+    plural = "s" if len(lines) > 1 else ""
+    return f"{source}: {len(lines)} invalid setting{plural}: " + "; ".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings; values are parsed as YAML (``0.8``, ``true``, ``[1, 5]``)."""
+    result = _deep_copy(raw)
+    for override in overrides:
+        if "=" not in override:
+            raise ScenarioError(
+                f"override {override!r} has no '='", "write it as --set key.path=value"
+            )
+        key, _, value_text = override.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ScenarioError(f"override {override!r} has an empty key", "write --set key.path=value")
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"override {key}: value {value_text!r} is not valid YAML") from exc
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                path = ".".join(parts[: depth + 1])
+                raise ScenarioError(f"override {key}: '{path}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}

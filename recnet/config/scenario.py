@@ -1,0 +1,341 @@
+"""Pydantic models of a scenario file. This module is the one place every option is documented.
+
+Pipeline position: first. ``recnet.config.loader`` reads YAML, applies ``--set`` overrides and
+validates into ``Scenario``; everything downstream receives typed, checked settings. Unknown keys
+are rejected (``extra="forbid"``) so a typo never silently falls back to a default. The README's
+option table is generated from these models (``recnet options``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base for every scenario block: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticSettings(Section):
+    """Planted-community world generator (``dataset.kind: synthetic``)."""
+
+    n_users: int = Field(200, ge=2, description="Number of synthetic users.")
+    n_items: int = Field(400, ge=4, description="Number of synthetic items.")
+    n_communities: int = Field(8, ge=1, description="Planted taste communities.")
+    attributes_per_community: int = Field(
+        6, ge=1, description="Attributes that characterise each community."
+    )
+    interactions_per_user: int = Field(30, ge=3, description="Chronological choices per user.")
+    noise: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of choices made outside the user's community."
+    )
+    n_drifts: int = Field(
+        2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
+    )
+
+
+class DatasetSettings(Section):
+    """Where interactions and item metadata come from."""
+
+    kind: Literal["movielens", "recbole", "synthetic"] = Field(
+        "movielens", description="Loader: MovieLens archive, RecBole atomic files, or synthetic."
+    )
+    variant: Literal["ml-latest-small", "ml-100k", "ml-1m"] = Field(
+        "ml-latest-small", description="MovieLens release (kind=movielens)."
+    )
+    path: Path | None = Field(
+        None,
+        description="Explicit zip or folder. For recbole: the folder holding <name>.inter etc. "
+        "Relative paths are resolved against the scenario file's folder.",
+    )
+    name: str | None = Field(
+        None, description="RecBole dataset name (file stem); defaults to the folder name."
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Cache folder searched and downloaded into; else $RECNET_DATA_DIR, "
+        "else ~/.cache/recnet.",
+    )
+    download: bool = Field(
+        True, description="Download from GroupLens (sha256-checked) when nothing is found locally."
+    )
+    min_rating: float | None = Field(
+        None, description="Keep only ratings >= this value as positive interactions."
+    )
+    max_users: int | None = Field(
+        None, ge=1, description="Keep a seeded random subsample of this many users."
+    )
+    max_interactions_per_user: int | None = Field(
+        None, ge=3, description="Keep only each user's most recent N interactions."
+    )
+    short_users: Literal["error", "drop"] = Field(
+        "error",
+        description="Users with fewer than 3 interactions cannot be split leave-one-out: stop "
+        "with an error naming them, or drop them.",
+    )
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+
+
+class BufferSettings(Section):
+    """A client's bounded buffer of incoming router messages."""
+
+    capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
+    flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
+        default_factory=lambda: ["full", "before_act", "step_end"],
+        description="When a buffer is merged into the propagated profile: when full, just "
+        "before its owner acts, and/or at the end of every step.",
+    )
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest",
+        description="What to drop when a message arrives at a full buffer that does not flush "
+        "on 'full'.",
+    )
+
+
+class FilterSettings(Section):
+    """Initial filter memory each client starts with (rules are ordered; first match decides)."""
+
+    min_relevance: float = Field(
+        0.05, ge=-1.0, le=1.0,
+        description="Reject a message whose cosine to the client's original profile is below this.",
+    )
+    max_propagated_share: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Cap on the share of propagated weight in the propagated profile.",
+    )
+    recency_steps: int = Field(
+        5, ge=1, description="Drop buffered messages older than this many steps."
+    )
+    conflict_threshold: float = Field(
+        0.3, ge=0.0, description="Reject messages that push an attribute the client strongly "
+        "dislikes (weight below minus this)."
+    )
+    max_rules: int = Field(8, ge=1, description="Upper bound on rules in one filter memory.")
+
+
+class WorldSettings(Section):
+    """Agents and routers."""
+
+    n_routers: int = Field(25, ge=1, description="Initial number of routers K.")
+    min_routers: int = Field(2, ge=1, description="Lower bound on K after split/merge.")
+    max_routers: int = Field(60, ge=1, description="Upper bound on K after split/merge.")
+    profile_size: int = Field(
+        48, ge=4, description="Attributes kept per client profile (a text profile's length budget)."
+    )
+    router_profile_size: int = Field(32, ge=4, description="Attributes kept per router profile.")
+    user_init: Literal["neutral", "history"] = Field(
+        "neutral",
+        description="User profiles start neutral or from their first history items.",
+    )
+    user_init_items: int = Field(
+        0, ge=0, description="With user_init=history: how many first items seed the profile."
+    )
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    filters: FilterSettings = Field(default_factory=FilterSettings)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorldSettings:
+        if not self.min_routers <= self.n_routers <= self.max_routers:
+            raise ValueError(
+                "need min_routers <= n_routers <= max_routers "
+                f"(got {self.min_routers}, {self.n_routers}, {self.max_routers})"
+            )
+        return self
+
+
+class InteractionSettings(Section):
+    """AgentCF-style interaction update (forward step 1)."""
+
+    learning_rate: float = Field(
+        0.3, gt=0.0, le=1.0, description="Reflection step when the user chose wrongly."
+    )
+    reinforce_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Reinforcement step when the user chose rightly."
+    )
+    item_absorb_rate: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="How much an item absorbs the profile of a user who chose it.",
+    )
+    popularity_weight: float = Field(
+        0.5, ge=0.0, description="Weight of the popularity prior in the offline brain's score."
+    )
+    propagated_weight: float = Field(
+        0.5, ge=0.0, description="Weight of the propagated profile when a client is scored."
+    )
+
+
+class PropagationSettings(Section):
+    """Forward propagation (steps 2-5): perceive, integrate, multicast, receive."""
+
+    enabled: bool = Field(True, description="Switch propagation off to compare against AgentCF.")
+    update_size: int = Field(
+        20, ge=1, description="Training interactions per step (Updatesize in the paper)."
+    )
+    tau: float = Field(
+        0.35, ge=-1.0, le=1.0,
+        description="Multicast threshold on cos(router, client). The default suits the hashing "
+        "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence embeddings.",
+    )
+    routing: Literal["threshold", "top_k"] = Field(
+        "threshold", description="Multicast to clients above tau, or to each router's top-k."
+    )
+    top_k: int = Field(50, ge=1, description="Recipients per router when routing=top_k.")
+    max_recipients: int = Field(
+        200, ge=1, description="Cap on recipients of one multicast (highest scores first)."
+    )
+    changed_attributes: int = Field(
+        8, ge=1, description="Attributes per changed client that enter perception (largest change)."
+    )
+    router_ema: float = Field(
+        0.2, gt=0.0, le=1.0, description="Integration: weight of newly routed attributes."
+    )
+    merge_damping: float = Field(
+        0.3, gt=0.0, le=1.0, description="Reception: damping of accepted router attributes."
+    )
+
+
+class BackwardSettings(Section):
+    """Backward phase (feedback-driven optimisation). Implemented by the backward-phase issue."""
+
+    enabled: bool = Field(False, description="Run the backward phase after forward steps.")
+    every: int = Field(1, ge=1, description="Run it after every N forward steps.")
+    select: Literal["all", "errors", "sample"] = Field(
+        "errors", description="Which of the step's interactions feed the backward phase."
+    )
+    sample_size: int = Field(8, ge=1, description="With select=sample: how many per step.")
+    epsilon: float = Field(
+        0.005, ge=0.0, description="Roll an optimisation back if validation NDCG drops more."
+    )
+    max_calls: int | None = Field(
+        None, ge=0, description="Separate LLM call budget for the backward phase."
+    )
+
+
+class EvaluationSettings(Section):
+    """Leave-one-out evaluation on fixed candidate lists."""
+
+    n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
+    baselines: list[Literal["popularity", "random"]] = Field(
+        default_factory=lambda: ["popularity", "random"],
+        description="Baselines scored on the same candidates.",
+    )
+    negatives_from: Literal["unseen", "all"] = Field(
+        "unseen", description="Sample negatives among items the user never chose, or any item."
+    )
+    max_test_users: int | None = Field(
+        None, ge=1, description="Evaluate a seeded subsample of test users (cheaper LLM runs)."
+    )
+
+
+class EmbedderSettings(Section):
+    """Embeddings for routing (attributes, routers, clients)."""
+
+    kind: Literal["hashing", "openai"] = Field(
+        "hashing", description="Hashing embedder (no download) or an OpenAI-compatible /embeddings."
+    )
+    dim: int = Field(256, ge=8, description="Hashing embedder dimension.")
+    model: str = Field("text-embedding-3-small", description="Model for kind=openai.")
+    base_url: str | None = Field(None, description="Endpoint for kind=openai.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+
+
+class RetrySettings(Section):
+    """Retry wrapper (tenacity): 429, 5xx, timeouts and connection errors only."""
+
+    max_attempts: int = Field(5, ge=1, description="Attempts per request, first included.")
+    initial_wait: float = Field(0.5, ge=0.0, description="Seconds before the first retry.")
+    max_wait: float = Field(30.0, ge=0.0, description="Cap on one backoff wait.")
+    jitter: float = Field(0.5, ge=0.0, description="Random extra wait, seconds.")
+    timeout: float = Field(60.0, gt=0.0, description="Per-request timeout, seconds.")
+
+
+class RateLimitSettings(Section):
+    """Proactive client-side rate limit."""
+
+    requests_per_minute: float | None = Field(None, gt=0, description="None = unlimited.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="None = unlimited.")
+
+
+class BudgetSettings(Section):
+    """Caps that stop the run cleanly (state saved, resumable)."""
+
+    max_calls: int | None = Field(None, ge=0, description="Network calls (cache hits are free).")
+    max_tokens: int | None = Field(None, ge=0, description="Prompt + completion tokens.")
+    max_cost: float | None = Field(None, ge=0, description="US dollars, from the price table.")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="model → (USD per 1M input tokens, USD per 1M output tokens).",
+    )
+
+
+class CacheSettings(Section):
+    """Record/replay cache of LLM answers (SQLite, key = sha256 of the canonical request)."""
+
+    enabled: bool = Field(True, description="Record every answer and reuse identical requests.")
+    path: Path | None = Field(
+        None, description="Cache file; default: <run folder>/llm-cache.sqlite."
+    )
+
+
+class LLMSettings(Section):
+    """The brain's backend. ``offline`` is the deterministic reference policy (no network)."""
+
+    backend: str = Field(
+        "offline",
+        description="offline | openai | replay | scripted | module:Class | an entry point name "
+        "in the group recnet.backends.",
+    )
+    model: str = Field("gpt-4o-mini", description="Model name sent to the backend.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int = Field(512, ge=1, description="Completion token cap per call.")
+    structured_output: Literal["json_schema", "json_text", "auto"] = Field(
+        "auto",
+        description="json_schema response format, JSON in text, or auto (schema, then fall back).",
+    )
+    pack: str = Field("default", description="Prompt pack: a name under agents/ or a folder.")
+    max_concurrency: int = Field(8, ge=1, description="Concurrent calls within one phase.")
+    max_repairs: int = Field(2, ge=0, description="Re-asks with the validation error.")
+    options: dict[str, object] = Field(
+        default_factory=dict, description="Extra keyword arguments for a custom backend."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+
+
+class TraceSettings(Section):
+    """The SQLite trace of a run."""
+
+    dir: Path = Field(Path("runs"), description="Folder for run databases.")
+    path: Path | None = Field(None, description="Explicit database file (overrides dir).")
+    batch_size: int = Field(2000, ge=1, description="Rows buffered before one write.")
+    messages: Literal["all", "none"] = Field(
+        "all", description="Record every router→client message, or none."
+    )
+    profiles: Literal["changed", "none"] = Field(
+        "changed", description="Record a profile version for every client changed in a step."
+    )
+
+
+class Scenario(Section):
+    """A whole simulation: data, world, phases, brain, evaluation and trace."""
+
+    name: str = Field("scenario", description="Name used in run ids and file names.")
+    seed: int = Field(0, description="The one seed that drives every random choice in the run.")
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    world: WorldSettings = Field(default_factory=WorldSettings)
+    interaction: InteractionSettings = Field(default_factory=InteractionSettings)
+    propagation: PropagationSettings = Field(default_factory=PropagationSettings)
+    backward: BackwardSettings = Field(default_factory=BackwardSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)

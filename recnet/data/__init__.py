@@ -1,0 +1,1 @@
+"""Datasets: loaders turn MovieLens, RecBole atomic files or a synthetic generator into a Dataset."""

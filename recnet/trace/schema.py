@@ -1,0 +1,237 @@
+"""Tables of the trace database (SQLAlchemy Core). The README's "Trace schema" documents them.
+
+Pipeline position: written by the phase loop through a ``TraceStore``; read by ``recnet traces``,
+by experiments and by anyone with ``sqlite3``. Every table carries ``run_id`` so several runs can
+share a file. ``SCHEMA_VERSION`` increases with every named migration in ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("applied_at", String, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("scenario_json", Text, nullable=False),  # the validated scenario, defaults filled in
+    Column("versions_json", Text, nullable=False),  # recnet, python, key packages
+    Column("dataset_source", String),
+    Column("brain", String, nullable=False),  # offline | llm:<backend>
+    Column("status", String, nullable=False),  # running | finished | failed | stopped
+    Column("started_at", String, nullable=False),
+    Column("finished_at", String),
+    Column("last_completed_step", Integer, nullable=False, default=-1),
+    Column("note", Text),  # why a run stopped, how to resume
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("n_interactions", Integer, nullable=False),
+    Column("first_timestamp", Integer),
+    Column("last_timestamp", Integer),
+    Column("n_correct", Integer, nullable=False),  # interaction choices the user got right
+    Column("n_changed_attributes", Integer, nullable=False),
+    Column("n_routers_updated", Integer, nullable=False),
+    Column("n_messages", Integer, nullable=False),
+    Column("n_accepted", Integer, nullable=False),
+    Column("n_rejected", Integer, nullable=False),
+    Column("n_dropped", Integer, nullable=False),
+    Column("started_at", String, nullable=False),
+    Column("finished_at", String, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("agent_id", String, primary_key=True),  # "u:<user>", "i:<item>", "r:<n>"
+    Column("kind", String, nullable=False),  # user | item | router
+    Column("label", String),  # item title, router summary
+    Column("created_step", Integer, nullable=False),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("seq", Integer, primary_key=True),  # position in the chronological training stream
+    Column("step", Integer, nullable=False),
+    Column("user_id", String, nullable=False),
+    Column("item_id", String, nullable=False),  # the item really chosen
+    Column("negative_id", String, nullable=False),  # the sampled alternative
+    Column("chosen_id", String, nullable=False),  # what the user agent picked
+    Column("correct", Boolean, nullable=False),
+    Column("timestamp", Integer),
+)
+
+profile_versions = Table(
+    "profile_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("agent_id", String, nullable=False),
+    Column("step", Integer, nullable=False),  # -1 = initialisation
+    Column("kind", String, nullable=False),  # original | propagated
+    Column("text", Text, nullable=False),
+    Column("attributes_json", Text, nullable=False),  # {"genre:comedy": 0.41, ...}
+    Column("reason", String, nullable=False),  # init | interact | merge | optimize
+)
+
+routers = Table(
+    "routers",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("router_id", String, primary_key=True),
+    Column("created_step", Integer, nullable=False),
+    Column("retired_step", Integer),  # set when merged away or split
+    Column("origin", String, nullable=False),  # init | split:<parent> | merge:<a>+<b>
+)
+
+router_versions = Table(
+    "router_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("router_id", String, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("parent_version", Integer),
+    Column("text", Text, nullable=False),
+    Column("attributes_json", Text, nullable=False),
+    Column("tau", Float, nullable=False),
+    Column("n_members", Integer, nullable=False),
+    Column("reason", String, nullable=False),  # init | integrate | optimize | split | merge
+    Column("gradient_id", Integer),  # the gradient that caused it (backward phase)
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("step", Integer, nullable=False),  # step the router sent it
+    Column("router_id", String, nullable=False),
+    Column("client_id", String, nullable=False),
+    Column("score", Float, nullable=False),  # cos(router, client) at send time
+    Column("status", String, nullable=False),  # buffered | accepted | rejected | dropped
+    Column("rule_id", String),  # the filter rule (or buffer policy) that decided
+    Column("decided_step", Integer),
+)
+
+filter_rule_versions = Table(
+    "filter_rule_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("agent_id", String, nullable=False),  # "*" = the default memory every client starts with
+    Column("rule_id", String, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("parent_version", Integer),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("executable_json", Text),  # {"kind": "min_relevance", "threshold": 0.05} or null
+    Column("active", Boolean, nullable=False),
+    Column("reason", String, nullable=False),  # init | optimize | rollback
+    Column("gradient_id", Integer),
+)
+
+candidates = Table(
+    "candidates",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("split", String, primary_key=True),  # test | valid
+    Column("user_id", String, primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("item_id", String, nullable=False),
+    Column("is_positive", Boolean, nullable=False),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("split", String, nullable=False),  # test | valid | feedback
+    Column("model", String, nullable=False),  # recnet | popularity | random | ...
+    Column("user_id", String, nullable=False),
+    Column("true_item", String, nullable=False),
+    Column("ranking_json", Text, nullable=False),  # candidate ids, best first
+    Column("scores_json", Text),
+    Column("rank", Integer, nullable=False),  # 1-based rank of the true item
+    Column("reasoning", Text),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("split", String, primary_key=True),
+    Column("model", String, primary_key=True),
+    Column("metric", String, primary_key=True),  # ndcg@10, hr@5, mrr, ...
+    Column("value", Float, nullable=False),
+)
+
+Index("ix_profile_versions_agent", profile_versions.c.run_id, profile_versions.c.agent_id)
+Index("ix_router_versions_router", router_versions.c.run_id, router_versions.c.router_id)
+Index("ix_messages_step", messages.c.run_id, messages.c.step)
+Index("ix_messages_client", messages.c.run_id, messages.c.client_id)
+Index("ix_rules_agent", filter_rule_versions.c.run_id, filter_rule_versions.c.agent_id)
+Index("ix_predictions_user", predictions.c.run_id, predictions.c.user_id)
+
+llm_calls = Table(
+    "llm_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("phase", String),  # interact | integrate | receive | evaluate | backward | init
+    Column("operation", String, nullable=False),  # extract | summarize | merge | rank | ...
+    Column("agent_id", String),
+    Column("pack_name", String),
+    Column("pack_version", String),
+    Column("pack_hash", String),
+    Column("model", String),
+    Column("request_key", String),  # sha256 of the canonical request (the cache key)
+    Column("messages_json", Text, nullable=False),  # never contains keys or auth headers
+    Column("raw_response", Text),
+    Column("parsed_ok", Boolean, nullable=False),
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("latency_ms", Float),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("repairs", Integer, nullable=False, default=0),
+    Column("fallback", Boolean, nullable=False, default=False),
+    Column("error", Text),
+    Column("created_at", String, nullable=False),
+)
+
+Index("ix_llm_calls_step", llm_calls.c.run_id, llm_calls.c.step)
