@@ -321,7 +321,13 @@ class TraceSettings(Section):
         "all", description="Record every router→client message, or none."
     )
     profiles: Literal["changed", "none"] = Field(
-        "changed", description="Record a profile version for every client changed in a step."
+        "changed", description="Record profile versions of clients that changed, or none."
+    )
+    profile_every: int = Field(
+        10,
+        ge=1,
+        description="Write changed profiles every N steps (and always at the last step); larger "
+        "values keep big runs' trace files small.",
     )
 
 

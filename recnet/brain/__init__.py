@@ -1,0 +1,1 @@
+"""Brains: the policies behind agent operations (offline reference policy or an LLM)."""

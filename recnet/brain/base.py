@@ -1,0 +1,132 @@
+"""The operations every brain implements, as typed tasks in and outcomes out.
+
+Pipeline position: the phases (``recnet.phases``) build tasks from the world, hand a whole batch to
+the brain, and apply the outcomes to the world; brains never mutate agents. Batching lets the LLM
+brain send a phase's calls concurrently while the offline brain loops over them cheaply.
+Operations (DESIGN §2): extract, reflect (inside ``interact``), summarize, merge, rank; the backward
+phase adds gradient and optimize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from recnet.data.types import Item
+from recnet.world.agents import ClientAgent, RouterAgent
+from recnet.world.buffer import RouterMessage
+from recnet.world.profile import Weights
+from recnet.world.rules import Decision
+
+
+@dataclass(slots=True)
+class ProfileUpdate:
+    """A new version of one profile: weights always, text when the brain writes text."""
+
+    weights: Weights
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class InteractionTask:
+    """Forward step 1: ``user`` chooses between the item really consumed and a sampled negative."""
+
+    user: ClientAgent
+    positive: ClientAgent
+    negative: ClientAgent
+    step: int
+    popularity: dict[str, float]  # item agent id → prior in [0, 1] for the two items
+
+
+@dataclass(slots=True)
+class InteractionOutcome:
+    chosen: str  # item agent id
+    correct: bool
+    updates: dict[str, ProfileUpdate]  # agent id → new original profile
+    reasoning: str | None = None
+
+
+@dataclass(slots=True)
+class SummarizeTask:
+    """Forward step 3: a router integrates the attributes routed to it this step."""
+
+    router: RouterAgent
+    routed: Weights  # attribute → summed signed change routed to this router
+    step: int
+
+
+@dataclass(slots=True)
+class MergeTask:
+    """Forward step 5: a client merges its flushed buffer into its propagated profile."""
+
+    client: ClientAgent
+    messages: list[RouterMessage]
+    step: int
+
+
+@dataclass(slots=True)
+class MergeOutcome:
+    decisions: list[tuple[Decision, str | None]]  # per message: decision and deciding rule id
+    propagated: ProfileUpdate | None  # None = unchanged
+
+
+@dataclass(slots=True)
+class RankTask:
+    """Evaluation: rank candidate items for a user."""
+
+    user: ClientAgent
+    candidates: list[ClientAgent]
+    popularity: list[float]
+
+
+@dataclass(slots=True)
+class RankOutcome:
+    scores: list[float]  # one per candidate, higher = better
+    reasoning: str | None = None
+    ok: bool = True
+
+
+@dataclass(slots=True)
+class OperationCounts:
+    """How many operations of each kind a brain performed (LLM calls in an LLM brain)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def add(self, operation: str, n: int = 1, tokens: int = 0) -> None:
+        self.counts[operation] = self.counts.get(operation, 0) + n
+        if tokens:
+            self.tokens[operation] = self.tokens.get(operation, 0) + tokens
+
+
+BrainKind = Literal["offline", "llm"]
+
+
+class Brain(Protocol):
+    """The policy behind every agent operation."""
+
+    kind: BrainKind
+    operations: OperationCounts
+
+    async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
+        """Initial item profiles (keyed by dataset item id) from metadata."""
+        ...
+
+    async def interact(self, tasks: Sequence[InteractionTask]) -> list[InteractionOutcome]:
+        """Choose, then reflect: new original profiles of the user and items."""
+        ...
+
+    async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
+        """New router profiles."""
+        ...
+
+    async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
+        """Filter buffered messages and update propagated profiles."""
+        ...
+
+    async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
+        """Score candidates for evaluation."""
+        ...
+
+    async def aclose(self) -> None: ...

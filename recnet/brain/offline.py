@@ -1,0 +1,164 @@
+"""The offline brain: a deterministic reference policy that does every agent operation with numbers.
+
+Pipeline position: the default brain behind the phases (no network, no key). Profiles are weighted
+attribute maps (``recnet.world.profile``); the operations follow DESIGN §3:
+
+* *extract* — item metadata → attributes (genres, tags, era, title).
+* *interact* (choose + reflect) — the user picks the item with the higher score; when wrong, the
+  user moves towards the true item's attributes and away from the wrong one's, the true item
+  absorbs the user's profile and the wrong item moves away from it; when right, both reinforce.
+* *summarize* — a router's profile is an exponential moving average of routed attribute changes.
+* *merge* — executable filter rules decide per message; accepted router profiles are averaged
+  (weighted by routing score) into the propagated profile with damping, capped by the max-share rule.
+* *rank* — cosine of effective profiles plus a popularity prior (item agents know how often they
+  were chosen; an LLM knows which films are popular).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from recnet.config.scenario import Scenario
+from recnet.data.types import Item
+from recnet.brain.base import (
+    BrainKind,
+    InteractionOutcome,
+    InteractionTask,
+    MergeOutcome,
+    MergeTask,
+    OperationCounts,
+    ProfileUpdate,
+    RankOutcome,
+    RankTask,
+    SummarizeTask,
+)
+from recnet.world.agents import ClientAgent
+from recnet.world.content import item_attributes
+from recnet.world.profile import Weights, add_scaled, cosine, norm, normalized, top
+from recnet.world.rules import Decision
+
+
+class OfflineBrain:
+    """Reference policy; see the module docstring for what each operation does."""
+
+    kind: BrainKind = "offline"
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.interaction = scenario.interaction
+        self.propagation = scenario.propagation
+        self.profile_size = scenario.world.profile_size
+        self.router_profile_size = scenario.world.router_profile_size
+        self.with_titles = True
+        self.operations = OperationCounts()
+
+    # helpers -----------------------------------------------------------------------------------
+    def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
+        """Preference score of ``user`` for ``item``: cosine of effective profiles + prior."""
+        weight = self.interaction.propagated_weight
+        similarity = cosine(user.effective(weight), item.effective(weight))
+        return similarity + self.interaction.popularity_weight * popularity
+
+    # operations --------------------------------------------------------------------------------
+    async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
+        self.operations.add("extract", len(items))
+        return {
+            item.item_id: ProfileUpdate(item_attributes(item, with_title=self.with_titles))
+            for item in items
+        }
+
+    async def interact(self, tasks: Sequence[InteractionTask]) -> list[InteractionOutcome]:
+        self.operations.add("predict", len(tasks))
+        return [self._interact_one(task) for task in tasks]
+
+    def _interact_one(self, task: InteractionTask) -> InteractionOutcome:
+        user, positive, negative = task.user, task.positive, task.negative
+        s_pos = self.score(user, positive, task.popularity[positive.agent_id])
+        s_neg = self.score(user, negative, task.popularity[negative.agent_id])
+        correct = s_pos > s_neg
+        pos_dir = normalized(positive.original)
+        rates = self.interaction
+        if correct:
+            self.operations.add("reflect_user")
+            self.operations.add("reflect_item")
+            new_user = add_scaled(user.original, pos_dir, rates.reinforce_rate)
+            updates = {user.agent_id: ProfileUpdate(top(new_user, self.profile_size))}
+        else:
+            self.operations.add("reflect_user")
+            self.operations.add("reflect_item", 2)
+            neg_dir = normalized(negative.original)
+            new_user = add_scaled(user.original, pos_dir, rates.learning_rate)
+            new_user = add_scaled(new_user, neg_dir, -rates.learning_rate)
+            updates = {user.agent_id: ProfileUpdate(top(new_user, self.profile_size))}
+            user_dir = normalized(new_user)
+            pushed = add_scaled(negative.original, user_dir, -0.5 * rates.item_absorb_rate)
+            updates[negative.agent_id] = ProfileUpdate(top(pushed, self.profile_size))
+        user_dir = normalized(updates[user.agent_id].weights)
+        absorbed = add_scaled(positive.original, user_dir, rates.item_absorb_rate)
+        updates[positive.agent_id] = ProfileUpdate(top(absorbed, self.profile_size))
+        return InteractionOutcome(
+            chosen=positive.agent_id if correct else negative.agent_id,
+            correct=correct,
+            updates=updates,
+        )
+
+    async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
+        self.operations.add("summarize", len(tasks))
+        ema = self.propagation.router_ema
+        results = []
+        for task in tasks:
+            blended = add_scaled(
+                {a: (1.0 - ema) * w for a, w in task.router.profile.items()},
+                normalized(task.routed),
+                ema,
+            )
+            kept = {a: w for a, w in blended.items() if w > 0}
+            results.append(ProfileUpdate(normalized(top(kept, self.router_profile_size))))
+        return results
+
+    async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
+        self.operations.add("merge", len(tasks))
+        return [self._merge_one(task) for task in tasks]
+
+    def _merge_one(self, task: MergeTask) -> MergeOutcome:
+        client = task.client
+        decisions: list[tuple[Decision, str | None]] = []
+        incoming: Weights = {}
+        total = 0.0
+        for message in task.messages:
+            decision = client.filters.decide(message, task.step, client.original)
+            decisions.append(decision)
+            if decision[0] == "accepted":
+                weight = max(message.score, 1e-3)
+                total += weight
+                for a, w in message.attributes.items():
+                    incoming[a] = incoming.get(a, 0.0) + weight * w
+        if total == 0.0:
+            return MergeOutcome(decisions, None)
+        incoming = {a: w / total for a, w in incoming.items()}
+        scale = norm(client.original)
+        damping = self.propagation.merge_damping
+        propagated = add_scaled(
+            {a: (1.0 - damping) * w for a, w in client.propagated.items()},
+            incoming,
+            damping * scale,
+        )
+        share = client.filters.max_share()
+        if share < 1.0:
+            cap = share / (1.0 - share) * scale
+            current = norm(propagated)
+            if current > cap:
+                factor = cap / current if current else 0.0
+                propagated = {a: w * factor for a, w in propagated.items()}
+        return MergeOutcome(decisions, ProfileUpdate(top(propagated, self.profile_size)))
+
+    async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
+        self.operations.add("rank", len(tasks))
+        return [
+            RankOutcome(
+                [self.score(t.user, c, p) for c, p in zip(t.candidates, t.popularity, strict=True)]
+            )
+            for t in tasks
+        ]
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,211 @@
+"""Synthetic world with planted taste communities and scheduled preference drift.
+
+Pipeline position: ``recnet.data.load`` calls ``generate_synthetic`` for ``kind: synthetic``;
+the resulting ``Dataset`` carries a ``GroundTruth`` so that propagation can be scored (did the
+news of a drift reach the users it should?).
+
+The generative story:
+
+* ``n_communities`` communities, each with ``attributes_per_community`` readable attributes
+  (invented mood/genre pairs such as ``"velvet-noir"``), disjoint across communities.
+* Items are split evenly (then shuffled) across communities. An item's genres are two of its
+  community's attributes, its tags the rest of a random subset of them (at least half), and with
+  probability ``noise`` one foreign attribute is added as a tag.
+* Users are split evenly across communities. Each makes ``interactions_per_user`` choices at
+  random times over a 180-day horizon, never the same item twice. A choice comes from the
+  community the user's community currently prefers with probability ``1 - noise``, else from any
+  other community; within a community, items have a mild popularity skew (weight ∝ rank^-0.5).
+* ``n_drifts`` drifts happen at evenly spaced times: community ``c`` (chosen at random) starts
+  preferring the items of another community ``d``. ``DriftEvent`` records the time, ``c``, the
+  old and new attribute sets and the users of ``c`` (who should learn of the shift).
+
+Everything is drawn from ``numpy.random.default_rng(SeedSequence([seed, SYNTHETIC_STREAM]))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recnet.config.scenario import SyntheticSettings
+from recnet.data.types import Dataset, DriftEvent, GroundTruth, Interaction, Item
+from recnet.errors import DatasetError
+
+SYNTHETIC_STREAM = 0x5E7_D47A  # separates this generator's stream from other uses of the seed
+START_TIME = 1_600_000_000  # 2020-09-13, seconds
+HORIZON = 180 * 24 * 3600
+POPULARITY_EXPONENT = 0.5
+
+_MOODS = (
+    "velvet", "neon", "rustic", "stormy", "sunlit", "haunted", "playful", "brooding", "cosmic",
+    "gritty", "dreamy", "frantic", "tender", "icy", "feral", "gilded", "hollow", "lush",
+    "smoky", "electric", "quiet", "savage", "whimsical", "bleak", "radiant", "tangled",
+    "wistful", "brassy", "misty", "jagged", "mellow", "lurid",
+)  # fmt: skip
+_GENRES = (
+    "noir", "western", "saga", "heist", "romance", "satire", "thriller", "fable", "odyssey",
+    "farce", "mystery", "ballad", "epic", "horror", "drama", "caper", "parable", "opera",
+    "chronicle", "fantasy", "documentary", "comedy", "requiem", "duel", "voyage", "elegy",
+    "cabaret", "siege", "carnival", "pastoral", "serenade", "riddle",
+)  # fmt: skip
+
+
+def attribute_names(count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` distinct readable attribute names like ``"velvet-noir"``."""
+    pool = [f"{m}-{g}" for m in _MOODS for g in _GENRES]
+    order = rng.permutation(len(pool))
+    names = [pool[i] for i in order[: min(count, len(pool))]]
+    names += [f"{pool[order[i % len(pool)]]}-{i // len(pool)}" for i in range(len(pool), count)]
+    return names
+
+
+def _balanced(n: int, groups: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(np.arange(n) % groups)
+
+
+def _schedule(settings: SyntheticSettings, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """``(timestamp, community, new preferred community)`` for each drift, in time order."""
+    if settings.n_drifts == 0:
+        return []
+    if settings.n_communities < 2:
+        raise DatasetError(
+            f"synthetic n_drifts={settings.n_drifts} needs at least 2 communities "
+            f"(n_communities={settings.n_communities})",
+            "set dataset.synthetic.n_communities >= 2 or dataset.synthetic.n_drifts=0",
+        )
+    c = settings.n_communities
+    drifts = []
+    preferred = list(range(c))
+    communities = rng.permutation(np.resize(np.arange(c), settings.n_drifts))
+    for k, community in enumerate(communities.tolist()):
+        ts = START_TIME + HORIZON * (k + 1) // (settings.n_drifts + 1)
+        others = [g for g in range(c) if g != preferred[community]]
+        target = others[int(rng.integers(len(others)))]
+        preferred[community] = target
+        drifts.append((ts, community, target))
+    return drifts
+
+
+def _items(
+    settings: SyntheticSettings,
+    item_comm: np.ndarray,
+    comm_attrs: list[list[str]],
+    rng: np.random.Generator,
+) -> dict[str, Item]:
+    width = len(str(settings.n_items - 1))
+    all_attrs = [a for attrs in comm_attrs for a in attrs]
+    items: dict[str, Item] = {}
+    a = settings.attributes_per_community
+    for idx, comm in enumerate(item_comm.tolist()):
+        attrs = comm_attrs[comm]
+        k = int(rng.integers((a + 1) // 2, a + 1))
+        chosen = [attrs[j] for j in sorted(rng.permutation(a)[:k].tolist())]
+        tags = chosen[2:]
+        if settings.noise > 0 and rng.random() < settings.noise and len(all_attrs) > a:
+            foreign = [x for x in all_attrs if x not in attrs]
+            tags.append(foreign[int(rng.integers(len(foreign)))])
+        item_id = f"i{idx:0{width}d}"
+        items[item_id] = Item(item_id, f"Item {item_id}", tuple(chosen[:2]), None, tuple(tags))
+    return items
+
+
+def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
+    """Generate a planted-community dataset with ground truth (see the module docstring)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SYNTHETIC_STREAM]))
+    c, n_users, n_items = settings.n_communities, settings.n_users, settings.n_items
+    if c > n_items or c > n_users:
+        raise DatasetError(
+            f"synthetic n_communities={c} exceeds n_users={n_users} or n_items={n_items}",
+            "use fewer communities or more users and items",
+        )
+    names = attribute_names(c * settings.attributes_per_community, rng)
+    a = settings.attributes_per_community
+    comm_attrs = [names[g * a : (g + 1) * a] for g in range(c)]
+    item_comm = _balanced(n_items, c, rng)
+    user_comm = _balanced(n_users, c, rng)
+    items = _items(settings, item_comm, comm_attrs, rng)
+    item_ids = list(items)
+    drifts = _schedule(settings, rng)
+
+    members = [np.flatnonzero(item_comm == g) for g in range(c)]
+    # popularity skew within a community, in a random rank order: log-weights for Gumbel top-k
+    log_w = [
+        -POPULARITY_EXPONENT * np.log1p(rng.permutation(len(group)).astype(float))
+        for group in members
+    ]
+    # per community: drift times, and the community preferred from each of those times on
+    change_times = [np.array([ts for ts, g2, _ in drifts if g2 == g], np.int64) for g in range(c)]
+    change_targets = [[g] + [t for _, g2, t in drifts if g2 == g] for g in range(c)]
+
+    n_choices = min(settings.interactions_per_user, n_items)
+    user_width = len(str(n_users - 1))
+    rows: list[tuple[int, int, int]] = []  # (timestamp, user index, item index)
+    for u in range(n_users):
+        comm = int(user_comm[u])
+        times = np.sort(rng.integers(START_TIME, START_TIME + HORIZON, size=n_choices))
+        epochs = np.searchsorted(change_times[comm], times, side="right")
+        groups = np.asarray(change_targets[comm])[epochs]
+        outside = rng.random(n_choices) < settings.noise
+        picks = _pick_items(rng, groups, outside, members, log_w, item_comm)
+        rows.extend(zip(times.tolist(), [u] * n_choices, picks, strict=True))
+    rows.sort(key=lambda r: r[0])
+
+    user_ids = [f"u{u:0{user_width}d}" for u in range(n_users)]
+    interactions = [Interaction(user_ids[u], item_ids[i], ts, None) for ts, u, i in rows]
+    truth = GroundTruth(
+        user_community={uid: int(g) for uid, g in zip(user_ids, user_comm.tolist(), strict=True)},
+        item_community={iid: int(g) for iid, g in zip(item_ids, item_comm.tolist(), strict=True)},
+        community_attributes={g: tuple(comm_attrs[g]) for g in range(c)},
+        drifts=[],
+    )
+    preferred = list(range(c))
+    for ts, comm, target in drifts:
+        truth.drifts.append(
+            DriftEvent(
+                timestamp=ts,
+                community=comm,
+                from_attributes=tuple(comm_attrs[preferred[comm]]),
+                to_attributes=tuple(comm_attrs[target]),
+                users=tuple(
+                    u for u, g in zip(user_ids, user_comm.tolist(), strict=True) if g == comm
+                ),
+            )
+        )
+        preferred[comm] = target
+    return Dataset("synthetic", interactions, items, ground_truth=truth, source="synthetic")
+
+
+def _pick_items(
+    rng: np.random.Generator,
+    groups: np.ndarray,
+    outside: np.ndarray,
+    members: list[np.ndarray],
+    log_w: list[np.ndarray],
+    item_comm: np.ndarray,
+) -> list[int]:
+    """One user's distinct items: popularity-weighted from ``groups[t]``, or (``outside[t]``)
+    uniformly from the other communities."""
+    n_items = len(item_comm)
+    picks = [-1] * len(groups)
+    seen: set[int] = set()
+    inside = ~outside
+    for g in np.unique(groups[inside]).tolist():
+        slots = np.flatnonzero(inside & (groups == g)).tolist()
+        keys = log_w[g] + rng.gumbel(size=len(members[g]))  # Gumbel top-k = weighted, no repeats
+        order = members[g][np.argsort(-keys)[: len(slots)]].tolist()
+        for slot, item in zip(slots, order, strict=False):
+            picks[slot] = item
+            seen.add(item)
+    for slot, pick in enumerate(picks):
+        if pick >= 0:
+            continue
+        g = int(groups[slot])
+        prefer_outside = bool(outside[slot])
+        for _ in range(32):
+            item = int(rng.integers(n_items))
+            if item not in seen and (not prefer_outside or item_comm[item] != g):
+                break
+        else:
+            item = next(i for i in rng.permutation(n_items).tolist() if i not in seen)
+        picks[slot] = item
+        seen.add(item)
+    return picks

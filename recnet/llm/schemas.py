@@ -1,0 +1,125 @@
+"""Pydantic output models of the LLM operations; the prompt pack's manifest names them.
+
+Pipeline position: ``structured.call_structured`` sends ``Model.model_json_schema()`` with each
+request and validates the answer with the model. Field descriptions travel in the schema, so
+they are written for the LLM. Unknown extra fields in an answer are ignored; missing explanatory
+fields (reasons) default to empty so only the substance of an answer can fail validation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OutputModel(BaseModel):
+    """Base of every operation's output: extra keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ExtractOutput(OutputModel):
+    """``extract``: a profile's fine-grained attributes, grouped by category."""
+
+    attributes: dict[str, list[str]] = Field(
+        description='Category → short attribute phrases, e.g. {"genre": ["film noir"], '
+        '"mood": ["bleak"]}.'
+    )
+
+
+class SummarizeOutput(OutputModel):
+    """``summarize``: a router's new community profile."""
+
+    profile: str = Field(description="The router's updated profile: a compact descriptor.")
+
+
+class ReflectOutput(OutputModel):
+    """``reflect_user`` / ``reflect_item``: an updated profile after an interaction."""
+
+    updated_profile: str = Field(description="The whole revised profile text.")
+    reason: str = Field("", description="One sentence: what changed and why.")
+
+
+class MergeOutput(OutputModel):
+    """``merge``: the propagated profile built from buffered router messages."""
+
+    propagated_profile: str = Field(description="The propagated profile after the merge.")
+    accepted: list[int] = Field(
+        default_factory=list, description="Indices of the messages taken in."
+    )
+    rejected: list[int] = Field(
+        default_factory=list, description="Indices of the messages left out."
+    )
+    reason: str = Field("", description="Why messages were accepted or rejected.")
+
+
+class PredictOutput(OutputModel):
+    """``predict``: the one candidate the user would choose."""
+
+    chosen: str = Field(description="The id of the chosen candidate, exactly as given.")
+    reasoning: str = Field("", description="Why this candidate fits the user best.")
+
+
+class RankOutput(OutputModel):
+    """``rank``: all candidates, best first."""
+
+    ranking: list[str] = Field(description="Every candidate id, most likely choice first.")
+    reasoning: str = Field("", description="The main reasons for the order.")
+
+
+Judgement = Literal["positive", "neutral", "negative"]
+
+
+class ModuleJudgement(OutputModel):
+    """Credit for one module in the backward phase."""
+
+    module: str = Field(description="The module's id, exactly as given.")
+    judgement: Judgement = Field(description="How the module affected the prediction.")
+    reason: str = Field("", description="Evidence for the judgement.")
+    suggestion: str = Field(
+        "no adjustment", description='An actionable revision, or "no adjustment".'
+    )
+
+
+class GradientOutput(OutputModel):
+    """``gradient``: a judgement and suggestion for every module that took part."""
+
+    judgements: list[ModuleJudgement] = Field(description="One entry per module.")
+
+
+OptimizeOperation = Literal[
+    "rewrite", "split", "merge", "modify", "reorder", "add", "delete", "none"
+]
+
+
+class OptimizeOutput(OutputModel):
+    """``optimize``: one edit of one module, following its textual gradient."""
+
+    operation: OptimizeOperation = Field(description="The edit to apply; none = keep as is.")
+    content: str | None = Field(
+        None, description="rewrite/modify/add: the new text (profile, router profile or rule)."
+    )
+    target: str | None = Field(
+        None, description="modify/delete: the rule id; merge: the router to merge with."
+    )
+    order: list[str] | None = Field(None, description="reorder: all rule ids in the new order.")
+    parts: list[str] | None = Field(
+        None, description="split: the profile of each new router (two or more)."
+    )
+    reason: str = Field("", description="Why this edit follows from the gradient.")
+
+
+OUTPUT_MODELS: dict[str, type[OutputModel]] = {
+    model.__name__: model
+    for model in (
+        ExtractOutput,
+        SummarizeOutput,
+        ReflectOutput,
+        MergeOutput,
+        PredictOutput,
+        RankOutput,
+        GradientOutput,
+        OptimizeOutput,
+    )
+}

@@ -1,0 +1,376 @@
+"""The forward phase, one step = one batch of ``update_size`` chronological training interactions.
+
+Pipeline position: run by the phase loop (``recnet.phases.loop``) once per step. Each method is one
+of DESIGN §2's five steps; each builds tasks from the world, hands them to the brain in batches,
+applies the outcomes, and writes trace rows:
+
+1. ``interact``  — AgentCF interaction update (choose, reflect) per interaction.
+2. ``perceive``  — attributes that changed go to their nearest router.
+3. ``integrate`` — routers that received attributes summarise them into a new profile.
+4. ``multicast`` — each updated router sends its profile to clients with cos ≥ τ.
+5. ``receive``   — flushed buffers are merged into propagated profiles through filter memories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
+from recnet.context import RunContext
+from recnet.data.types import Interaction
+from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
+from recnet.world.buffer import RouterMessage
+from recnet.world.profile import Weights, changes, render
+from recnet.world.routing import nearest_router, select_recipients
+from recnet.world.world import World
+
+OVERFLOW_RULE = "buffer-overflow"
+
+
+@dataclass
+class StepState:
+    """What one forward step produced so far (handed from sub-phase to sub-phase)."""
+
+    step: int
+    interactions: Sequence[Interaction]
+    started_at: str
+    n_correct: int = 0
+    changed: dict[str, Weights] = field(default_factory=dict)  # agent id → attribute deltas
+    routed: dict[str, Weights] = field(default_factory=dict)  # router id → routed deltas
+    updated_routers: list[str] = field(default_factory=list)
+    to_flush: dict[str, list[RouterMessage]] = field(default_factory=dict)
+    n_messages: int = 0
+    decided: dict[str, int] = field(
+        default_factory=lambda: {"accepted": 0, "rejected": 0, "dropped": 0}
+    )
+
+
+class ForwardPhase:
+    """The five forward sub-phases over one world."""
+
+    def __init__(self, ctx: RunContext, world: World) -> None:
+        self.ctx = ctx
+        self.world = world
+        self.settings = ctx.scenario.propagation
+        self.flush_on = set(ctx.scenario.world.buffer.flush_on)
+        self.item_ids = list(world.items)
+        self.max_count = 0
+        self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
+        self.buffered: set[str] = set()  # clients with a non-empty buffer
+        self.seq = 0  # position in the chronological training stream
+
+    # 1. interaction update ------------------------------------------------------------------------
+    async def interact(self, state: StepState) -> None:
+        world, ctx = self.world, self.ctx
+        users = [world.users[user_agent_id(i.user)] for i in state.interactions]
+        positives = [world.items[item_agent_id(i.item)] for i in state.interactions]
+        negatives = self._sample_negatives(state.step, users)
+        if "before_act" in self.flush_on:
+            acting = {a.agent_id: a for a in users + positives + negatives if len(a.buffer)}
+            if acting:
+                await self._merge(state, {a: c.buffer.drain() for a, c in acting.items()})
+        before: dict[str, Weights] = {}
+        order = list(range(len(users)))
+        for round_positions in conflict_free_rounds(order, users, positives, negatives):
+            tasks = [
+                InteractionTask(
+                    user=users[p],
+                    positive=positives[p],
+                    negative=negatives[p],
+                    step=state.step,
+                    popularity={
+                        positives[p].agent_id: self.popularity(positives[p]),
+                        negatives[p].agent_id: self.popularity(negatives[p]),
+                    },
+                )
+                for p in round_positions
+            ]
+            outcomes = await ctx.brain.interact(tasks)
+            rows = []
+            for position, task, outcome in zip(round_positions, tasks, outcomes, strict=True):
+                for agent_id, update in outcome.updates.items():
+                    agent = world.client(agent_id)
+                    before.setdefault(agent_id, agent.original)
+                    self._set_original(agent, update)
+                task.user.interactions += 1
+                task.positive.interactions += 1
+                self.max_count = max(self.max_count, task.positive.interactions)
+                interaction = state.interactions[position]
+                world.record_interaction(task.user.agent_id, task.positive.agent_id, interaction.timestamp)
+                state.n_correct += outcome.correct
+                rows.append(
+                    {
+                        "run_id": ctx.run_id,
+                        "seq": self.seq + position,
+                        "step": state.step,
+                        "user_id": task.user.agent_id,
+                        "item_id": task.positive.agent_id,
+                        "negative_id": task.negative.agent_id,
+                        "chosen_id": outcome.chosen,
+                        "correct": outcome.correct,
+                        "timestamp": interaction.timestamp,
+                    }
+                )
+            ctx.store.add("interactions", rows)
+        self.seq += len(users)
+        size = self.settings.changed_attributes
+        for agent_id, old in before.items():
+            delta = changes(old, world.client(agent_id).original, size)
+            if delta:
+                state.changed[agent_id] = delta
+        world.refresh_client_vectors(before)
+        world.update_memberships(before)
+        self.dirty_profiles.update(before)
+
+    def popularity(self, item: ClientAgent) -> float:
+        """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
+        if self.max_count == 0:
+            return 0.0
+        return math.log1p(item.interactions) / math.log1p(self.max_count)
+
+    def _sample_negatives(self, step: int, users: list[ClientAgent]) -> list[ClientAgent]:
+        rng = self.ctx.seeds.generator("interaction-negatives", step)
+        items = self.world.items
+        negatives = []
+        for user in users:
+            seen = self.world.history.get(user.agent_id, set())
+            while True:
+                candidate = self.item_ids[int(rng.integers(len(self.item_ids)))]
+                if candidate not in seen or len(seen) >= len(self.item_ids):
+                    break
+            negatives.append(items[candidate])
+        return negatives
+
+    def _set_original(self, agent: ClientAgent, update: ProfileUpdate) -> None:
+        agent.original = update.weights
+        if update.text is not None:
+            agent.text = update.text
+
+    # 2. perception -----------------------------------------------------------------------------
+    def perceive(self, state: StepState) -> None:
+        if not self.settings.enabled or not state.changed:
+            return
+        totals: Weights = {}
+        for delta in state.changed.values():
+            for attribute, change in delta.items():
+                totals[attribute] = totals.get(attribute, 0.0) + change
+        space = self.world.space
+        space.add(list(totals))
+        names = list(totals)
+        vectors = space.matrix[[space.index[a] for a in names]]
+        router_ids, router_vectors = self.world.router_matrix()
+        positions, _ = nearest_router(vectors, router_vectors)
+        for attribute, position in zip(names, positions.tolist(), strict=True):
+            if position < 0:
+                continue
+            routed = state.routed.setdefault(router_ids[position], {})
+            routed[attribute] = routed.get(attribute, 0.0) + totals[attribute]
+
+    # 3. integration ----------------------------------------------------------------------------
+    async def integrate(self, state: StepState) -> None:
+        if not state.routed:
+            return
+        ctx, world = self.ctx, self.world
+        router_ids = sorted(state.routed, key=lambda r: int(r.split(":")[1]))
+        tasks = [SummarizeTask(world.routers[r], state.routed[r], state.step) for r in router_ids]
+        updates = await ctx.brain.summarize(tasks)
+        rows = []
+        for router_id, update in zip(router_ids, updates, strict=True):
+            router = world.routers[router_id]
+            router.profile = update.weights
+            router.text = update.text
+            router.version += 1
+            state.updated_routers.append(router_id)
+            rows.append(router_version_row(ctx.run_id, state.step, router, world, "integrate"))
+        ctx.store.add("router_versions", rows)
+
+    # 4. multicast ------------------------------------------------------------------------------
+    def multicast(self, state: StepState) -> None:
+        if not state.updated_routers:
+            return
+        world, ctx = self.world, self.ctx
+        top_k = self.settings.top_k if self.settings.routing == "top_k" else None
+        flush_when_full = "full" in self.flush_on
+        dropped_rows = []
+        for router_id in state.updated_routers:
+            router = world.routers[router_id]
+            router_vector = world.space.embed_weights(router.profile)
+            positions, scores = select_recipients(
+                router_vector,
+                world.client_vectors,
+                tau=router.tau,
+                max_recipients=self.settings.max_recipients,
+                top_k=top_k,
+            )
+            snapshot = dict(router.profile)
+            text = router.profile_text() if router.text is not None else render(snapshot, 16)
+            for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
+                client = world.clients[position]
+                message = RouterMessage(
+                    message_id=world.new_message_id(),
+                    router_id=router_id,
+                    client_id=client.agent_id,
+                    step=state.step,
+                    score=score,
+                    attributes=snapshot,
+                    text=text,
+                )
+                state.n_messages += 1
+                dropped = client.buffer.push(message)
+                self.buffered.add(client.agent_id)
+                if dropped is not None:
+                    state.decided["dropped"] += 1
+                    dropped_rows.append(
+                        message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
+                    )
+                if flush_when_full and client.buffer.is_full:
+                    state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
+        if ctx.scenario.trace.messages == "all":
+            ctx.store.add("messages", dropped_rows)
+
+    # 5. reception ------------------------------------------------------------------------------
+    async def receive(self, state: StepState) -> None:
+        flush = state.to_flush
+        state.to_flush = {}
+        if "step_end" in self.flush_on:
+            for agent_id in self.buffered:
+                buffer = self.world.client(agent_id).buffer
+                if len(buffer):
+                    flush.setdefault(agent_id, []).extend(buffer.drain())
+            self.buffered.clear()
+        if flush:
+            await self._merge(state, flush)
+
+    async def _merge(self, state: StepState, flush: dict[str, list[RouterMessage]]) -> None:
+        ctx, world = self.ctx, self.world
+        ids = sorted(flush, key=world.client_position.__getitem__)
+        tasks = [MergeTask(world.client(a), flush[a], state.step) for a in ids]
+        outcomes = await ctx.brain.merge(tasks)
+        rows = []
+        record = ctx.scenario.trace.messages == "all"
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            for message, (decision, rule_id) in zip(task.messages, outcome.decisions, strict=True):
+                state.decided[decision] += 1
+                if record:
+                    rows.append(message_row(ctx.run_id, message, decision, rule_id, state.step))
+            if outcome.propagated is not None:
+                task.client.propagated = outcome.propagated.weights
+                task.client.propagated_text = outcome.propagated.text
+                self.dirty_profiles.add(task.client.agent_id)
+        if rows:
+            ctx.store.add("messages", rows)
+
+    # step bookkeeping --------------------------------------------------------------------------
+    def step_row(self, state: StepState, finished_at: str) -> dict[str, object]:
+        interactions = state.interactions
+        return {
+            "run_id": self.ctx.run_id,
+            "step": state.step,
+            "n_interactions": len(interactions),
+            "first_timestamp": interactions[0].timestamp if interactions else None,
+            "last_timestamp": interactions[-1].timestamp if interactions else None,
+            "n_correct": state.n_correct,
+            "n_changed_attributes": sum(len(d) for d in state.changed.values()),
+            "n_routers_updated": len(state.updated_routers),
+            "n_messages": state.n_messages,
+            "n_accepted": state.decided["accepted"],
+            "n_rejected": state.decided["rejected"],
+            "n_dropped": state.decided["dropped"],
+            "started_at": state.started_at,
+            "finished_at": finished_at,
+        }
+
+    def profile_rows(self, step: int) -> list[dict[str, object]]:
+        """Profile versions of every client changed since the last call (then forgets them)."""
+        rows: list[dict[str, object]] = []
+        world = self.world
+        for agent_id in sorted(self.dirty_profiles, key=world.client_position.__getitem__):
+            agent = world.client(agent_id)
+            rows.append(profile_row(self.ctx.run_id, agent, step, "original", "interact"))
+            if agent.propagated:
+                rows.append(profile_row(self.ctx.run_id, agent, step, "propagated", "merge"))
+        self.dirty_profiles.clear()
+        return rows
+
+
+def conflict_free_rounds(
+    order: list[int],
+    users: Sequence[ClientAgent],
+    positives: Sequence[ClientAgent],
+    negatives: Sequence[ClientAgent],
+) -> Iterator[list[int]]:
+    """Split interactions into consecutive rounds in which no agent appears twice.
+
+    Within a round the brain may process interactions concurrently; rounds run in order, so an
+    agent always sees its own earlier updates (time order is kept per agent).
+    """
+    current: list[int] = []
+    busy: set[str] = set()
+    for position in order:
+        agents = {users[position].agent_id, positives[position].agent_id, negatives[position].agent_id}
+        if busy & agents:
+            yield current
+            current, busy = [], set()
+        current.append(position)
+        busy |= agents
+    if current:
+        yield current
+
+
+def message_row(
+    run_id: str, message: RouterMessage, status: str, rule_id: str | None, decided_step: int
+) -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "step": message.step,
+        "router_id": message.router_id,
+        "client_id": message.client_id,
+        "score": round(message.score, 6),
+        "status": status,
+        "rule_id": rule_id,
+        "decided_step": decided_step if status != "buffered" else None,
+    }
+
+
+def profile_row(
+    run_id: str, agent: ClientAgent, step: int, kind: str, reason: str
+) -> dict[str, object]:
+    weights = agent.original if kind == "original" else agent.propagated
+    text = agent.profile_text() if kind == "original" else agent.propagated_profile_text()
+    return {
+        "run_id": run_id,
+        "agent_id": agent.agent_id,
+        "step": step,
+        "kind": kind,
+        "text": text,
+        "attributes_json": json.dumps({a: round(w, 5) for a, w in weights.items()}),
+        "reason": reason,
+    }
+
+
+def router_version_row(
+    run_id: str,
+    step: int,
+    router: RouterAgent,
+    world: World,
+    reason: str,
+    parent_version: int | None = None,
+    gradient_id: int | None = None,
+) -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "router_id": router.router_id,
+        "step": step,
+        "version": router.version,
+        "parent_version": router.version - 1 if parent_version is None else parent_version,
+        "text": router.profile_text(),
+        "attributes_json": json.dumps({a: round(w, 5) for a, w in router.profile.items()}),
+        "tau": router.tau,
+        "n_members": len(world.members(router.router_id)),
+        "reason": reason,
+        "gradient_id": gradient_id,
+    }
+

@@ -1,0 +1,341 @@
+"""The composition root: scenario → dataset → world → phase loop → evaluation → trace.
+
+Pipeline position: the only module (besides the CLI) that builds concrete brains, embedders and
+stores. ``simulate`` runs one scenario end to end and returns the metrics; the CLI adds progress
+display and tables around it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from recnet import __version__
+from recnet.baselines.popularity import PopularityScorer
+from recnet.baselines.random_baseline import RandomScorer
+from recnet.brain.base import Brain
+from recnet.brain.offline import OfflineBrain
+from recnet.config.scenario import Scenario
+from recnet.context import RunContext, utc_now
+from recnet.data.load import load_dataset
+from recnet.data.types import Dataset, Interaction
+from recnet.errors import ScenarioError
+from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
+from recnet.phases.evaluate import (
+    candidate_rows,
+    evaluate_baselines,
+    metric_rows,
+    rank_with_brain,
+)
+from recnet.phases.forward import ForwardPhase, StepState, message_row, profile_row
+from recnet.phases.forward import router_version_row
+from recnet.phases.loop import PhaseLoop
+from recnet.rng import SeedTree
+from recnet.trace.sqlite_store import SQLiteTraceStore
+from recnet.trace.store import TraceStore
+from recnet.world.build import build_world, history_profiles
+from recnet.world.embedding import Embedder, HashingEmbedder
+from recnet.world.world import World
+
+PACKAGES = ("numpy", "networkx", "langgraph", "pydantic", "sqlalchemy", "openai")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    run_id: str
+    trace_path: Path
+    metrics: dict[str, dict[str, float]]  # model → metric → value
+    n_steps: int
+    n_train: int
+    n_test_users: int
+    seconds: float
+    operations: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the first step: data, split, candidates, batches."""
+
+    dataset: Dataset
+    split: Split
+    test_candidates: CandidateSet
+    valid_candidates: CandidateSet
+    batches: list[list[Interaction]]
+
+
+def prepare(scenario: Scenario) -> Prepared:
+    """Load the dataset, split it and fix the candidate lists (no agents, no LLM)."""
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    split = split_leave_one_out(dataset)
+    evaluation = scenario.evaluation
+    test = sample_candidates(
+        dataset,
+        split,
+        n_negatives=evaluation.n_negatives,
+        seed=scenario.seed,
+        negatives_from=evaluation.negatives_from,
+        which="test",
+    )
+    valid = sample_candidates(
+        dataset,
+        split,
+        n_negatives=evaluation.n_negatives,
+        seed=scenario.seed,
+        negatives_from=evaluation.negatives_from,
+        which="valid",
+    )
+    if evaluation.max_test_users is not None and evaluation.max_test_users < len(test):
+        rng = SeedTree(scenario.seed).generator("test-users")
+        users = sorted(test)
+        keep = sorted(rng.choice(len(users), evaluation.max_test_users, replace=False).tolist())
+        chosen = {users[i] for i in keep}
+        test = {u: c for u, c in test.items() if u in chosen}
+        valid = {u: c for u, c in valid.items() if u in chosen}
+    size = scenario.propagation.update_size
+    batches = [split.train[i : i + size] for i in range(0, len(split.train), size)]
+    return Prepared(dataset, split, test, valid, batches)
+
+
+def build_brain(scenario: Scenario) -> Brain:
+    """The brain named by ``llm.backend`` (``offline`` = the reference policy)."""
+    if scenario.llm.backend == "offline":
+        return OfflineBrain(scenario)
+    raise ScenarioError(
+        f"llm.backend: {scenario.llm.backend!r} is not available yet",
+        "use llm.backend=offline",
+    )
+
+
+def build_embedder(scenario: Scenario) -> Embedder:
+    if scenario.embedder.kind == "hashing":
+        return HashingEmbedder(scenario.embedder.dim)
+    raise ScenarioError(
+        f"embedder.kind: {scenario.embedder.kind!r} is not available yet", "use embedder.kind=hashing"
+    )
+
+
+def new_run_id(scenario: Scenario) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    return f"{scenario.name}-s{scenario.seed}-{stamp}"
+
+
+def default_trace_path(scenario: Scenario, run_id: str) -> Path:
+    return scenario.trace.path or scenario.trace.dir / f"{run_id}.sqlite"
+
+
+def versions() -> dict[str, str]:
+    found = {"recnet": __version__, "python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+async def simulate(
+    scenario: Scenario,
+    *,
+    trace_path: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
+) -> RunResult:
+    """Run ``scenario`` end to end; return metrics for RecNet and the baselines."""
+    started = time.perf_counter()
+    prepared = prepare(scenario)
+    if on_prepared is not None:
+        on_prepared(prepared)
+    run_id = new_run_id(scenario)
+    path = trace_path or default_trace_path(scenario, run_id)
+    brain = build_brain(scenario)
+    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size)
+    try:
+        ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+        store.create_run(
+            {
+                "run_id": run_id,
+                "name": scenario.name,
+                "seed": scenario.seed,
+                "scenario_json": scenario.model_dump_json(),
+                "versions_json": json.dumps(versions()),
+                "dataset_source": prepared.dataset.source,
+                "brain": brain.kind if brain.kind == "offline" else f"llm:{scenario.llm.backend}",
+                "status": "running",
+                "started_at": ctx.clock(),
+                "last_completed_step": -1,
+            }
+        )
+        world = await initialise_world(ctx, prepared, build_embedder(scenario))
+        metrics = await run_loop(ctx, world, prepared)
+        store.update_run(run_id, status="finished", finished_at=ctx.clock())
+    except BaseException as exc:
+        store.flush()
+        store.update_run(run_id, status="failed", finished_at=utc_now(), note=repr(exc)[:2000])
+        raise
+    finally:
+        store.close()
+        await brain.aclose()
+    return RunResult(
+        run_id=run_id,
+        trace_path=Path(path),
+        metrics=metrics,
+        n_steps=len(prepared.batches),
+        n_train=len(prepared.split.train),
+        n_test_users=len(prepared.test_candidates),
+        seconds=time.perf_counter() - started,
+        operations=dict(brain.operations.counts),
+        stats=dict(ctx.stats),
+    )
+
+
+async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedder) -> World:
+    """Extract item profiles, build the world and write its initial state to the trace."""
+    scenario, dataset = ctx.scenario, prepared.dataset
+    items = await ctx.brain.extract_items(list(dataset.items.values()))
+    item_profiles = {key: update.weights for key, update in items.items()}
+    item_texts = {key: update.text for key, update in items.items() if update.text is not None}
+    user_profiles = {}
+    if scenario.world.user_init == "history" and scenario.world.user_init_items > 0:
+        user_profiles = history_profiles(
+            prepared.split.train, item_profiles, scenario.world.user_init_items
+        )
+    world = build_world(
+        dataset,
+        scenario,
+        embedder,
+        item_profiles,
+        user_profiles,
+        ctx.seeds.generator("routers-init"),
+        item_texts=item_texts,
+    )
+    write_initial_state(ctx, world, prepared)
+    return world
+
+
+def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> None:
+    store, run_id = ctx.store, ctx.run_id
+    store.add(
+        "agents",
+        [
+            {"run_id": run_id, "agent_id": a.agent_id, "kind": a.kind, "label": a.label,
+             "created_step": -1}
+            for a in world.clients
+        ]
+        + [
+            {"run_id": run_id, "agent_id": r, "kind": "router", "label": None, "created_step": -1}
+            for r in world.routers
+        ],
+    )
+    if ctx.scenario.trace.profiles == "changed":
+        store.add(
+            "profile_versions",
+            [profile_row(run_id, a, -1, "original", "init") for a in world.clients],
+        )
+    store.add(
+        "routers",
+        [
+            {"run_id": run_id, "router_id": r, "created_step": -1, "retired_step": None,
+             "origin": "init"}
+            for r in world.routers
+        ],
+    )
+    store.add(
+        "router_versions",
+        [router_version_row(run_id, -1, r, world, "init", parent_version=None)
+         for r in world.routers.values()],
+    )
+    store.add(
+        "filter_rule_versions",
+        [
+            {
+                "run_id": run_id,
+                "agent_id": world.default_filters.owner,
+                "rule_id": rule.rule_id,
+                "step": -1,
+                "version": rule.version,
+                "parent_version": None,
+                "position": position,
+                "text": rule.text,
+                "executable_json": json.dumps(rule.executable()),
+                "active": True,
+                "reason": "init",
+                "gradient_id": None,
+            }
+            for position, rule in enumerate(world.default_filters.rules)
+        ],
+    )
+    store.add("candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split))
+    store.add(
+        "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
+    )
+    store.commit_step(run_id, -1)
+
+
+async def run_loop(ctx: RunContext, world: World, prepared: Prepared) -> dict[str, dict[str, float]]:
+    """Run every forward step, then evaluate; return model → metrics."""
+    forward = ForwardPhase(ctx, world)
+    n_steps = len(prepared.batches)
+    every = ctx.scenario.trace.profile_every
+    results: dict[str, dict[str, float]] = {}
+
+    def commit(state: StepState) -> None:
+        store = ctx.store
+        store.add("steps", [forward.step_row(state, ctx.clock())])
+        last = state.step == n_steps - 1
+        if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
+            store.add("profile_versions", forward.profile_rows(state.step))
+        world.step = state.step
+        store.commit_step(ctx.run_id, state.step)
+        if ctx.on_step is not None:
+            ctx.on_step(state.step, n_steps)
+
+    async def evaluate(last_step: int) -> None:
+        step = max(last_step, 0)
+        leftover = [
+            message_row(ctx.run_id, m, "buffered", None, step)
+            for client in world.clients
+            for m in client.buffer.peek()
+        ]
+        if ctx.scenario.trace.messages == "all" and leftover:
+            ctx.store.add("messages", leftover)
+        metrics, _ = await rank_with_brain(
+            ctx, world, prepared.split, prepared.test_candidates, which="test", step=step
+        )
+        results["recnet"] = metrics
+        results.update(
+            evaluate_baselines(
+                ctx,
+                fitted_baselines(ctx.scenario, prepared),
+                prepared.split,
+                prepared.test_candidates,
+                which="test",
+                step=step,
+            )
+        )
+        ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results))
+        ctx.store.flush()
+
+    loop = PhaseLoop(forward, prepared.batches, on_commit=commit, evaluate=evaluate, clock=ctx.clock)
+    await loop.run()
+    return results
+
+
+def fitted_baselines(scenario: Scenario, prepared: Prepared) -> list:
+    item_ids = list(prepared.dataset.items)
+    scorers = []
+    for name in scenario.evaluation.baselines:
+        scorer = PopularityScorer() if name == "popularity" else RandomScorer(
+            SeedTree(scenario.seed).integer_seed("random-baseline")
+        )
+        scorer.fit(prepared.split.train, item_ids)
+        scorers.append(scorer)
+    return scorers

@@ -1,0 +1,165 @@
+"""Ordered, named schema migrations of the trace database.
+
+Pipeline position: ``SQLiteTraceStore`` runs ``migrate`` when it opens a file for writing and
+``check_readable`` when it opens one for reading. Each applied migration is recorded in the
+``schema_migrations`` table, so a trace file says which schema it holds.
+
+To change the schema: edit ``recnet/trace/schema.py`` and append a ``Migration`` with the next
+version whose ``apply`` brings a version-(n-1) database to version n (``ALTER TABLE``, a new table
+created with ``table.create(conn)``, ...). Never edit an applied migration: files in the wild have
+already run it. ``_V1_TABLES`` fixes what version 1 creates, so a table added later is created by
+its own migration only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, insert, select, text
+
+from recnet.errors import TraceError
+from recnet.trace import schema
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema's history: ``apply`` runs inside the opening transaction."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+_V1_TABLES = (
+    "schema_migrations",
+    "runs",
+    "steps",
+    "agents",
+    "interactions",
+    "profile_versions",
+    "routers",
+    "router_versions",
+    "messages",
+    "filter_rule_versions",
+    "candidates",
+    "predictions",
+    "metrics",
+    "llm_calls",
+)
+
+
+def _initial(conn: Connection) -> None:
+    tables = [schema.metadata.tables[name] for name in _V1_TABLES]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial", _initial),
+]
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION: int = MIGRATIONS[-1].version
+
+_UPGRADE = "upgrade recnet (pip install -U recnet) to read it"
+
+
+def table_names(conn: Connection) -> list[str]:
+    """Tables in the database, SQLite's own excluded."""
+    rows = conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    return sorted(str(row[0]) for row in rows)
+
+
+def applied(conn: Connection, where: str = "this file") -> dict[int, str]:
+    """Versions and names recorded in ``schema_migrations``.
+
+    Raises TraceError when the database is not a recnet trace: tables without a
+    ``schema_migrations`` table, a foreign ``schema_migrations`` or migration names that are not
+    ours. Returns an empty dict for an empty database.
+    """
+    names = table_names(conn)
+    if not names:
+        return {}
+    not_ours = TraceError(
+        f"{where} is an SQLite database but not a recnet trace "
+        f"(tables: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})",
+        "point recnet at a .sqlite file written by `recnet simulate`, or pick a new path",
+    )
+    if "schema_migrations" not in names or "runs" not in names:
+        raise not_ours
+    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(schema_migrations)")}
+    if not {"version", "name", "applied_at"} <= columns:
+        raise not_ours
+    table = schema.schema_migrations
+    recorded = {
+        int(row.version): str(row.name)
+        for row in conn.execute(select(table.c.version, table.c.name))
+    }
+    known = {m.version: m.name for m in MIGRATIONS}
+    if not recorded or any(known.get(v, name) != name for v, name in recorded.items()):
+        raise not_ours
+    newest = max(recorded)
+    if newest > SCHEMA_VERSION:
+        raise TraceError(
+            f"{where} has trace schema version {newest} ({recorded[newest]!r}); this recnet "
+            f"knows versions up to {SCHEMA_VERSION}",
+            _UPGRADE,
+        )
+    return recorded
+
+
+def migrate(conn: Connection, where: str = "this file") -> list[Migration]:
+    """Apply every migration the database lacks, in order, and record it. Returns those applied.
+
+    Run it inside a transaction: either all pending migrations land or none does.
+    """
+    done = applied(conn, where)
+    pending = [m for m in MIGRATIONS if m.version not in done]
+    for migration in pending:
+        migration.apply(conn)
+        conn.execute(
+            insert(schema.schema_migrations).values(
+                version=migration.version,
+                name=migration.name,
+                applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        )
+    return pending
+
+
+def check_readable(conn: Connection, where: str = "this file") -> int:
+    """The database's schema version; TraceError if it is not a recnet trace we can read."""
+    done = applied(conn, where)
+    if not done:
+        raise TraceError(
+            f"{where} is empty, not a recnet trace",
+            "point recnet at a .sqlite file written by `recnet simulate`",
+        )
+    version = max(done)
+    if version < SCHEMA_VERSION:
+        raise TraceError(
+            f"{where} has trace schema version {version}; this recnet expects {SCHEMA_VERSION}",
+            "open it once for writing (SQLiteTraceStore(path)) to migrate it",
+        )
+    return version
+
+
+def check_migrations(migrations: list[Migration] = MIGRATIONS) -> None:
+    """Raise ValueError if versions are not 1, 2, 3, ... or names repeat (a bug in recnet)."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(migrations) + 1)):
+        raise ValueError(f"migration versions must be 1..n in order, got {versions}")
+    names = [m.name for m in migrations]
+    if len(set(names)) != len(names):
+        raise ValueError(f"migration names must be unique, got {names}")
+
+
+def journal_mode(conn: Connection) -> str:
+    """The database's journal mode (``wal`` for a trace written by recnet)."""
+    return str(conn.execute(text("PRAGMA journal_mode")).scalar_one())
+
+
+check_migrations()

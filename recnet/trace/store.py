@@ -1,0 +1,352 @@
+"""The ``TraceStore`` protocol and the buffering, validation and resume logic its stores share.
+
+Pipeline position: the phase loop writes every agent action through a ``TraceStore`` (the last
+stage of the pipeline); ``recnet traces`` and experiments read it back. Two implementations
+follow one contract: ``SQLiteTraceStore`` (the real one) and ``MemoryTraceStore`` (tests).
+
+Write model, the same for every store:
+
+* ``create_run`` / ``update_run`` write at once.
+* ``add`` validates rows against ``recnet.trace.schema`` and buffers them; once ``batch_size``
+  rows are buffered (all tables together) they are flushed.
+* ``flush`` writes every buffered row of every table in one transaction.
+* ``commit_step`` flushes and sets ``runs.last_completed_step`` in the same transaction, so a
+  step's rows and its completion marker land together.
+* ``truncate_after`` removes what a crashed run wrote after its last completed step, so a resumed
+  run neither duplicates nor loses rows.
+
+Reads (``read``, ``count``, ``runs``) see flushed rows only, ordered by primary key.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+from sqlalchemy import Column, Integer, Table
+
+from recnet.errors import TraceError
+from recnet.trace import schema
+
+Row = dict[str, Any]
+
+#: Every table of the trace, by name.
+TABLES: dict[str, Table] = dict(schema.metadata.tables)
+#: Tables ``add`` refuses: runs go through ``create_run``; migrations are the store's own.
+NOT_ADDABLE: dict[str, str] = {
+    "runs": "use create_run() / update_run() for the runs table",
+    "schema_migrations": "schema_migrations is maintained by the store itself",
+}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the stores need to know about one table to validate and complete rows."""
+
+    table: Table
+    columns: tuple[str, ...]
+    column_set: frozenset[str]
+    primary_key: tuple[str, ...]
+    autoincrement: str | None  # integer surrogate key the database assigns, if any
+    required: frozenset[str]  # NOT NULL, no default, not assigned by the database
+    not_null: frozenset[str]
+    defaults: Mapping[str, Any]  # value used when a row leaves a nullable/defaulted column out
+
+    @classmethod
+    def of(cls, table: Table) -> TableSpec:
+        pk = tuple(c.name for c in table.primary_key.columns)
+        auto = _autoincrement_column(table)
+        defaults: dict[str, Any] = {}
+        required: set[str] = set()
+        not_null: set[str] = set()
+        for col in table.columns:
+            if col.name == auto:
+                continue
+            default = col.default
+            has_default = default is not None and getattr(default, "is_scalar", False)
+            if has_default:
+                defaults[col.name] = default.arg  # type: ignore[union-attr]
+            elif col.nullable:
+                defaults[col.name] = None
+            if not col.nullable:
+                not_null.add(col.name)
+                if not has_default:
+                    required.add(col.name)
+        return cls(
+            table=table,
+            columns=tuple(c.name for c in table.columns),
+            column_set=frozenset(c.name for c in table.columns),
+            primary_key=pk,
+            autoincrement=auto,
+            required=frozenset(required),
+            not_null=frozenset(not_null),
+            defaults=defaults,
+        )
+
+    def normalise(self, row: Mapping[str, Any]) -> Row:
+        """Return a complete copy of ``row``; raise TraceError on unknown or missing columns."""
+        if type(row) is not dict and not isinstance(row, Mapping):
+            raise TraceError(
+                f"a row for trace table {self.table.name!r} must be a dict, "
+                f"got {type(row).__name__}",
+                "pass an iterable of dicts mapping column names to values",
+            )
+        keys = row.keys()
+        # Fast path first (this runs for every traced row); details only when something is off.
+        if not keys <= self.column_set or not keys >= self.required or None in row.values():
+            self._check(row)
+        out: Row = {**self.defaults, **row}
+        if self.autoincrement is not None and out.get(self.autoincrement, 0) is None:
+            del out[self.autoincrement]
+        return out
+
+    def _check(self, row: Mapping[str, Any]) -> None:
+        name = self.table.name
+        unknown = [key for key in row if key not in self.column_set]
+        if unknown:
+            raise TraceError(
+                f"unknown column(s) {', '.join(map(repr, unknown))} for trace table {name!r}",
+                f"columns of {name!r}: {', '.join(self.columns)}",
+            )
+        missing = sorted(self.required - row.keys())
+        nulls = sorted(c for c in self.not_null if c in row and row[c] is None)
+        if missing or nulls:
+            bad = ", ".join(map(repr, missing + nulls))
+            raise TraceError(
+                f"row for trace table {name!r} lacks a value for NOT NULL column(s) {bad}",
+                "fill every required column (see the Trace schema section of the README)",
+            )
+
+
+def _autoincrement_column(table: Table) -> str | None:
+    cols = list(table.primary_key.columns)
+    if len(cols) != 1:
+        return None
+    col: Column[Any] = cols[0]
+    if isinstance(col.type, Integer) and col.autoincrement in (True, "auto"):
+        return col.name
+    return None
+
+
+SPECS: dict[str, TableSpec] = {name: TableSpec.of(table) for name, table in TABLES.items()}
+#: Tables whose rows belong to a step (``truncate_after`` deletes rows with a later step).
+STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "step" in t.c)
+#: Tables whose rows are created at a step (deleted when created after the truncation point).
+CREATED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "created_step" in t.c)
+#: Tables whose rows may be retired at a step (``retired_step`` reset to NULL when later).
+RETIRED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "retired_step" in t.c)
+#: Tables whose rows are decided at a step (reset to undecided when decided later).
+DECIDED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "decided_step" in t.c)
+#: Values a row decided after the truncation point gets back (status buffered, undecided).
+UNDECIDED: dict[str, Any] = {"status": "buffered", "decided_step": None, "rule_id": None}
+
+
+def spec(table: str, *, for_add: bool = False) -> TableSpec:
+    """The spec of ``table``; TraceError naming the known tables if there is no such table."""
+    if for_add and table in NOT_ADDABLE:
+        raise TraceError(f"cannot add rows to trace table {table!r}", NOT_ADDABLE[table])
+    try:
+        return SPECS[table]
+    except KeyError:
+        known = ", ".join(n for n in TABLES if not (for_add and n in NOT_ADDABLE))
+        raise TraceError(f"unknown trace table {table!r}", f"known tables: {known}") from None
+
+
+def check_filter(table: str, run_id: str | None, equals: Mapping[str, Any]) -> TableSpec:
+    """Validate the arguments of ``read``/``count``; return the table's spec."""
+    table_spec = spec(table)
+    keys = list(equals)
+    if run_id is not None:
+        keys.append("run_id")
+    unknown = [k for k in keys if k not in table_spec.columns]
+    if unknown:
+        raise TraceError(
+            f"cannot filter trace table {table!r} on {', '.join(map(repr, unknown))}",
+            f"columns of {table!r}: {', '.join(table_spec.columns)}",
+        )
+    return table_spec
+
+
+def check_run_fields(fields: Mapping[str, Any]) -> None:
+    """Validate the keyword arguments of ``update_run``."""
+    runs_spec = SPECS["runs"]
+    bad = [k for k in fields if k not in runs_spec.columns or k == "run_id"]
+    if bad:
+        raise TraceError(
+            f"cannot update run field(s) {', '.join(map(repr, bad))}",
+            f"updatable fields: {', '.join(c for c in runs_spec.columns if c != 'run_id')}",
+        )
+    nulls = [k for k, v in fields.items() if v is None and k in runs_spec.not_null]
+    if nulls:
+        raise TraceError(
+            f"run field(s) {', '.join(map(repr, nulls))} cannot be NULL",
+            "pass a value for each field",
+        )
+
+
+def unknown_run(run_id: str) -> TraceError:
+    return TraceError(
+        f"no run {run_id!r} in this trace", "create_run() it first, or check the run id"
+    )
+
+
+@runtime_checkable
+class TraceStore(Protocol):
+    """Where a run's trace goes. See the module docstring for the write model."""
+
+    batch_size: int
+
+    def create_run(self, row: Mapping[str, Any]) -> None: ...
+
+    def update_run(self, run_id: str, **fields: Any) -> None: ...
+
+    def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def commit_step(self, run_id: str, step: int) -> None: ...
+
+    def truncate_after(self, run_id: str, step: int) -> None: ...
+
+    def read(
+        self, table: str, run_id: str | None = None, *, limit: int | None = None, **equals: Any
+    ) -> list[Row]: ...
+
+    def count(self, table: str, run_id: str | None = None, **equals: Any) -> int: ...
+
+    def runs(self) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BufferedTraceStore(abc.ABC):
+    """Buffering and validation shared by the stores; subclasses do the actual I/O.
+
+    Subclasses implement ``_write`` (one transaction: the batches, then optionally the step
+    marker), ``_truncate`` and the reads.
+    """
+
+    def __init__(self, batch_size: int = 2000) -> None:
+        if batch_size < 1:
+            raise TraceError(
+                f"trace batch_size must be at least 1, got {batch_size}",
+                "set trace.batch_size to a positive number of rows",
+            )
+        self.batch_size = batch_size
+        self._buffers: dict[str, list[Row]] = {}
+        self._pending = 0
+        self._closed = False
+
+    # -- writes --------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered and not yet written."""
+        return self._pending
+
+    def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._check_writable()
+        table_spec = spec(table, for_add=True)
+        if isinstance(rows, Mapping):
+            raise TraceError(
+                f"add({table!r}, ...) expects an iterable of rows, got a single dict",
+                "wrap the row in a list",
+            )
+        checked = [table_spec.normalise(row) for row in rows]  # all or nothing
+        start = 0
+        while start < len(checked):
+            room = self.batch_size - self._pending
+            chunk = checked[start : start + room]
+            self._buffers.setdefault(table, []).extend(chunk)
+            self._pending += len(chunk)
+            start += len(chunk)
+            if self._pending >= self.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        self._check_writable()
+        if self._pending:
+            self._write_buffers(None)
+
+    def commit_step(self, run_id: str, step: int) -> None:
+        self._check_writable()
+        self._write_buffers((run_id, step))
+
+    def truncate_after(self, run_id: str, step: int) -> None:
+        self._check_writable()
+        self.flush()
+        self._truncate(run_id, step)
+
+    def _write_buffers(self, marker: tuple[str, int] | None) -> None:
+        batches = {name: rows for name, rows in self._buffers.items() if rows}
+        # The buffer is emptied whether or not the write succeeds: a failed write raises, and
+        # its rows (a programming error such as a duplicate key) must not poison later flushes.
+        self._buffers = {}
+        self._pending = 0
+        self._write(batches, marker)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush what is buffered and release the store; closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            if self._pending and not self.read_only:
+                self.flush()
+        finally:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def read_only(self) -> bool:
+        return False
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise TraceError("the trace store is closed", "open a new store to write")
+        if self.read_only:
+            raise TraceError(
+                "this trace store was opened read-only", "open it without read_only to write"
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TraceError("the trace store is closed", "open a new store to read")
+
+    # -- for subclasses ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self, batches: dict[str, list[Row]], marker: tuple[str, int] | None) -> None:
+        """Insert ``batches`` and, if given, set the run's last completed step; one transaction."""
+
+    @abc.abstractmethod
+    def _truncate(self, run_id: str, step: int) -> None:
+        """Remove everything the run recorded after ``step``; one transaction."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Free resources (connections); called once by ``close``."""

@@ -1,0 +1,80 @@
+"""Client agents (users and items) and router agents.
+
+Pipeline position: the state the forward and backward phases read and change. Agents hold state and
+small behaviours (buffering, effective profile); deciding what to change is the brain's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from recnet.world.buffer import MessageBuffer
+from recnet.world.profile import Weights, add_scaled, render
+from recnet.world.rules import FilterMemory
+
+ClientKind = Literal["user", "item"]
+
+
+def user_agent_id(user: str) -> str:
+    return f"u:{user}"
+
+
+def item_agent_id(item: str) -> str:
+    return f"i:{item}"
+
+
+@dataclass(slots=True)
+class ClientAgent:
+    """A user or item agent.
+
+    ``original`` is the profile shaped by the agent's own interactions; ``propagated`` holds what it
+    took in from its communities (P^pro evolves the original, it never replaces it). ``text`` and
+    ``propagated_text`` are the LLM brain's textual profiles; the offline brain leaves them None and
+    they are rendered from the weights on demand.
+    """
+
+    agent_id: str
+    kind: ClientKind
+    key: str  # the dataset's id
+    label: str
+    original: Weights
+    buffer: MessageBuffer
+    filters: FilterMemory
+    propagated: Weights = field(default_factory=dict)
+    text: str | None = None
+    propagated_text: str | None = None
+    interactions: int = 0
+
+    def effective(self, propagated_weight: float) -> Weights:
+        """The profile used to act: original plus weighted propagated preferences."""
+        if not self.propagated or propagated_weight == 0.0:
+            return self.original
+        return add_scaled(self.original, self.propagated, propagated_weight)
+
+    def profile_text(self) -> str:
+        return self.text if self.text is not None else render(self.original)
+
+    def propagated_profile_text(self) -> str:
+        if self.propagated_text is not None:
+            return self.propagated_text
+        return render(self.propagated) if self.propagated else ""
+
+
+@dataclass(slots=True)
+class RouterAgent:
+    """A router: the descriptor of one community of related clients.
+
+    ``tau`` is this router's multicast threshold (optimisable per router in the backward phase).
+    """
+
+    router_id: str
+    profile: Weights
+    tau: float
+    created_step: int = -1
+    origin: str = "init"
+    version: int = 1
+    text: str | None = None
+
+    def profile_text(self) -> str:
+        return self.text if self.text is not None else render(self.profile, limit=16)

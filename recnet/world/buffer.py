@@ -1,0 +1,73 @@
+"""A client's bounded buffer of incoming router messages (forward step 5, reception).
+
+Pipeline position: multicast puts messages in; reception flushes them into the propagated profile.
+The buffer only holds and reports; the filter memory and the brain decide what is taken in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from recnet.world.profile import Weights
+
+Overflow = Literal["drop_oldest", "drop_newest"]
+
+
+@dataclass(slots=True)
+class RouterMessage:
+    """A router's profile as multicast to one client in one step.
+
+    ``attributes`` is a snapshot shared by all recipients of the same multicast; treat it as
+    read-only. ``message_id`` is unique within a run and orders messages.
+    """
+
+    message_id: int
+    router_id: str
+    client_id: str
+    step: int
+    score: float
+    attributes: Weights
+    text: str
+
+
+class MessageBuffer:
+    """FIFO of at most ``capacity`` messages; ``push`` returns what overflow pushed out."""
+
+    __slots__ = ("_messages", "capacity", "overflow")
+
+    def __init__(self, capacity: int, overflow: Overflow = "drop_oldest") -> None:
+        if capacity < 1:
+            raise ValueError("buffer capacity must be at least 1")
+        self.capacity = capacity
+        self.overflow: Overflow = overflow
+        self._messages: deque[RouterMessage] = deque()
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @property
+    def is_full(self) -> bool:
+        return len(self._messages) >= self.capacity
+
+    def push(self, message: RouterMessage) -> RouterMessage | None:
+        """Add a message; when the buffer was full, return the message that was dropped."""
+        if len(self._messages) < self.capacity:
+            self._messages.append(message)
+            return None
+        if self.overflow == "drop_newest":
+            return message
+        dropped = self._messages.popleft()
+        self._messages.append(message)
+        return dropped
+
+    def drain(self) -> list[RouterMessage]:
+        """Remove and return every buffered message, oldest first."""
+        messages = list(self._messages)
+        self._messages.clear()
+        return messages
+
+    def peek(self) -> list[RouterMessage]:
+        """The buffered messages, oldest first, without removing them."""
+        return list(self._messages)

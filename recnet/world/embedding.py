@@ -1,0 +1,121 @@
+"""Embeddings for routing: a hashing embedder (default, no download) and the attribute space.
+
+Pipeline position: used when the world is built (cluster attributes into routers) and in every
+forward step (perception: attribute → nearest router; multicast: router → clients above τ).
+``Embedder`` is the protocol an OpenAI-compatible or local model plugs into. ``AttributeSpace``
+turns weighted attribute maps into unit vectors as the weighted sum of attribute embeddings, so a
+profile's embedding follows its weights without re-embedding text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class Embedder(Protocol):
+    """Maps texts to L2-normalised row vectors of a fixed dimension."""
+
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class HashingEmbedder:
+    """Deterministic random-projection embedder: every token gets a Gaussian vector seeded by its
+    hash; a text is the weighted sum of its tokens (the whole text, then its words at half weight).
+
+    Different texts share direction only through shared words, so cosine similarities mean word
+    overlap; that is enough for routing on attribute names and needs no model download.
+    """
+
+    def __init__(self, dim: int = 256, salt: str = "recnet") -> None:
+        self.dim = dim
+        self._salt = salt.encode()
+        self._cache: dict[str, np.ndarray] = {}
+
+    def token_vector(self, token: str) -> np.ndarray:
+        vector = self._cache.get(token)
+        if vector is None:
+            digest = hashlib.blake2b(token.encode(), digest_size=8, key=self._salt).digest()
+            rng = np.random.default_rng(int.from_bytes(digest, "little"))
+            vector = rng.standard_normal(self.dim).astype(np.float32) / np.sqrt(self.dim)
+            self._cache[token] = vector
+        return vector
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            lowered = text.lower().strip()
+            vector = self.token_vector(lowered).copy()
+            _, _, tail = lowered.partition(":")
+            for word in _WORD.findall(tail or lowered):
+                if word != lowered:
+                    vector += 0.5 * self.token_vector(word)
+            out[row] = vector
+        return _normalize_rows(out)
+
+
+class AttributeSpace:
+    """Vocabulary of attributes with one embedding row each; embeds weight maps."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.dim = embedder.dim
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``(n_attributes, dim)`` unit rows, in vocabulary order."""
+        return self._matrix[: len(self.names)]
+
+    def add(self, attributes: Sequence[str]) -> None:
+        """Embed attributes not yet in the vocabulary (in one batch)."""
+        new = [a for a in dict.fromkeys(attributes) if a not in self.index]
+        if not new:
+            return
+        vectors = self.embedder.embed(new)
+        start = len(self.names)
+        needed = start + len(new)
+        if needed > self._matrix.shape[0]:
+            grown = np.zeros((max(needed, 2 * self._matrix.shape[0]), self.dim), dtype=np.float32)
+            grown[:start] = self._matrix[:start]
+            self._matrix = grown
+        self._matrix[start:needed] = vectors
+        for offset, attribute in enumerate(new):
+            self.index[attribute] = start + offset
+            self.names.append(attribute)
+
+    def embed_weights(self, weights: Mapping[str, float]) -> np.ndarray:
+        """Unit vector of ``Σ w_a e_a`` (zeros for an empty map); unknown attributes are added."""
+        if not weights:
+            return np.zeros(self.dim, dtype=np.float32)
+        missing = [a for a in weights if a not in self.index]
+        if missing:
+            self.add(missing)
+        idx = np.fromiter((self.index[a] for a in weights), dtype=np.int64, count=len(weights))
+        w = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
+        vector = w @ self._matrix[idx]
+        n = float(np.linalg.norm(vector))
+        return vector / n if n > 0 else vector
+
+    def embed_many(self, maps: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Stack of ``embed_weights`` rows."""
+        out = np.zeros((len(maps), self.dim), dtype=np.float32)
+        for row, weights in enumerate(maps):
+            out[row] = self.embed_weights(weights)
+        return out
+
+
+def _normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms

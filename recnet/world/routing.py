@@ -1,0 +1,103 @@
+"""Routing maths: spherical k-means for router initialisation, nearest-router assignment for
+perception, and threshold / top-k recipient selection for multicast.
+
+Pipeline position: pure numpy functions called by ``recnet.world.build`` (initial K routers) and by
+the forward phase (steps 2 and 4). No agent objects here, only matrices of unit vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def spherical_kmeans(
+    points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster unit row vectors by cosine. Returns ``(labels, unit centroids)``.
+
+    k-means++ seeding from ``rng``; empty clusters are re-seeded with the point farthest from its
+    centroid, so exactly ``min(k, n)`` non-empty clusters come back.
+    """
+    n = points.shape[0]
+    if n == 0:
+        raise ValueError("cannot cluster zero points")
+    k = min(k, n)
+    centroids = _kmeanspp(points, k, rng)
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iterations):
+        similarity = points @ centroids.T
+        new_labels = similarity.argmax(axis=1)
+        counts = np.bincount(new_labels, minlength=k)
+        for empty in np.flatnonzero(counts == 0):
+            worst = int(similarity[np.arange(n), new_labels].argmin())
+            new_labels[worst] = empty
+            similarity[worst] = -np.inf
+        if np.array_equal(new_labels, labels) and _ > 0:
+            break
+        labels = new_labels
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, labels, points)
+        centroids = unit_rows(sums)
+    return labels, centroids
+
+
+def _kmeanspp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    n = points.shape[0]
+    chosen = [int(rng.integers(n))]
+    distance = 1.0 - points @ points[chosen[0]]
+    for _ in range(1, k):
+        weights = np.clip(distance, 0.0, None) ** 2
+        total = weights.sum()
+        index = int(rng.choice(n, p=weights / total)) if total > 0 else int(rng.integers(n))
+        chosen.append(index)
+        distance = np.minimum(distance, 1.0 - points @ points[index])
+    return points[chosen].copy()
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms
+
+
+def nearest_router(
+    attribute_vectors: np.ndarray, router_vectors: np.ndarray, min_score: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Perception: ``argmax_R cos(e_a, e_R)`` per attribute row.
+
+    Returns ``(router positions, scores)``; a position of -1 marks attributes whose best score is
+    not above ``min_score`` (no router is responsible for them).
+    """
+    if router_vectors.shape[0] == 0 or attribute_vectors.shape[0] == 0:
+        empty = np.full(attribute_vectors.shape[0], -1, dtype=np.int64)
+        return empty, np.zeros(attribute_vectors.shape[0], dtype=np.float32)
+    similarity = attribute_vectors @ router_vectors.T
+    best = similarity.argmax(axis=1)
+    scores = similarity[np.arange(similarity.shape[0]), best]
+    best = np.where(scores > min_score, best, -1)
+    return best, scores
+
+
+def select_recipients(
+    router_vector: np.ndarray,
+    client_vectors: np.ndarray,
+    *,
+    tau: float,
+    max_recipients: int,
+    top_k: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multicast: client positions with ``cos >= tau`` (or the ``top_k`` best when given),
+    at most ``max_recipients``, highest score first. Returns ``(positions, scores)``."""
+    scores = client_vectors @ router_vector
+    if top_k is not None:
+        limit = min(top_k, max_recipients, scores.shape[0])
+        candidates = np.argpartition(-scores, limit - 1)[:limit] if limit else np.array([], int)
+    else:
+        candidates = np.flatnonzero(scores >= tau)
+        if candidates.shape[0] > max_recipients:
+            part = np.argpartition(-scores[candidates], max_recipients - 1)[:max_recipients]
+            candidates = candidates[part]
+    order = np.lexsort((candidates, -scores[candidates]))
+    chosen = candidates[order]
+    return chosen, scores[chosen]

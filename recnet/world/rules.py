@@ -1,0 +1,134 @@
+"""Filter memory: the ordered rules a client applies to buffered router messages.
+
+Pipeline position: consulted in forward step 5 (reception) when a buffer flushes, rewritten in the
+backward phase (optimize). Each rule has natural-language ``text`` (what an LLM reads and rewrites)
+and, where recnet can execute it, a ``kind`` with ``params`` (what the offline brain applies).
+Rules are immutable; changing a memory creates new rule objects, and clients share the default
+memory until one of them is optimised (copy on write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from recnet.config.scenario import FilterSettings
+from recnet.world.buffer import RouterMessage
+
+RuleKind = Literal["recency", "min_relevance", "conflict", "max_share", "text"]
+Decision = Literal["accepted", "rejected", "dropped"]
+
+EXECUTABLE_KINDS: tuple[RuleKind, ...] = ("recency", "min_relevance", "conflict", "max_share")
+
+
+@dataclass(frozen=True, slots=True)
+class FilterRule:
+    """One rule. ``kind="text"`` rules are read by LLMs only; the offline brain skips them."""
+
+    rule_id: str
+    text: str
+    kind: RuleKind = "text"
+    params: Mapping[str, float] = field(default_factory=dict)
+    version: int = 1
+
+    def executable(self) -> dict[str, object] | None:
+        """The executable form stored in the trace (None for text-only rules)."""
+        if self.kind == "text":
+            return None
+        return {"kind": self.kind, **self.params}
+
+    def with_params(self, **params: float) -> FilterRule:
+        """A new version of this rule with updated parameters and regenerated text."""
+        merged = {**self.params, **params}
+        return replace(self, params=merged, text=describe(self.kind, merged), version=self.version + 1)
+
+
+def describe(kind: RuleKind, params: Mapping[str, float]) -> str:
+    """Natural-language text of an executable rule."""
+    if kind == "recency":
+        return f"Drop community updates older than {int(params['max_age'])} steps."
+    if kind == "min_relevance":
+        return (
+            "Reject community updates whose similarity to my own profile is below "
+            f"{params['threshold']:.2f}."
+        )
+    if kind == "conflict":
+        return (
+            "Reject community updates that promote something I clearly dislike "
+            f"(my weight below -{params['threshold']:.2f})."
+        )
+    if kind == "max_share":
+        return (
+            "Let community updates make up at most "
+            f"{100 * params['share']:.0f}% of my propagated preferences."
+        )
+    raise ValueError(f"rule kind {kind!r} has no generated text")
+
+
+def default_rules(settings: FilterSettings) -> tuple[FilterRule, ...]:
+    """The filter memory every client starts with, built from ``world.filters``."""
+    specs: list[tuple[RuleKind, dict[str, float]]] = [
+        ("recency", {"max_age": float(settings.recency_steps)}),
+        ("conflict", {"threshold": settings.conflict_threshold}),
+        ("min_relevance", {"threshold": settings.min_relevance}),
+        ("max_share", {"share": settings.max_propagated_share}),
+    ]
+    return tuple(
+        FilterRule(rule_id=f"rule-{kind}", text=describe(kind, params), kind=kind, params=params)
+        for kind, params in specs
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FilterMemory:
+    """An ordered, bounded tuple of rules; the first rule that objects to a message decides."""
+
+    rules: tuple[FilterRule, ...]
+    max_rules: int = 8
+    owner: str = "*"  # "*" = the shared default memory
+
+    def __post_init__(self) -> None:
+        if len(self.rules) > self.max_rules:
+            raise ValueError(f"a filter memory holds at most {self.max_rules} rules")
+
+    def rule(self, kind: RuleKind) -> FilterRule | None:
+        """The first rule of ``kind``, if any."""
+        return next((r for r in self.rules if r.kind == kind), None)
+
+    def decide(
+        self, message: RouterMessage, now: int, profile: Mapping[str, float]
+    ) -> tuple[Decision, str | None]:
+        """Apply the executable rules in order to one message.
+
+        Returns the decision and the id of the rule that made it (None when no rule objected).
+        Relevance is the message's routing score: cos(router profile, client profile) at send time.
+        """
+        for rule in self.rules:
+            if rule.kind == "recency" and now - message.step > rule.params["max_age"]:
+                return "dropped", rule.rule_id
+            if rule.kind == "conflict" and _conflicts(message, profile, rule.params["threshold"]):
+                return "rejected", rule.rule_id
+            if (
+                rule.kind == "min_relevance"
+                and profile
+                and message.score < rule.params["threshold"]
+            ):
+                return "rejected", rule.rule_id
+        return "accepted", None
+
+    def max_share(self) -> float:
+        """The cap on the propagated share (1.0 when no max_share rule exists)."""
+        rule = self.rule("max_share")
+        return rule.params["share"] if rule else 1.0
+
+    def replaced(self, rules: tuple[FilterRule, ...], owner: str) -> FilterMemory:
+        """A new memory with other rules (copy on write for one client)."""
+        return FilterMemory(rules=rules, max_rules=self.max_rules, owner=owner)
+
+
+def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: float) -> bool:
+    for attribute, weight in message.attributes.items():
+        if weight > 0 and profile.get(attribute, 0.0) < -threshold:
+            return True
+    return False

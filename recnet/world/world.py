@@ -1,0 +1,117 @@
+"""The ``World``: every agent, the attribute space and the networkx graph that wires them.
+
+Pipeline position: built once per run (``recnet.world.build``), then read and changed by the phases.
+Graph nodes are agent ids (``u:<user>``, ``i:<item>``, ``r:<n>``) with a ``kind`` attribute; edges
+are user–item interactions (``kind="interaction"``) and client–router memberships
+(``kind="member"``, ``score`` = cos(router, client)). Client embeddings are kept as one matrix so that
+multicast is a single matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import networkx as nx
+import numpy as np
+
+from recnet.world.agents import ClientAgent, RouterAgent
+from recnet.world.embedding import AttributeSpace
+from recnet.world.rules import FilterMemory
+
+
+class World:
+    """All agents of a run. No LLM calls and no I/O happen here."""
+
+    def __init__(self, space: AttributeSpace, default_filters: FilterMemory) -> None:
+        self.space = space
+        self.default_filters = default_filters
+        self.graph = nx.Graph()
+        self.users: dict[str, ClientAgent] = {}
+        self.items: dict[str, ClientAgent] = {}
+        self.routers: dict[str, RouterAgent] = {}
+        self.clients: list[ClientAgent] = []
+        self.client_position: dict[str, int] = {}
+        self.client_vectors = np.zeros((0, space.dim), dtype=np.float32)
+        self.history: dict[str, set[str]] = {}  # user agent id → item agent ids (all splits)
+        self.step = -1  # last completed step
+        self._next_message_id = 0
+        self._next_router_number = 0
+
+    # clients -----------------------------------------------------------------------------------
+    def add_clients(self, agents: Iterable[ClientAgent]) -> None:
+        """Register clients and embed their original profiles."""
+        added = list(agents)
+        for agent in added:
+            target = self.users if agent.kind == "user" else self.items
+            target[agent.agent_id] = agent
+            self.client_position[agent.agent_id] = len(self.clients)
+            self.clients.append(agent)
+            self.graph.add_node(agent.agent_id, kind=agent.kind)
+        vectors = self.space.embed_many([a.original for a in added])
+        self.client_vectors = np.vstack([self.client_vectors, vectors])
+
+    def client(self, agent_id: str) -> ClientAgent:
+        agent = self.users.get(agent_id) or self.items.get(agent_id)
+        if agent is None:
+            raise KeyError(f"no client agent {agent_id!r}")
+        return agent
+
+    def refresh_client_vectors(self, agent_ids: Iterable[str]) -> None:
+        """Re-embed the original profiles of clients that changed."""
+        for agent_id in agent_ids:
+            agent = self.client(agent_id)
+            self.client_vectors[self.client_position[agent_id]] = self.space.embed_weights(
+                agent.original
+            )
+
+    def record_interaction(self, user_id: str, item_id: str, timestamp: int) -> None:
+        self.graph.add_edge(user_id, item_id, kind="interaction", timestamp=timestamp)
+
+    # routers -----------------------------------------------------------------------------------
+    def new_router_id(self) -> str:
+        router_id = f"r:{self._next_router_number}"
+        self._next_router_number += 1
+        return router_id
+
+    def add_router(self, router: RouterAgent) -> None:
+        self.routers[router.router_id] = router
+        self.graph.add_node(router.router_id, kind="router")
+
+    def remove_router(self, router_id: str) -> None:
+        del self.routers[router_id]
+        self.graph.remove_node(router_id)
+
+    def router_matrix(self) -> tuple[list[str], np.ndarray]:
+        """Router ids (sorted by creation) and their profile embeddings."""
+        ids = sorted(self.routers, key=lambda r: int(r.split(":")[1]))
+        return ids, self.space.embed_many([self.routers[r].profile for r in ids])
+
+    def update_memberships(self, agent_ids: Iterable[str] | None = None) -> None:
+        """Recompute client–router edges: every router whose cos ≥ its τ, and always the best one,
+        so each client belongs to at least one router."""
+        router_ids, router_vectors = self.router_matrix()
+        if not router_ids:
+            return
+        taus = np.array([self.routers[r].tau for r in router_ids], dtype=np.float32)
+        targets = list(agent_ids) if agent_ids is not None else [c.agent_id for c in self.clients]
+        positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
+        scores = self.client_vectors[positions] @ router_vectors.T if len(positions) else None
+        for row, agent_id in enumerate(targets):
+            for neighbour in [n for n in self.graph[agent_id] if n.startswith("r:")]:
+                self.graph.remove_edge(agent_id, neighbour)
+            assert scores is not None
+            member = np.flatnonzero(scores[row] >= taus)
+            best = int(scores[row].argmax())
+            for column in set(member.tolist()) | {best}:
+                self.graph.add_edge(
+                    agent_id, router_ids[column], kind="member", score=float(scores[row, column])
+                )
+
+    def members(self, router_id: str) -> list[str]:
+        """Client ids that belong to a router."""
+        return [n for n in self.graph[router_id] if not n.startswith("r:")]
+
+    # messages ----------------------------------------------------------------------------------
+    def new_message_id(self) -> int:
+        self._next_message_id += 1
+        return self._next_message_id

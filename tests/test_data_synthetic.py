@@ -1,0 +1,158 @@
+"""Synthetic planted-community generator: ground truth consistent with the data, seeded."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from recnet.config.scenario import DatasetSettings, SyntheticSettings
+from recnet.data.load import load_dataset
+from recnet.data.synthetic import generate_synthetic
+from recnet.data.types import Dataset
+from recnet.errors import DatasetError
+
+SETTINGS = SyntheticSettings(
+    n_users=300,
+    n_items=240,
+    n_communities=6,
+    attributes_per_community=5,
+    interactions_per_user=20,
+    noise=0.1,
+    n_drifts=3,
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> Dataset:
+    return generate_synthetic(SETTINGS, seed=11)
+
+
+def preferred_at(ds: Dataset, community: int, timestamp: int) -> int:
+    """The community whose items ``community`` prefers at ``timestamp``, from the drift log."""
+    assert ds.ground_truth is not None
+    preferred = community
+    for drift in ds.ground_truth.drifts:
+        if drift.community == community and drift.timestamp <= timestamp:
+            attrs = ds.ground_truth.community_attributes
+            preferred = next(c for c, a in attrs.items() if a == drift.to_attributes)
+    return preferred
+
+
+def test_shape_and_order(world: Dataset) -> None:
+    assert len(world.users) == SETTINGS.n_users
+    assert len(world.items) == SETTINGS.n_items
+    counts = Counter(i.user for i in world.interactions)
+    assert set(counts.values()) == {SETTINGS.interactions_per_user}
+    times = [i.timestamp for i in world.interactions]
+    assert times == sorted(times)
+    per_user = Counter((i.user, i.item) for i in world.interactions)
+    assert max(per_user.values()) == 1  # nobody picks the same item twice
+    assert world.source == "synthetic" and world.candidates is None
+
+
+def test_ground_truth_is_consistent(world: Dataset) -> None:
+    gt = world.ground_truth
+    assert gt is not None
+    assert set(gt.user_community) == set(world.users)
+    assert set(gt.item_community) == set(world.items)
+    assert set(gt.community_attributes) == set(range(SETTINGS.n_communities))
+    all_attrs = [a for attrs in gt.community_attributes.values() for a in attrs]
+    assert len(all_attrs) == len(set(all_attrs)) == 6 * 5
+    sizes = Counter(gt.user_community.values())
+    assert max(sizes.values()) - min(sizes.values()) <= 1  # balanced communities
+    for item_id, item in world.items.items():
+        own = set(gt.community_attributes[gt.item_community[item_id]])
+        assert set(item.genres) <= own and len(item.genres) == 2
+        foreign = [t for t in item.tags if t not in own]
+        assert len(foreign) <= 1 and all(t in all_attrs for t in foreign)
+
+
+def test_drifts_are_scheduled_and_followed(world: Dataset) -> None:
+    gt = world.ground_truth
+    assert gt is not None and len(gt.drifts) == SETTINGS.n_drifts
+    stamps = [d.timestamp for d in gt.drifts]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    for drift in gt.drifts:
+        members = {u for u, c in gt.user_community.items() if c == drift.community}
+        assert set(drift.users) == members
+        assert drift.from_attributes != drift.to_attributes
+        assert drift.to_attributes in gt.community_attributes.values()
+    hits = Counter()
+    after_drift = Counter()
+    drifted = {d.community: d.timestamp for d in gt.drifts}
+    for inter in world.interactions:
+        comm = gt.user_community[inter.user]
+        target = preferred_at(world, comm, inter.timestamp)
+        hit = gt.item_community[inter.item] == target
+        hits[hit] += 1
+        if comm in drifted and inter.timestamp >= drifted[comm]:
+            after_drift[hit] += 1
+    share = hits[True] / sum(hits.values())
+    assert 0.85 <= share <= 0.95  # 1 - noise, up to sampling error
+    assert after_drift[True] / sum(after_drift.values()) > 0.8  # drifted users follow the drift
+
+
+def test_seeded_reproducible_and_seed_sensitive() -> None:
+    small = SyntheticSettings(n_users=40, n_items=60, n_communities=3, interactions_per_user=6)
+    a, b, c = (generate_synthetic(small, seed=s) for s in (5, 5, 6))
+    assert a.interactions == b.interactions and a.items == b.items
+    assert a.ground_truth == b.ground_truth
+    assert a.interactions != c.interactions
+
+
+def test_no_drift_without_a_second_community() -> None:
+    with pytest.raises(DatasetError, match="n_communities"):
+        generate_synthetic(SyntheticSettings(n_communities=1, n_drifts=1), seed=0)
+    ds = generate_synthetic(SyntheticSettings(n_communities=1, n_drifts=0, n_users=5), seed=0)
+    assert ds.ground_truth is not None and ds.ground_truth.drifts == []
+
+
+def test_load_dataset_filters_restrict_ground_truth() -> None:
+    settings = DatasetSettings(
+        kind="synthetic",
+        max_users=25,
+        synthetic=SyntheticSettings(n_users=100, n_items=80, n_communities=4),
+    )
+    ds = load_dataset(settings, seed=2)
+    assert ds.ground_truth is not None
+    assert len(ds.users) == 25
+    assert set(ds.ground_truth.user_community) == set(ds.users)
+    for drift in ds.ground_truth.drifts:
+        assert set(drift.users) <= set(ds.users)
+    assert len(ds.items) == 80
+
+
+def test_attribute_pool_runs_past_the_word_lists() -> None:
+    many = SyntheticSettings(
+        n_users=600,
+        n_items=600,
+        n_communities=300,
+        attributes_per_community=4,
+        interactions_per_user=3,
+        n_drifts=0,
+    )
+    gt = generate_synthetic(many, seed=0).ground_truth
+    assert gt is not None
+    names = [a for attrs in gt.community_attributes.values() for a in attrs]
+    assert len(names) == len(set(names)) == 1200
+
+
+def test_without_noise_every_choice_follows_the_preferred_community() -> None:
+    clean = SyntheticSettings(
+        n_users=60,
+        n_items=90,
+        n_communities=3,
+        attributes_per_community=4,
+        interactions_per_user=10,
+        noise=0.0,
+        n_drifts=2,
+    )
+    ds = generate_synthetic(clean, seed=1)
+    gt = ds.ground_truth
+    assert gt is not None
+    for inter in ds.interactions:
+        target = preferred_at(ds, gt.user_community[inter.user], inter.timestamp)
+        assert gt.item_community[inter.item] == target
+    for item_id, item in ds.items.items():
+        assert set(item.tags) <= set(gt.community_attributes[gt.item_community[item_id]])
