@@ -13,7 +13,10 @@ import numpy as np
 
 
 class SeedTree:
-    """Derives ``numpy`` generators from one seed: ``SeedSequence(seed, spawn_key=(purpose, *keys))``."""
+    """Derives numpy generators from one seed.
+
+    ``generator(purpose, *keys)`` = ``SeedSequence(seed, spawn_key=(crc32(purpose), *keys))``.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

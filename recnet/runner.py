@@ -33,12 +33,16 @@ from recnet.phases.evaluate import (
     metric_rows,
     rank_with_brain,
 )
-from recnet.phases.forward import ForwardPhase, StepState, message_row, profile_row
-from recnet.phases.forward import router_version_row
-from recnet.phases.loop import PhaseLoop
+from recnet.phases.forward import (
+    ForwardPhase,
+    StepState,
+    message_row,
+    profile_row,
+    router_version_row,
+)
+from recnet.phases.loop import BackwardHook, PhaseLoop
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
-from recnet.trace.store import TraceStore
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
@@ -119,7 +123,8 @@ def build_embedder(scenario: Scenario) -> Embedder:
     if scenario.embedder.kind == "hashing":
         return HashingEmbedder(scenario.embedder.dim)
     raise ScenarioError(
-        f"embedder.kind: {scenario.embedder.kind!r} is not available yet", "use embedder.kind=hashing"
+        f"embedder.kind: {scenario.embedder.kind!r} is not available yet",
+        "use embedder.kind=hashing",
     )
 
 
@@ -226,8 +231,13 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
     store.add(
         "agents",
         [
-            {"run_id": run_id, "agent_id": a.agent_id, "kind": a.kind, "label": a.label,
-             "created_step": -1}
+            {
+                "run_id": run_id,
+                "agent_id": a.agent_id,
+                "kind": a.kind,
+                "label": a.label,
+                "created_step": -1,
+            }
             for a in world.clients
         ]
         + [
@@ -243,15 +253,22 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
     store.add(
         "routers",
         [
-            {"run_id": run_id, "router_id": r, "created_step": -1, "retired_step": None,
-             "origin": "init"}
+            {
+                "run_id": run_id,
+                "router_id": r,
+                "created_step": -1,
+                "retired_step": None,
+                "origin": "init",
+            }
             for r in world.routers
         ],
     )
     store.add(
         "router_versions",
-        [router_version_row(run_id, -1, r, world, "init", parent_version=None)
-         for r in world.routers.values()],
+        [
+            router_version_row(run_id, -1, r, world, "init", parent_version=None)
+            for r in world.routers.values()
+        ],
     )
     store.add(
         "filter_rule_versions",
@@ -273,14 +290,18 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
             for position, rule in enumerate(world.default_filters.rules)
         ],
     )
-    store.add("candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split))
+    store.add(
+        "candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split)
+    )
     store.add(
         "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
     )
     store.commit_step(run_id, -1)
 
 
-async def run_loop(ctx: RunContext, world: World, prepared: Prepared) -> dict[str, dict[str, float]]:
+async def run_loop(
+    ctx: RunContext, world: World, prepared: Prepared
+) -> dict[str, dict[str, float]]:
     """Run every forward step, then evaluate; return model → metrics."""
     forward = ForwardPhase(ctx, world)
     n_steps = len(prepared.batches)
@@ -324,17 +345,37 @@ async def run_loop(ctx: RunContext, world: World, prepared: Prepared) -> dict[st
         ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results))
         ctx.store.flush()
 
-    loop = PhaseLoop(forward, prepared.batches, on_commit=commit, evaluate=evaluate, clock=ctx.clock)
+    loop = PhaseLoop(
+        forward,
+        prepared.batches,
+        on_commit=commit,
+        evaluate=evaluate,
+        backward=make_backward_hook(ctx, world, prepared, forward),
+        clock=ctx.clock,
+    )
     await loop.run()
     return results
+
+
+def make_backward_hook(
+    ctx: RunContext, world: World, prepared: Prepared, forward: ForwardPhase
+) -> BackwardHook | None:
+    """The backward phase as a loop hook, or None when ``backward.enabled`` is false."""
+    if not ctx.scenario.backward.enabled:
+        return None
+    from recnet.phases.backward import make_backward_hook as build
+
+    return build(ctx, world, prepared, forward)
 
 
 def fitted_baselines(scenario: Scenario, prepared: Prepared) -> list:
     item_ids = list(prepared.dataset.items)
     scorers = []
     for name in scenario.evaluation.baselines:
-        scorer = PopularityScorer() if name == "popularity" else RandomScorer(
-            SeedTree(scenario.seed).integer_seed("random-baseline")
+        scorer = (
+            PopularityScorer()
+            if name == "popularity"
+            else RandomScorer(SeedTree(scenario.seed).integer_seed("random-baseline"))
         )
         scorer.fit(prepared.split.train, item_ids)
         scorers.append(scorer)

@@ -15,13 +15,19 @@ chat request::
 
 ``supports_json_schema=False`` makes the server reject every ``response_format`` of type
 ``json_schema`` with a 400, like servers that lack structured output; such a request does not
-consume a planned fault. ``latency`` adds a fixed
-delay (seconds) to every answer. ``server.requests`` lists what the server saw (path, JSON body,
-headers); ``server.count(path_suffix)`` counts them.
+consume a planned fault. ``latency`` adds a fixed delay (seconds) to every answer.
+``server.requests`` lists what the server saw (path, JSON body, lower-cased headers);
+``server.count(path_suffix)`` counts them.
+
+As a pytest fixture (function scope; configure it with ``set_responder``/``plan``)::
+
+    from llm_server import llm_server  # noqa: F401   (in a test module or conftest.py)
+
+    async def test_x(llm_server: LLMTestServer) -> None: ...
 
 Run it standalone (used by ``experiments/bench_llm.py`` to keep the server off the client's GIL)::
 
-    python tests/llm_server.py --latency 0.1 --port 0      # prints "PORT <n>" then serves
+    python tests/llm_server.py --latency 0.1 --port 0 [--answer TEXT]   # prints "PORT <n>"
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+import pytest
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -55,6 +63,7 @@ class Fault:
     seconds: float = 0.0  # delay: how long to stall before answering normally
     status: int = 500  # status: the HTTP status to return
     text: str = "this is not JSON at all"  # malformed: the answer's content
+    message: str = "injected failure"  # server_error/status: the error message in the body
 
     @classmethod
     def rate_limit(cls, retry_after: float | str | None = None) -> Fault:
@@ -83,9 +92,9 @@ class Fault:
         return cls("reject_format", status=400)
 
     @classmethod
-    def http_status(cls, status: int) -> Fault:
+    def http_status(cls, status: int, message: str = "injected failure") -> Fault:
         """Any error status with an OpenAI-style error body (e.g. 400, 401, 404)."""
-        return cls("status", status=status)
+        return cls("status", status=status, message=message)
 
 
 def default_responder(request_json: dict[str, Any]) -> str:
@@ -178,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(429, _error_body("Rate limit reached", "rate_limit_exceeded"), headers)
             return
         if fault is not None and fault.kind in ("server_error", "status"):
-            self._send_json(fault.status, _error_body("injected failure", "server_error"))
+            self._send_json(fault.status, _error_body(fault.message, "server_error"))
             return
         if unsupported or (fault is not None and fault.kind == "reject_format"):
             self._send_json(
@@ -373,12 +382,21 @@ class LLMTestServer:
             self._state.faults.clear()
 
 
+@pytest.fixture
+def llm_server() -> Iterator[LLMTestServer]:
+    """A fresh server (default responder, no latency) for one test."""
+    with LLMTestServer() as server:
+        yield server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the OpenAI-compatible test server.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="Added seconds per answer.")
+    parser.add_argument("--answer", default=None, help="Answer every chat request with this text.")
     args = parser.parse_args()
-    server = LLMTestServer(latency=args.latency, port=args.port)
+    responder = None if args.answer is None else (lambda _body: args.answer)
+    server = LLMTestServer(responder, latency=args.latency, port=args.port)
     print(f"PORT {server.port}", flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.05)

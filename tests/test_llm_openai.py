@@ -241,6 +241,28 @@ async def test_json_schema_mode_reports_rejection(server: LLMTestServer, pack: P
     assert server.count() == 1
 
 
+async def test_switches_to_max_completion_tokens_when_asked(
+    server: LLMTestServer, pack: PromptPack
+) -> None:
+    stats = LLMStats()
+    backend = build_backend(settings_for(server), stats=stats)
+    server.plan(
+        Fault.http_status(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+        )
+    )
+    first = await call_structured(backend, pack, "predict", variables(), meta=META)
+    second = await call_structured(backend, pack, "predict", variables("x"), meta=META)
+    await backend.aclose()
+    assert first.ok and second.ok and stats.retries == 0
+    bodies = [r.body for r in server.requests]
+    assert len(bodies) == 3
+    assert "max_tokens" in bodies[0] and "max_completion_tokens" not in bodies[0]
+    assert all(b["max_completion_tokens"] == 512 and "max_tokens" not in b for b in bodies[1:])
+
+
 async def test_json_text_mode_never_sends_response_format(
     server: LLMTestServer, pack: PromptPack
 ) -> None:

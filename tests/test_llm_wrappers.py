@@ -176,7 +176,7 @@ async def test_cache_persists_across_instances_and_replay_miss(tmp_path: Path) -
     recorder = CachingBackend(ScriptedBackend(["one", "two"]), path)
     await recorder.complete(req("a"))
     await recorder.complete(req("b"))
-    assert len(recorder) == 2
+    assert recorder.size() == 2
     await recorder.aclose()
     replay = CachingBackend(None, path, mode="replay")
     assert (await replay.complete(req("b"))).text == "two"

@@ -9,7 +9,8 @@ attribute maps (``recnet.world.profile``); the operations follow DESIGN §3:
   absorbs the user's profile and the wrong item moves away from it; when right, both reinforce.
 * *summarize* — a router's profile is an exponential moving average of routed attribute changes.
 * *merge* — executable filter rules decide per message; accepted router profiles are averaged
-  (weighted by routing score) into the propagated profile with damping, capped by the max-share rule.
+  (weighted by routing score) into the propagated profile with damping, capped by the
+  max-share rule.
 * *rank* — cosine of effective profiles plus a popularity prior (item agents know how often they
   were chosen; an LLM knows which films are popular).
 """
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recnet.config.scenario import Scenario
-from recnet.data.types import Item
 from recnet.brain.base import (
     BrainKind,
     InteractionOutcome,
@@ -32,7 +31,10 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
+from recnet.config.scenario import Scenario
+from recnet.data.types import Item
 from recnet.world.agents import ClientAgent
+from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes
 from recnet.world.profile import Weights, add_scaled, cosine, norm, normalized, top
 from recnet.world.rules import Decision
@@ -49,6 +51,7 @@ class OfflineBrain:
         self.profile_size = scenario.world.profile_size
         self.router_profile_size = scenario.world.router_profile_size
         self.with_titles = True
+        self.filtering = scenario.world.filters.enabled
         self.operations = OperationCounts()
 
     # helpers -----------------------------------------------------------------------------------
@@ -121,28 +124,27 @@ class OfflineBrain:
 
     def _merge_one(self, task: MergeTask) -> MergeOutcome:
         client = task.client
+        accept_all: tuple[Decision, str | None] = ("accepted", None)
         decisions: list[tuple[Decision, str | None]] = []
-        incoming: Weights = {}
-        total = 0.0
+        accepted: list[RouterMessage] = []
         for message in task.messages:
-            decision = client.filters.decide(message, task.step, client.original)
+            decision = (
+                client.filters.decide(message, task.step, client.original)
+                if self.filtering
+                else accept_all
+            )
             decisions.append(decision)
             if decision[0] == "accepted":
-                weight = max(message.score, 1e-3)
-                total += weight
-                for a, w in message.attributes.items():
-                    incoming[a] = incoming.get(a, 0.0) + weight * w
-        if total == 0.0:
+                accepted.append(message)
+        if not accepted:
             return MergeOutcome(decisions, None)
-        incoming = {a: w / total for a, w in incoming.items()}
+        incoming = _score_weighted_mean(accepted)
         scale = norm(client.original)
         damping = self.propagation.merge_damping
-        propagated = add_scaled(
-            {a: (1.0 - damping) * w for a, w in client.propagated.items()},
-            incoming,
-            damping * scale,
-        )
-        share = client.filters.max_share()
+        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
+        for a, w in incoming.items():
+            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
+        share = client.filters.max_share() if self.filtering else 1.0
         if share < 1.0:
             cap = share / (1.0 - share) * scale
             current = norm(propagated)
@@ -162,3 +164,17 @@ class OfflineBrain:
 
     async def aclose(self) -> None:
         return None
+
+
+def _score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
+    """Mean of the messages' router profiles, weighted by routing score."""
+    if len(messages) == 1:
+        return messages[0].attributes
+    total = 0.0
+    incoming: Weights = {}
+    for message in messages:
+        weight = max(message.score, 1e-3)
+        total += weight
+        for a, w in message.attributes.items():
+            incoming[a] = incoming.get(a, 0.0) + weight * w
+    return {a: w / total for a, w in incoming.items()}

@@ -21,7 +21,8 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(
-            f"scenario file not found: {path}", "pass the path of a YAML file, e.g. scenarios/synthetic.yaml"
+            f"scenario file not found: {path}",
+            "pass the path of a YAML file, e.g. scenarios/synthetic.yaml",
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -30,7 +31,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: the top level must be a mapping of keys", "see README, Scenarios")
+        raise ScenarioError(
+            f"{path}: the top level must be a mapping of keys", "see README, Scenarios"
+        )
     raw = apply_overrides(raw, overrides or [])
     scenario = validate_scenario(raw, source=str(path))
     dataset = scenario.dataset
@@ -78,7 +81,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, _, value_text = override.partition("=")
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ScenarioError(f"override {override!r} has an empty key", "write --set key.path=value")
+            raise ScenarioError(
+                f"override {override!r} has an empty key", "write --set key.path=value"
+            )
         try:
             value = yaml.safe_load(value_text)
         except yaml.YAMLError as exc:

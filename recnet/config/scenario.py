@@ -99,20 +99,31 @@ class BufferSettings(Section):
 class FilterSettings(Section):
     """Initial filter memory each client starts with (rules are ordered; first match decides)."""
 
+    enabled: bool = Field(
+        True,
+        description="Apply filter rules at reception; false merges every buffered message "
+        "(the 'without buffer and filter' ablation, together with buffer.capacity: 1).",
+    )
     min_relevance: float = Field(
-        0.05, ge=-1.0, le=1.0,
+        0.05,
+        ge=-1.0,
+        le=1.0,
         description="Reject a message whose cosine to the client's original profile is below this.",
     )
     max_propagated_share: float = Field(
-        0.5, gt=0.0, le=1.0,
+        0.5,
+        gt=0.0,
+        le=1.0,
         description="Cap on the share of propagated weight in the propagated profile.",
     )
     recency_steps: int = Field(
         5, ge=1, description="Drop buffered messages older than this many steps."
     )
     conflict_threshold: float = Field(
-        0.3, ge=0.0, description="Reject messages that push an attribute the client strongly "
-        "dislikes (weight below minus this)."
+        0.3,
+        ge=0.0,
+        description="Reject messages that push an attribute the client strongly "
+        "dislikes (weight below minus this).",
     )
     max_rules: int = Field(8, ge=1, description="Upper bound on rules in one filter memory.")
 
@@ -157,7 +168,9 @@ class InteractionSettings(Section):
         0.1, ge=0.0, le=1.0, description="Reinforcement step when the user chose rightly."
     )
     item_absorb_rate: float = Field(
-        0.2, ge=0.0, le=1.0,
+        0.2,
+        ge=0.0,
+        le=1.0,
         description="How much an item absorbs the profile of a user who chose it.",
     )
     popularity_weight: float = Field(
@@ -172,13 +185,24 @@ class PropagationSettings(Section):
     """Forward propagation (steps 2-5): perceive, integrate, multicast, receive."""
 
     enabled: bool = Field(True, description="Switch propagation off to compare against AgentCF.")
+    mode: Literal["routers", "point_to_point"] = Field(
+        "routers",
+        description="Propagate through routers (RecNet) or directly from each changed client to "
+        "its most similar clients (the 'point-to-point' ablation, no routers).",
+    )
+    neighbours: int = Field(
+        10, ge=1, description="Recipients per changed client when mode=point_to_point."
+    )
     update_size: int = Field(
         20, ge=1, description="Training interactions per step (Updatesize in the paper)."
     )
     tau: float = Field(
-        0.35, ge=-1.0, le=1.0,
+        0.35,
+        ge=-1.0,
+        le=1.0,
         description="Multicast threshold on cos(router, client). The default suits the hashing "
-        "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence embeddings.",
+        "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
+        "embeddings.",
     )
     routing: Literal["threshold", "top_k"] = Field(
         "threshold", description="Multicast to clients above tau, or to each router's top-k."
@@ -335,7 +359,9 @@ class Scenario(Section):
     """A whole simulation: data, world, phases, brain, evaluation and trace."""
 
     name: str = Field("scenario", description="Name used in run ids and file names.")
-    seed: int = Field(0, description="The one seed that drives every random choice in the run.")
+    seed: int = Field(
+        0, ge=0, description="The one seed that drives every random choice in the run."
+    )
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
     interaction: InteractionSettings = Field(default_factory=InteractionSettings)

@@ -1,1 +1,1 @@
-"""Datasets: loaders turn MovieLens, RecBole atomic files or a synthetic generator into a Dataset."""
+"""Datasets: MovieLens, RecBole atomic files or a synthetic generator, loaded into a Dataset."""

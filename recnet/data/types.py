@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Interaction:
-    """One user choosing one item at a time (``timestamp`` orders interactions; ties keep file order)."""
+    """One user choosing one item at a time (``timestamp`` orders; ties keep file order)."""
 
     user: str
     item: str

@@ -138,7 +138,8 @@ class CachingBackend:
                 ),
             )
 
-    def __len__(self) -> int:
+    def size(self) -> int:
+        """Number of stored answers."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM llm_cache").fetchone()[0])
 

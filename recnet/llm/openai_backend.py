@@ -11,6 +11,10 @@ Structured output (``llm.structured_output``):
 - ``auto``: try ``json_schema``; when the server rejects it with a 400/422 that mentions
   response_format or json_schema, switch to ``json_text`` for the rest of the run (once; counted in
   ``LLMStats.format_fallbacks``) and resend the request.
+
+The completion cap is sent as ``max_tokens`` (what vLLM, Ollama and LM Studio read); when a server
+rejects that and asks for ``max_completion_tokens`` (newer OpenAI models), the backend switches to
+it for the rest of the run and resends.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ def map_openai_error(exc: Exception, *, secret: str | None = None) -> ProviderEr
     )
 
 
+def _asks_for_completion_tokens(exc: openai.APIStatusError) -> bool:
+    return exc.status_code == 400 and "max_completion_tokens" in str(exc)
+
+
 def _mentions_response_format(exc: openai.APIStatusError) -> bool:
     text = f"{exc} {getattr(exc, 'param', '') or ''}".lower()
     return exc.status_code in (400, 422) and any(hint in text for hint in _FORMAT_HINTS)
@@ -105,6 +113,7 @@ class OpenAIBackend:
         self.stats = stats if stats is not None else LLMStats()
         self.mode = settings.structured_output
         self._schema_rejected = False
+        self._token_param = "max_tokens"
         self._secret = resolve_api_key(settings.api_key_env, settings.base_url, environ)
         self._client = client or AsyncOpenAI(
             api_key=self._secret,
@@ -133,6 +142,11 @@ class OpenAIBackend:
                             "%s rejected response_format json_schema; using JSON in text from now",
                             self.settings.base_url or "the server",
                         )
+                    attempts += 1
+                    continue
+                if self._token_param == "max_tokens" and _asks_for_completion_tokens(exc):
+                    self._token_param = "max_completion_tokens"
+                    log.warning("the server wants max_completion_tokens; using it from now")
                     attempts += 1
                     continue
                 error = map_openai_error(exc, secret=self._secret)
@@ -164,7 +178,7 @@ class OpenAIBackend:
             model=request.model,
             messages=messages,  # type: ignore[arg-type]
             temperature=request.temperature,
-            max_tokens=request.max_tokens,
+            **{self._token_param: request.max_tokens},
             **kwargs,
         )
         latency_ms = (time.perf_counter() - started) * 1000.0

@@ -2,8 +2,8 @@
 
 Pipeline position: after the last forward step (and, in the backward phase, on validation lists).
 Candidate lists come from ``recnet.eval.protocol`` and are written to the trace once, so another
-tool can reuse exactly the same lists; every ranking becomes a ``predictions`` row and every metric a
-``metrics`` row.
+tool can reuse exactly the same lists; every ranking becomes a ``predictions`` row and every
+metric a ``metrics`` row.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def item_popularity(world: World) -> dict[str, float]:
 class RankingRecorder:
     """Turns per-user candidate scores into ranks of the truth and ``predictions`` rows."""
 
-    def __init__(self, ctx: RunContext, split: Split, which: Which, step: int, record: bool) -> None:
+    def __init__(
+        self, ctx: RunContext, split: Split, which: Which, step: int, record: bool
+    ) -> None:
         self.ctx, self.which, self.step, self.record = ctx, which, step, record
         self.held = split.held_out(which)
         self.rows: list[dict] = []
@@ -109,7 +111,7 @@ async def rank_with_brain(
     step: int,
     record: bool = True,
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """Rank every candidate list with the brain; return (metrics, 1-based rank of truth per user)."""
+    """Rank every candidate list with the brain; return (metrics, rank of the truth per user)."""
     popularity = item_popularity(world)
     users = sorted(candidates)
     tasks = []
@@ -145,7 +147,9 @@ def evaluate_baselines(
     for scorer in scorers:
         recorder = RankingRecorder(ctx, split, which, step, record=True)
         ranks = {
-            user: recorder.add(scorer.name, user, candidates[user], scorer.score(user, candidates[user]))
+            user: recorder.add(
+                scorer.name, user, candidates[user], scorer.score(user, candidates[user])
+            )
             for user in sorted(candidates)
         }
         results[scorer.name] = recorder.summary(ranks)

@@ -18,12 +18,14 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
-from recnet.world.profile import Weights, changes, render
+from recnet.world.profile import Weights, changes
 from recnet.world.routing import nearest_router, select_recipients
 from recnet.world.world import World
 
@@ -99,7 +101,9 @@ class ForwardPhase:
                 task.positive.interactions += 1
                 self.max_count = max(self.max_count, task.positive.interactions)
                 interaction = state.interactions[position]
-                world.record_interaction(task.user.agent_id, task.positive.agent_id, interaction.timestamp)
+                world.record_interaction(
+                    task.user.agent_id, task.positive.agent_id, interaction.timestamp
+                )
                 state.n_correct += outcome.correct
                 rows.append(
                     {
@@ -151,7 +155,7 @@ class ForwardPhase:
 
     # 2. perception -----------------------------------------------------------------------------
     def perceive(self, state: StepState) -> None:
-        if not self.settings.enabled or not state.changed:
+        if not self.settings.enabled or self.settings.mode != "routers" or not state.changed:
             return
         totals: Weights = {}
         for delta in state.changed.values():
@@ -189,46 +193,73 @@ class ForwardPhase:
 
     # 4. multicast ------------------------------------------------------------------------------
     def multicast(self, state: StepState) -> None:
-        if not state.updated_routers:
+        """Send each updated router's profile to the clients it scores at least τ (or top-k).
+
+        In ``point_to_point`` mode (an ablation without routers) each changed client sends its own
+        profile straight to its ``neighbours`` most similar clients instead.
+        """
+        world = self.world
+        if self.settings.mode == "point_to_point":
+            senders = [s for s in state.changed if self.settings.enabled]
+            profiles = [world.client(s).original for s in senders]
+            top_k: int | None = self.settings.neighbours
+            taus = [-1.0] * len(senders)
+        else:
+            senders = state.updated_routers
+            profiles = [world.routers[r].profile for r in senders]
+            top_k = self.settings.top_k if self.settings.routing == "top_k" else None
+            taus = [world.routers[r].tau for r in senders]
+        if not senders:
             return
-        world, ctx = self.world, self.ctx
-        top_k = self.settings.top_k if self.settings.routing == "top_k" else None
-        flush_when_full = "full" in self.flush_on
-        dropped_rows = []
-        for router_id in state.updated_routers:
-            router = world.routers[router_id]
-            router_vector = world.space.embed_weights(router.profile)
-            positions, scores = select_recipients(
-                router_vector,
-                world.client_vectors,
-                tau=router.tau,
+        sender_vectors = world.space.embed_many(profiles)
+        scores = world.client_vectors @ sender_vectors.T
+        for column, sender in enumerate(senders):
+            exclude = world.client_position.get(sender)
+            if exclude is not None:
+                scores[exclude, column] = -np.inf
+            positions, chosen = select_recipients(
+                scores[:, column],
+                tau=taus[column],
                 max_recipients=self.settings.max_recipients,
                 top_k=top_k,
             )
-            snapshot = dict(router.profile)
-            text = router.profile_text() if router.text is not None else render(snapshot, 16)
-            for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
-                client = world.clients[position]
-                message = RouterMessage(
-                    message_id=world.new_message_id(),
-                    router_id=router_id,
-                    client_id=client.agent_id,
-                    step=state.step,
-                    score=score,
-                    attributes=snapshot,
-                    text=text,
+            self._send(state, sender, dict(profiles[column]), positions, chosen)
+
+    def _send(
+        self,
+        state: StepState,
+        sender: str,
+        snapshot: Weights,
+        positions: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        world, ctx = self.world, self.ctx
+        router = world.routers.get(sender)
+        text = router.text if router is not None and router.text is not None else None
+        flush_when_full = "full" in self.flush_on
+        dropped_rows = []
+        for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
+            client = world.clients[position]
+            message = RouterMessage(
+                message_id=world.new_message_id(),
+                router_id=sender,
+                client_id=client.agent_id,
+                step=state.step,
+                score=score,
+                attributes=snapshot,
+                text=text if text is not None else "",
+            )
+            state.n_messages += 1
+            dropped = client.buffer.push(message)
+            self.buffered.add(client.agent_id)
+            if dropped is not None:
+                state.decided["dropped"] += 1
+                dropped_rows.append(
+                    message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
                 )
-                state.n_messages += 1
-                dropped = client.buffer.push(message)
-                self.buffered.add(client.agent_id)
-                if dropped is not None:
-                    state.decided["dropped"] += 1
-                    dropped_rows.append(
-                        message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
-                    )
-                if flush_when_full and client.buffer.is_full:
-                    state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
-        if ctx.scenario.trace.messages == "all":
+            if flush_when_full and client.buffer.is_full:
+                state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
+        if ctx.scenario.trace.messages == "all" and dropped_rows:
             ctx.store.add("messages", dropped_rows)
 
     # 5. reception ------------------------------------------------------------------------------
@@ -310,7 +341,11 @@ def conflict_free_rounds(
     current: list[int] = []
     busy: set[str] = set()
     for position in order:
-        agents = {users[position].agent_id, positives[position].agent_id, negatives[position].agent_id}
+        agents = {
+            users[position].agent_id,
+            positives[position].agent_id,
+            negatives[position].agent_id,
+        }
         if busy & agents:
             yield current
             current, busy = [], set()
@@ -369,8 +404,7 @@ def router_version_row(
         "text": router.profile_text(),
         "attributes_json": json.dumps({a: round(w, 5) for a, w in router.profile.items()}),
         "tau": router.tau,
-        "n_members": len(world.members(router.router_id)),
+        "n_members": world.member_count(router.router_id),
         "reason": reason,
         "gradient_id": gradient_id,
     }
-

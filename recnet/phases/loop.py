@@ -50,7 +50,7 @@ class PhaseLoop:
         self.current: StepState | None = None
         self.graph = self._build()
 
-    def _build(self):  # noqa: ANN202 - LangGraph's compiled type is internal
+    def _build(self):
         graph = StateGraph(LoopState)
         graph.add_node("start_step", self._start_step)
         graph.add_node("interact", self._interact)

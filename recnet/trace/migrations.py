@@ -55,8 +55,17 @@ def _initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _backward_lineage(conn: Connection) -> None:
+    """Tables of the backward phase: gradients, optimisations, router operations, step summary."""
+    tables = [schema.metadata.tables[name] for name in _V2_TABLES]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+_V2_TABLES = ("gradients", "optimizations", "router_operations", "backward_steps")
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
+    Migration(2, "backward_lineage", _backward_lineage),
 ]
 
 #: The schema version this code writes and understands.

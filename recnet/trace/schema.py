@@ -235,3 +235,87 @@ llm_calls = Table(
 )
 
 Index("ix_llm_calls_step", llm_calls.c.run_id, llm_calls.c.step)
+
+# -- backward phase (schema version 2) -------------------------------------------------------------
+# Ids below are run-local counters (composite keys with run_id), so a version row can name the
+# gradient that caused it before anything is written.
+
+gradients = Table(
+    "gradients",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("gradient_id", Integer, primary_key=True, autoincrement=False),
+    Column("step", Integer, nullable=False),
+    # The prediction it came from: the predictions row (split='feedback') of this run, step,
+    # user_id and true_item; seq is the interaction's position in the training stream.
+    Column("seq", Integer),
+    Column("user_id", String, nullable=False),
+    Column("true_item", String, nullable=False),
+    Column("chosen_item", String, nullable=False),  # the item ranked first
+    Column("rival_item", String, nullable=False),  # chosen when wrong, else the best other item
+    Column("reward", Float, nullable=False),  # L = 1 when chosen == true, else 0
+    Column("rank", Integer, nullable=False),  # 1-based rank of the true item
+    Column("module", String, nullable=False),  # propagated_profile | filter_memory | router
+    Column("target_id", String, nullable=False),  # client agent id or router id
+    Column("judgement", String, nullable=False),  # positive | neutral | negative
+    Column("effect", Float),  # offline: margin change the module caused (true − rival score)
+    Column("reason", Text, nullable=False),
+    Column("suggestion", Text, nullable=False),  # "no adjustment" when none
+)
+
+optimizations = Table(
+    "optimizations",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("optimization_id", Integer, primary_key=True, autoincrement=False),
+    Column("step", Integer, nullable=False),
+    Column("batch", Integer, nullable=False),  # optimisations validated (kept/rolled back) together
+    Column("module", String, nullable=False),  # propagated_profile | filter_memory | router
+    Column("target_id", String, nullable=False),
+    Column("operation", String, nullable=False),  # rewrite | rules | tau | split | merge
+    Column("gradient_ids_json", Text, nullable=False),  # the batched gradients it applied
+    Column("before_json", Text, nullable=False),
+    Column("after_json", Text, nullable=False),
+    Column("status", String, nullable=False),  # kept | rolled_back
+    Column("valid_before", Float),  # validation NDCG@10 of the batch without / with it
+    Column("valid_after", Float),
+)
+
+router_operations = Table(
+    "router_operations",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("operation_id", Integer, primary_key=True, autoincrement=False),
+    Column("step", Integer, nullable=False),
+    Column("optimization_id", Integer, nullable=False),
+    Column("operation", String, nullable=False),  # rewrite | tau | split | merge
+    Column("router_ids_json", Text, nullable=False),  # routers before: ["r:3"] or ["r:3", "r:7"]
+    Column("result_ids_json", Text, nullable=False),  # routers after: ["r:30", "r:31"] for a split
+    Column("before_json", Text, nullable=False),  # {router: {profile, tau, n_members}}
+    Column("after_json", Text, nullable=False),
+    Column("gradient_id", Integer),
+    Column("status", String, nullable=False),  # kept | rolled_back
+)
+
+backward_steps = Table(
+    "backward_steps",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("n_predictions", Integer, nullable=False),  # feedback predictions made
+    Column("n_correct", Integer, nullable=False),  # reward L = 1
+    Column("mean_rank_signal", Float, nullable=False),  # mean 1/rank
+    Column("n_selected", Integer, nullable=False),  # predictions that fed the gradient
+    Column("n_gradients", Integer, nullable=False),  # module judgements
+    Column("n_negative", Integer, nullable=False),
+    Column("n_optimizations", Integer, nullable=False),
+    Column("n_kept", Integer, nullable=False),
+    Column("n_rolled_back", Integer, nullable=False),
+    Column("calls", Integer, nullable=False),  # gradient + optimize operations this step
+    Column("skipped", String),  # why work was skipped (budget), else null
+    Column("started_at", String, nullable=False),
+    Column("finished_at", String, nullable=False),
+)
+
+Index("ix_gradients_target", gradients.c.run_id, gradients.c.target_id)
+Index("ix_optimizations_target", optimizations.c.run_id, optimizations.c.target_id)

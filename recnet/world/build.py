@@ -120,7 +120,7 @@ def initial_routers(
 def history_profiles(
     train: Iterable[Interaction], item_profiles: Mapping[str, Weights], n_items: int
 ) -> dict[str, Weights]:
-    """User profiles seeded from each user's first ``n_items`` training items (user_init=history)."""
+    """User profiles seeded from each user's first ``n_items`` training items (history init)."""
     seen: dict[str, list[str]] = {}
     for interaction in train:
         items = seen.setdefault(interaction.user, [])

@@ -1,9 +1,9 @@
 """Weighted attribute maps: the numeric form of a profile, and their rendering to text.
 
 Pipeline position: the data every agent holds. An attribute is ``"<category>:<value>"`` (for
-example ``"genre:comedy"``, ``"tag:dark humor"``, ``"era:1990s"``, ``"title:Heat"``); its weight says
-how strongly the agent leans towards it (negative = dislike). The offline brain does arithmetic on
-these maps; the LLM brain reads and writes the rendered text and extracts attributes back.
+example ``"genre:comedy"``, ``"tag:dark humor"``, ``"era:1990s"``, ``"title:heat"``); its weight
+says how strongly the agent leans towards it (negative = dislike). The offline brain does
+arithmetic on these maps; the LLM brain reads and writes the rendered text and extracts attributes back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ Weights = dict[str, float]
 
 def norm(weights: Mapping[str, float]) -> float:
     """Euclidean norm of a weight map."""
-    return math.sqrt(sum(w * w for w in weights.values()))
+    return math.hypot(*weights.values())
 
 
 def normalized(weights: Mapping[str, float]) -> Weights:
@@ -59,21 +59,26 @@ def blend(base: Mapping[str, float], other: Mapping[str, float], rate: float) ->
 
 
 def top(weights: Mapping[str, float], size: int, min_abs: float = 1e-6) -> Weights:
-    """Keep the ``size`` attributes with the largest absolute weight (ties: name order)."""
-    items = [(a, w) for a, w in weights.items() if abs(w) >= min_abs]
-    if len(items) > size:
-        items.sort(key=lambda kv: (-abs(kv[1]), kv[0]))
-        items = items[:size]
-    return dict(items)
+    """Keep the ``size`` attributes with the largest absolute weight, dropping near-zero ones.
+
+    Ties keep insertion order (deterministic, since maps are built in a deterministic order).
+    """
+    if len(weights) > size:
+        kept = sorted(weights, key=lambda a: abs(weights[a]), reverse=True)[:size]
+        return {a: weights[a] for a in kept if abs(weights[a]) >= min_abs}
+    return {a: w for a, w in weights.items() if abs(w) >= min_abs}
 
 
 def changes(before: Mapping[str, float], after: Mapping[str, float], size: int) -> Weights:
     """The ``size`` largest signed weight changes from ``before`` to ``after``."""
     delta: Weights = {}
-    for a in set(before) | set(after):
-        d = after.get(a, 0.0) - before.get(a, 0.0)
-        if abs(d) > 1e-9:
+    for a, w in after.items():
+        d = w - before.get(a, 0.0)
+        if d > 1e-9 or d < -1e-9:
             delta[a] = d
+    for a, w in before.items():
+        if a not in after:
+            delta[a] = -w
     return top(delta, size, min_abs=1e-9)
 
 

@@ -80,19 +80,23 @@ def nearest_router(
 
 
 def select_recipients(
-    router_vector: np.ndarray,
-    client_vectors: np.ndarray,
+    scores: np.ndarray,
     *,
     tau: float,
     max_recipients: int,
     top_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Multicast: client positions with ``cos >= tau`` (or the ``top_k`` best when given),
-    at most ``max_recipients``, highest score first. Returns ``(positions, scores)``."""
-    scores = client_vectors @ router_vector
+    """Multicast recipients from one sender's cosine scores against every client.
+
+    Clients with ``score >= tau`` (or the ``top_k`` best when given), at most ``max_recipients``,
+    highest score first (ties: lower position first). Returns ``(positions, scores)``; ``-inf``
+    scores (excluded clients) are never chosen.
+    """
     if top_k is not None:
-        limit = min(top_k, max_recipients, scores.shape[0])
-        candidates = np.argpartition(-scores, limit - 1)[:limit] if limit else np.array([], int)
+        limit = min(top_k, max_recipients, int(np.isfinite(scores).sum()))
+        if limit <= 0:
+            return np.array([], dtype=np.int64), np.array([], dtype=scores.dtype)
+        candidates = np.argpartition(-scores, limit - 1)[:limit]
     else:
         candidates = np.flatnonzero(scores >= tau)
         if candidates.shape[0] > max_recipients:

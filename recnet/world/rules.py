@@ -41,7 +41,9 @@ class FilterRule:
     def with_params(self, **params: float) -> FilterRule:
         """A new version of this rule with updated parameters and regenerated text."""
         merged = {**self.params, **params}
-        return replace(self, params=merged, text=describe(self.kind, merged), version=self.version + 1)
+        return replace(
+            self, params=merged, text=describe(self.kind, merged), version=self.version + 1
+        )
 
 
 def describe(kind: RuleKind, params: Mapping[str, float]) -> str:
@@ -128,7 +130,9 @@ class FilterMemory:
 
 
 def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: float) -> bool:
-    for attribute, weight in message.attributes.items():
-        if weight > 0 and profile.get(attribute, 0.0) < -threshold:
-            return True
-    return False
+    """Does the message promote an attribute the client dislikes beyond ``threshold``?"""
+    promoted = message.attributes
+    return any(
+        weight < -threshold and promoted.get(attribute, 0.0) > 0
+        for attribute, weight in profile.items()
+    )

@@ -3,8 +3,8 @@
 Pipeline position: built once per run (``recnet.world.build``), then read and changed by the phases.
 Graph nodes are agent ids (``u:<user>``, ``i:<item>``, ``r:<n>``) with a ``kind`` attribute; edges
 are user–item interactions (``kind="interaction"``) and client–router memberships
-(``kind="member"``, ``score`` = cos(router, client)). Client embeddings are kept as one matrix so that
-multicast is a single matrix product.
+(``kind="member"``, ``score`` = cos(router, client)). Client embeddings are kept as one matrix so
+that multicast is a single matrix product.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class World:
         self.client_position: dict[str, int] = {}
         self.client_vectors = np.zeros((0, space.dim), dtype=np.float32)
         self.history: dict[str, set[str]] = {}  # user agent id → item agent ids (all splits)
+        self.memberships: dict[str, dict[str, float]] = {}  # client id → router id → score
         self.step = -1  # last completed step
         self._next_message_id = 0
         self._next_router_number = 0
@@ -96,20 +97,27 @@ class World:
         targets = list(agent_ids) if agent_ids is not None else [c.agent_id for c in self.clients]
         positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
         scores = self.client_vectors[positions] @ router_vectors.T if len(positions) else None
+        assert scores is not None
+        above = scores >= taus
+        best = scores.argmax(axis=1)
+        above[np.arange(len(targets)), best] = True
+        graph = self.graph
         for row, agent_id in enumerate(targets):
-            for neighbour in [n for n in self.graph[agent_id] if n.startswith("r:")]:
-                self.graph.remove_edge(agent_id, neighbour)
-            assert scores is not None
-            member = np.flatnonzero(scores[row] >= taus)
-            best = int(scores[row].argmax())
-            for column in set(member.tolist()) | {best}:
-                self.graph.add_edge(
-                    agent_id, router_ids[column], kind="member", score=float(scores[row, column])
-                )
+            for router_id in self.memberships.get(agent_id, ()):
+                graph.remove_edge(agent_id, router_id)
+            current = {}
+            for column in np.flatnonzero(above[row]).tolist():
+                score = float(scores[row, column])
+                current[router_ids[column]] = score
+                graph.add_edge(agent_id, router_ids[column], kind="member", score=score)
+            self.memberships[agent_id] = current
 
     def members(self, router_id: str) -> list[str]:
-        """Client ids that belong to a router."""
-        return [n for n in self.graph[router_id] if not n.startswith("r:")]
+        """Client ids that belong to a router (a router's only edges are memberships)."""
+        return list(self.graph[router_id])
+
+    def member_count(self, router_id: str) -> int:
+        return int(self.graph.degree(router_id))
 
     # messages ----------------------------------------------------------------------------------
     def new_message_id(self) -> int:

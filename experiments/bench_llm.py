@@ -1,0 +1,193 @@
+"""Throughput of the LLM backend stack under concurrency (the issue's target: >= 85 % at 32).
+
+Pipeline position: an experiment, not part of the library. It starts the OpenAI-compatible test
+server (``tests/llm_server.py``) in its own process with 100 ms added latency per answer, then
+fires N structured calls (``call_structured`` → cache-less stack: budget ← rate limit ← retry ←
+OpenAIBackend → real openai client) at concurrency 1, 8, 32 and 64. With 100 ms per answer the
+ideal rate is concurrency / 0.1 s; the script prints the achieved rate next to it and writes the
+figures to ``experiments/results/bench_llm.json``. For each level it also runs the bare openai
+client with the same prompt (``raw_sdk_baseline``), which separates recnet's overhead from the
+SDK's own per-call CPU cost (about 1.5-2 ms on a 2-core machine, the real ceiling at 64).
+
+    python experiments/bench_llm.py [--latency 0.1] [--levels 1 8 32 64] [--repeats 3]
+                                    [--in-process]
+
+``--in-process`` runs the server in a thread of this process instead (it then competes with the
+client for the GIL, which understates the client stack's throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from recnet.config.scenario import LLMSettings  # noqa: E402
+from recnet.llm.factory import build_backend  # noqa: E402
+from recnet.llm.pack import load_pack  # noqa: E402
+from recnet.llm.stats import LLMStats  # noqa: E402
+from recnet.llm.structured import CallMeta, call_structured, run_concurrently  # noqa: E402
+
+ANSWER = json.dumps({"chosen": "i:1", "reasoning": "it fits"})
+
+
+@contextmanager
+def server_url(latency: float, in_process: bool) -> Iterator[str]:
+    """Base URL of a running test server; stopped on exit."""
+    if in_process:
+        from llm_server import LLMTestServer
+
+        with LLMTestServer(lambda _body: ANSWER, latency=latency) as server:
+            yield server.base_url
+        return
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "llm_server.py"),
+        "--latency",
+        str(latency),
+        "--answer",
+        ANSWER,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"test server did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def run_level(base_url: str, concurrency: int, n_calls: int) -> dict[str, Any]:
+    settings = LLMSettings(
+        backend="openai",
+        model="bench-model",
+        base_url=base_url,
+        max_concurrency=concurrency,
+        # Limits far above what is reached: the rate-limit wrapper is in the stack, not binding.
+        rate_limit={"requests_per_minute": 1e9, "tokens_per_minute": 1e12},
+        cache={"enabled": False},
+    )
+    stats = LLMStats()
+    backend = build_backend(settings, stats=stats)
+    pack = load_pack("default")
+
+    def call(i: int) -> Any:
+        variables = {
+            "user_profile": f"user {i} likes crime films",
+            "propagated_profile": "",
+            "candidates": "i:1: Heat (1995)\ni:2: Toy Story (1995)",
+        }
+        meta = CallMeta.from_settings(settings, agent_id=f"u:{i}", step=0, phase="bench")
+        return call_structured(backend, pack, "predict", variables, meta=meta, stats=stats)
+
+    # Warm-up: open the connections once so the measurement is steady state.
+    await run_concurrently([call(-i - 1) for i in range(concurrency)], concurrency)
+    started, cpu = time.perf_counter(), time.process_time()
+    results = await run_concurrently([call(i) for i in range(n_calls)], concurrency)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await backend.aclose()
+    ok = sum(r.ok for r in results)
+    return {"concurrency": concurrency, "calls": n_calls, "ok": ok, "seconds": elapsed, "cpu": cpu}
+
+
+async def run_raw_sdk(base_url: str, concurrency: int, n_calls: int) -> dict[str, Any]:
+    """Baseline: the bare openai client, same prompt size, no recnet layer at all."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="not-needed", base_url=base_url, max_retries=0, timeout=60.0)
+    pack = load_pack("default")
+    messages = pack.render(
+        "predict",
+        {
+            "user_profile": "a user who likes crime films",
+            "propagated_profile": "",
+            "candidates": "i:1: Heat (1995)\ni:2: Toy Story (1995)",
+        },
+    )
+
+    async def call() -> str | None:
+        completion = await client.chat.completions.create(
+            model="bench-model",
+            messages=messages,
+            max_tokens=512,  # type: ignore[arg-type]
+        )
+        return completion.choices[0].message.content
+
+    await run_concurrently([call() for _ in range(concurrency)], concurrency)
+    started, cpu = time.perf_counter(), time.process_time()
+    answers = await run_concurrently([call() for _ in range(n_calls)], concurrency)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await client.close()
+    ok = sum(a == ANSWER for a in answers)
+    return {"concurrency": concurrency, "calls": n_calls, "ok": ok, "seconds": elapsed, "cpu": cpu}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    report: dict[str, list[dict[str, Any]]] = {"stack": [], "raw_sdk": []}
+    with server_url(args.latency, args.in_process) as base_url:
+        for concurrency in args.levels:
+            n_calls = max(args.min_calls, args.rounds * concurrency)
+            for label, runner in (("stack", run_level), ("raw_sdk", run_raw_sdk)):
+                runs = [await runner(base_url, concurrency, n_calls) for _ in range(args.repeats)]
+                row = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
+                row["repeats"] = args.repeats
+                row["client_cpu_ms_per_call"] = row.pop("cpu") * 1000 / n_calls
+                row["calls_per_s"] = row["calls"] / row["seconds"]
+                row["limit_per_s"] = concurrency / args.latency
+                row["ratio"] = row["calls_per_s"] / row["limit_per_s"]
+                report[label].append(row)
+                print(
+                    f"{label:>7} concurrency {concurrency:>3}: {row['calls']:>4} calls in "
+                    f"{row['seconds']:5.2f} s = {row['calls_per_s']:6.1f} calls/s; "
+                    f"limit {row['limit_per_s']:5.0f}/s; ratio {row['ratio']:6.1%}; "
+                    f"client CPU {row['client_cpu_ms_per_call']:.2f} ms/call",
+                    flush=True,
+                )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--rounds", type=int, default=10, help="Calls per level = rounds x c.")
+    parser.add_argument("--min-calls", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per level; the median.")
+    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench_llm.json")
+    args = parser.parse_args()
+    rows = asyncio.run(main_async(args))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "latency_s": args.latency,
+        "server": "in-process thread" if args.in_process else "separate process",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1min_at_end": load,
+        },
+        "levels": rows["stack"],
+        "raw_sdk_baseline": rows["raw_sdk"],
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

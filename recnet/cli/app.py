@@ -1,0 +1,294 @@
+"""The ``recnet`` command line: simulate, validate, options, traces.
+
+Pipeline position: the outermost layer. It reads a scenario (``recnet.config.loader``), hands it
+to the composition root (``recnet.runner``) and shows progress and results
+(``recnet.cli.display``). Library errors (``RecnetError``: scenario, dataset, trace, backend,
+budget) become one ``error: ...`` line on stderr and exit code 1; usage errors exit 2 as click
+does; Ctrl-C during a run exits 130 and says where the trace is. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from recnet import __version__
+from recnet.cli import options_doc
+from recnet.cli.display import StepProgress, show_result
+from recnet.cli.traces import traces_app
+from recnet.config.loader import load_scenario
+from recnet.config.scenario import DatasetSettings, Scenario
+from recnet.errors import DatasetError, RecnetError
+
+if TYPE_CHECKING:
+    from recnet.runner import Prepared, RunResult
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+WIDE_TABLE = 140  # below this many columns `recnet options` prints a list, not a table
+
+StepCallback = Callable[[int, int], None]
+PreparedCallback = Callable[["Prepared"], None]
+RunStarter = Callable[[StepCallback, PreparedCallback], Coroutine[Any, Any, "RunResult"]]
+
+
+def report_error(exc: BaseException) -> None:
+    """Print ``error: <message — remedy>`` to stderr as one line, whatever whitespace it holds."""
+    message = " ".join(str(exc).split())
+    click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
+
+
+class RecnetGroup(TyperGroup):
+    """Root command group: turns library errors raised by any sub-command into one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RecnetError as exc:
+            report_error(exc)
+            raise typer.Exit(EXIT_ERROR) from None
+
+
+app = typer.Typer(
+    name="recnet",
+    cls=RecnetGroup,
+    help="Simulate preference propagation in agentic recommender systems (after RecNet, "
+    "arXiv 2601.21609). Offline by default: no network, no API key.",
+    epilog="Start with: recnet simulate scenarios/synthetic.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(traces_app, name="traces")
+
+ScenarioArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="SCENARIO",
+        help="Scenario YAML file, e.g. scenarios/synthetic.yaml. Every key: `recnet options`.",
+        show_default=False,
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY.PATH=VALUE",
+        help="Override one scenario option; the value is read as YAML (0.8, true, [1, 5]). "
+        "Repeat for several, e.g. --set propagation.tau=0.4 --set seed=3.",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"recnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+# -- simulate -------------------------------------------------------------------------------------
+
+
+def trace_path_for(scenario: Scenario, explicit: Path | None) -> Path:
+    """Where the run writes its trace: ``--trace``, else ``trace.path``, else ``trace.dir``."""
+    from recnet.runner import default_trace_path, new_run_id
+
+    return explicit or default_trace_path(scenario, new_run_id(scenario))
+
+
+def run_with_progress(
+    console: Console, start: RunStarter, trace_path: Path, *, quiet: bool
+) -> RunResult:
+    """Run ``start(on_step, on_prepared)`` under a progress bar; Ctrl-C exits 130.
+
+    ``start`` builds the run's coroutine from the two callbacks, so other ways of running
+    (resuming a trace, a dry run) can reuse the same display and error handling.
+    """
+    try:
+        with StepProgress(console, enabled=not quiet) as progress:
+            return asyncio.run(start(progress.on_step, progress.on_prepared))
+    except KeyboardInterrupt:
+        where = (
+            f"the trace so far is in {trace_path}"
+            if trace_path.exists()
+            else "no trace was written yet"
+        )
+        click.echo(f"interrupted; {where}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except RecnetError as exc:
+        report_error(exc)
+        if trace_path.exists():
+            click.echo(f"the trace so far is in {trace_path}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@app.command()
+def simulate(
+    scenario: ScenarioArg,
+    overrides: SetOpt = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            "--trace",
+            metavar="PATH",
+            help="Write the trace database here (default: trace.path, else "
+            "<trace.dir>/<run id>.sqlite). An existing file gains one more run.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No dataset line and no progress bar; results only."),
+    ] = False,
+) -> None:
+    """Run SCENARIO end to end: forward steps, evaluation, metrics for RecNet and baselines.
+
+    Shows the dataset and a progress bar over forward steps, then
+    NDCG@K, HR@K and MRR for RecNet and each baseline (same candidates),
+    and where the trace database was written.
+
+    Example: recnet simulate scenarios/synthetic.yaml --set propagation.tau=0.4
+    """
+    from recnet.runner import simulate as run_scenario
+
+    loaded = load_scenario(scenario, overrides)
+    path = trace_path_for(loaded, trace)
+    console = Console()
+
+    def start(
+        on_step: StepCallback, on_prepared: PreparedCallback
+    ) -> Coroutine[Any, Any, RunResult]:
+        return run_scenario(loaded, trace_path=path, on_step=on_step, on_prepared=on_prepared)
+
+    result = run_with_progress(console, start, path, quiet=quiet)
+    show_result(console, result)
+
+
+# -- validate -------------------------------------------------------------------------------------
+
+
+def check_dataset(settings: DatasetSettings) -> str:
+    """Check the dataset can be found (without downloading or loading it); describe it."""
+    if settings.kind == "synthetic":
+        s = settings.synthetic
+        return f"synthetic, {s.n_users} users × {s.n_items} items, {s.n_communities} communities"
+    if settings.kind == "recbole":
+        return f"recbole at {_recbole_folder(settings)}"
+    from recnet.data.download import resolve_movielens
+
+    if not settings.download:
+        return f"movielens {settings.variant} at {resolve_movielens(settings)}"
+    try:
+        found = resolve_movielens(settings.model_copy(update={"download": False}))
+    except DatasetError:
+        if settings.path is not None:
+            raise
+        return (
+            f"movielens {settings.variant}, not on disk yet: `recnet simulate` downloads it "
+            "from GroupLens"
+        )
+    return f"movielens {settings.variant} at {found}"
+
+
+def _recbole_folder(settings: DatasetSettings) -> Path:
+    if settings.path is None:
+        raise DatasetError(
+            "dataset.kind=recbole needs dataset.path",
+            "set dataset.path to the folder holding <name>.inter (and .item, .random)",
+        )
+    folder = Path(settings.path).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(
+            f"RecBole folder {folder} does not exist or is not a folder",
+            "point dataset.path at the folder holding <name>.inter",
+        )
+    name = settings.name or folder.name
+    names = [f"{name}.inter"] + [f"{name}.{split}.inter" for split in ("train", "valid", "test")]
+    if not any((folder / n).is_file() for n in names):
+        raise DatasetError(
+            f"no {name}.inter or {name}.train/valid/test.inter in {folder}",
+            "set dataset.name to the file stem of the .inter files",
+        )
+    return folder
+
+
+@app.command()
+def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
+    """Check SCENARIO without running it: every option, and that the dataset can be found.
+
+    Nothing is downloaded, loaded or called.
+    Prints "ok: <name> (seed N, dataset ...)" and exits 0,
+    or one "error: ..." line naming the key path or file and exits 1.
+    """
+    loaded = load_scenario(scenario, overrides)
+    where = check_dataset(loaded.dataset)
+    typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+# -- options --------------------------------------------------------------------------------------
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    markdown = "markdown"
+
+
+@app.command()
+def options(
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table for the terminal; markdown for the README (one table per section).",
+        ),
+    ] = OutputFormat.table,
+) -> None:
+    """List every scenario option: key path, type, default and description.
+
+    Generated from the scenario models, so it is always complete.
+    Set any option in the YAML file or with --set key.path=value.
+    """
+    sections = options_doc.option_sections()
+    if output is OutputFormat.markdown:
+        typer.echo(options_doc.markdown(sections), nl=False)
+        return
+    console = Console()
+    wide = console.width >= WIDE_TABLE
+    console.print(
+        options_doc.rich_table(sections) if wide else options_doc.rich_list(sections),
+        highlight=False,
+    )
+
+
+def main() -> None:
+    """Console-script entry point (``recnet = "recnet.cli.app:main"``)."""
+    app(prog_name="recnet")
+
+
+if __name__ == "__main__":
+    main()
