@@ -52,7 +52,7 @@ class TextSizes:
 
 def text_of(n_chars: float) -> str:
     """Representative text of about ``n_chars`` characters."""
-    n = max(int(round(n_chars)), 1)
+    n = max(round(n_chars), 1)
     return (FILLER * (n // len(FILLER) + 1))[:n]
 
 
@@ -73,7 +73,7 @@ def prompt_variables(operation: str, sizes: TextSizes) -> dict[str, Any] | None:
         text_of(sizes.propagated),
     )
     router = text_of(sizes.router)
-    n_messages = max(int(round(sizes.messages_per_merge)), 1)
+    n_messages = max(round(sizes.messages_per_merge), 1)
     table: dict[str, dict[str, Any]] = {
         "extract": {
             "kind": "item",
@@ -167,7 +167,11 @@ def completion_text(operation: str, sizes: TextSizes) -> str | None:
                 for m in ("propagated_profile", "filter_memory", "r:0", "r:1")
             ]
         },
-        "optimize": {"operation": "rewrite", "content": text_of(sizes.propagated), "reason": REASON},
+        "optimize": {
+            "operation": "rewrite",
+            "content": text_of(sizes.propagated),
+            "reason": REASON,
+        },
     }
     answer = answers.get(operation)
     return None if answer is None else json.dumps(answer)

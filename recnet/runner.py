@@ -7,6 +7,7 @@ display and tables around it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import time
@@ -19,8 +20,7 @@ from pathlib import Path
 from recnet import __version__
 from recnet.baselines.popularity import PopularityScorer
 from recnet.baselines.random_baseline import RandomScorer
-from recnet.brain.base import Brain
-from recnet.brain.offline import OfflineBrain
+from recnet.brain.factory import build_brain
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext, utc_now
 from recnet.data.load import load_dataset
@@ -109,16 +109,6 @@ def prepare(scenario: Scenario) -> Prepared:
     return Prepared(dataset, split, test, valid, batches)
 
 
-def build_brain(scenario: Scenario) -> Brain:
-    """The brain named by ``llm.backend`` (``offline`` = the reference policy)."""
-    if scenario.llm.backend == "offline":
-        return OfflineBrain(scenario)
-    raise ScenarioError(
-        f"llm.backend: {scenario.llm.backend!r} is not available yet",
-        "use llm.backend=offline",
-    )
-
-
 def build_embedder(scenario: Scenario) -> Embedder:
     if scenario.embedder.kind == "hashing":
         return HashingEmbedder(scenario.embedder.dim)
@@ -153,16 +143,17 @@ async def simulate(
     trace_path: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_prepared: Callable[[Prepared], None] | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run ``scenario`` end to end; return metrics for RecNet and the baselines."""
     started = time.perf_counter()
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)
-    run_id = new_run_id(scenario)
+    run_id = run_id or new_run_id(scenario)
     path = trace_path or default_trace_path(scenario, run_id)
     brain = build_brain(scenario)
-    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size)
+    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
     try:
         ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
         store.create_run(
@@ -184,7 +175,13 @@ async def simulate(
         store.update_run(run_id, status="finished", finished_at=ctx.clock())
     except BaseException as exc:
         store.flush()
-        store.update_run(run_id, status="failed", finished_at=utc_now(), note=repr(exc)[:2000])
+        interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+        store.update_run(
+            run_id,
+            status="stopped" if interrupted else "failed",
+            finished_at=utc_now(),
+            note=repr(exc)[:2000],
+        )
         raise
     finally:
         store.close()

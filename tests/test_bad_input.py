@@ -158,7 +158,14 @@ def test_empty_dataset_after_min_rating(tmp_path: Path) -> None:
         tmp_path / "ml", [(u, i, 3.0, 100 * u + i) for u in (1, 2) for i in range(1, 6)]
     )
     line = the_error(
-        invoke("simulate", MOVIELENS, "--set", f"dataset.path={folder}", "--set", "dataset.min_rating=4.5")
+        invoke(
+            "simulate",
+            MOVIELENS,
+            "--set",
+            f"dataset.path={folder}",
+            "--set",
+            "dataset.min_rating=4.5",
+        )
     )
     assert "no interactions left" in line and "dataset.min_rating" in line
 
@@ -189,7 +196,14 @@ def test_recbole_folder_without_inter_files(tmp_path: Path) -> None:
     folder = tmp_path / "empty"
     folder.mkdir()
     line = the_error(
-        invoke("validate", SYNTHETIC, "--set", "dataset.kind=recbole", "--set", f"dataset.path={folder}")
+        invoke(
+            "validate",
+            SYNTHETIC,
+            "--set",
+            "dataset.kind=recbole",
+            "--set",
+            f"dataset.path={folder}",
+        )
     )
     assert "empty.inter" in line and str(folder) in line
 
@@ -197,6 +211,13 @@ def test_recbole_folder_without_inter_files(tmp_path: Path) -> None:
 def test_recbole_without_path() -> None:
     line = the_error(invoke("validate", SYNTHETIC, "--set", "dataset.kind=recbole"))
     assert "dataset.path" in line
+
+
+def test_too_few_items_for_the_negatives() -> None:
+    small = ["n_users=20", "n_items=40", "interactions_per_user=30"]
+    sets = [arg for s in small for arg in ("--set", f"dataset.synthetic.{s}")]
+    line = the_error(invoke("simulate", SYNTHETIC, *sets))
+    assert "evaluation.n_negatives" in line
 
 
 # -- trace errors ---------------------------------------------------------------------------------
@@ -210,8 +231,8 @@ def test_traces_on_a_missing_file(tmp_path: Path) -> None:
 
 def test_traces_unknown_run(tmp_path: Path) -> None:
     trace = tmp_path / "t.sqlite"
-    small = ["dataset.synthetic.n_users=20", "dataset.synthetic.n_items=40"]
-    sets = [arg for s in small for arg in ("--set", s)]
+    small = ["n_users=20", "n_items=80", "interactions_per_user=10"]
+    sets = [arg for s in small for arg in ("--set", f"dataset.synthetic.{s}")]
     assert invoke("simulate", SYNTHETIC, *sets, "-q", "--trace", trace).exit_code == 0
     line = the_error(invoke("traces", "metrics", trace, "--run", "no-such-run"))
     assert "no-such-run" in line

@@ -230,6 +230,29 @@ def test_library_error_mid_run_is_one_line_plus_trace(
     ]
 
 
+def test_ctrl_c_before_the_run_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    async def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recnet.runner, "simulate", interrupted)
+    result = invoke("simulate", SYNTHETIC, "--trace", tmp_path / "never.sqlite")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "interrupted before the run started; no trace was written"
+
+
+def test_error_before_the_run_does_not_point_at_an_older_trace(
+    synthetic_run: tuple[Result, Path],
+) -> None:
+    _, trace = synthetic_run  # an existing trace file, reused with --trace
+    result = invoke(
+        "simulate", SYNTHETIC, "--set", "dataset.synthetic.n_items=40", "--trace", trace
+    )
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert table_rows(trace)["runs"] == 1  # the failed start added no run
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in recnet")

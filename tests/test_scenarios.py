@@ -169,7 +169,10 @@ class _Outer(BaseModel):
 
 def test_option_sections_walk_nested_models_in_order() -> None:
     sections = options_doc.option_sections(_Outer)
-    assert [(s.path, s.title) for s in sections] == [("", "Outer block."), ("inner", "Inner block.")]
+    assert [(s.path, s.title) for s in sections] == [
+        ("", "Outer block."),
+        ("inner", "Inner block."),
+    ]
     rows = [(r.key, r.type, r.default) for s in sections for r in s.rows]
     assert rows == [
         ("mode", '"a" | "b"', "a"),

@@ -87,7 +87,7 @@ def interaction(seq: int, step: int, run_id: str = "r1") -> dict:
     }
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-background"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
     opened: list[TraceStore] = []
 
@@ -96,7 +96,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         if request.param == "memory":
             store = MemoryTraceStore(batch_size=batch_size)
         else:
-            store = SQLiteTraceStore(tmp_path / "trace.sqlite", batch_size=batch_size)
+            store = SQLiteTraceStore(
+                tmp_path / "trace.sqlite",
+                batch_size=batch_size,
+                background=request.param == "sqlite-background",
+            )
         opened.append(store)
         return store
 
@@ -234,12 +238,14 @@ def test_commit_step_is_all_or_nothing(store: TraceStore) -> None:
     store.add("steps", [step_row(0)])
     with pytest.raises(TraceError, match=r"duplicate|UNIQUE"):
         store.commit_step("r1", 1)
+        store.wait()  # a background writer reports the failure here
     assert store.count("messages", "r1") == 0
     assert store.runs()[0]["last_completed_step"] == 0
     # An unknown run rejects the rows too.
     store.add("messages", [message(1)])
     with pytest.raises(TraceError, match="no run 'ghost'"):
         store.commit_step("ghost", 1)
+        store.wait()  # a background writer reports the failure here
     assert store.count("messages") == 0
     # The failed rows do not linger in the buffer.
     store.add("steps", [step_row(1)])

@@ -113,11 +113,11 @@ def root(
 # -- simulate -------------------------------------------------------------------------------------
 
 
-def trace_path_for(scenario: Scenario, explicit: Path | None) -> Path:
+def trace_path_for(scenario: Scenario, explicit: Path | None, run_id: str) -> Path:
     """Where the run writes its trace: ``--trace``, else ``trace.path``, else ``trace.dir``."""
-    from recnet.runner import default_trace_path, new_run_id
+    from recnet.runner import default_trace_path
 
-    return explicit or default_trace_path(scenario, new_run_id(scenario))
+    return explicit or default_trace_path(scenario, run_id)
 
 
 def run_with_progress(
@@ -126,22 +126,29 @@ def run_with_progress(
     """Run ``start(on_step, on_prepared)`` under a progress bar; Ctrl-C exits 130.
 
     ``start`` builds the run's coroutine from the two callbacks, so other ways of running
-    (resuming a trace, a dry run) can reuse the same display and error handling.
+    (resuming a trace, a dry run) can reuse the same display and error handling. A library
+    error is one ``error:`` line; when the run had started writing its trace, a second line
+    says where that trace is.
     """
+    started = False
+
+    def on_prepared(prepared: Prepared) -> None:
+        nonlocal started
+        started = True  # the runner opens the trace right after this callback
+        progress.on_prepared(prepared)
+
     try:
         with StepProgress(console, enabled=not quiet) as progress:
-            return asyncio.run(start(progress.on_step, progress.on_prepared))
+            return asyncio.run(start(progress.on_step, on_prepared))
     except KeyboardInterrupt:
-        where = (
-            f"the trace so far is in {trace_path}"
-            if trace_path.exists()
-            else "no trace was written yet"
-        )
-        click.echo(f"interrupted; {where}", err=True)
+        if started and trace_path.exists():
+            click.echo(f"interrupted; the trace so far is in {trace_path}", err=True)
+        else:
+            click.echo("interrupted before the run started; no trace was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RecnetError as exc:
         report_error(exc)
-        if trace_path.exists():
+        if started and trace_path.exists():
             click.echo(f"the trace so far is in {trace_path}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
@@ -176,13 +183,18 @@ def simulate(
     from recnet.runner import simulate as run_scenario
 
     loaded = load_scenario(scenario, overrides)
-    path = trace_path_for(loaded, trace)
+    from recnet.runner import new_run_id
+
+    run_id = new_run_id(loaded)
+    path = trace_path_for(loaded, trace, run_id)
     console = Console()
 
     def start(
         on_step: StepCallback, on_prepared: PreparedCallback
     ) -> Coroutine[Any, Any, RunResult]:
-        return run_scenario(loaded, trace_path=path, on_step=on_step, on_prepared=on_prepared)
+        return run_scenario(
+            loaded, trace_path=path, on_step=on_step, on_prepared=on_prepared, run_id=run_id
+        )
 
     result = run_with_progress(console, start, path, quiet=quiet)
     show_result(console, result)

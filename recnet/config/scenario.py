@@ -237,6 +237,32 @@ class BackwardSettings(Section):
     max_calls: int | None = Field(
         None, ge=0, description="Separate LLM call budget for the backward phase."
     )
+    feedback_negatives: int = Field(
+        4, ge=1, description="Sampled unseen items the true item competes with in a feedback "
+        "prediction."
+    )
+    tolerance: float = Field(
+        0.01, ge=0.0, description="Offline gradient: a module whose removal changes the true "
+        "item's score margin by less than this is judged neutral."
+    )
+    validation_users: int | None = Field(
+        None, ge=1, description="Validate optimisations on a seeded sample of this many users' "
+        "validation lists (None = all)."
+    )
+    tau_step: float = Field(
+        0.02, gt=0.0, description="How far one optimisation moves a router's tau."
+    )
+    tau_range: float = Field(
+        0.2, ge=0.0, description="Optimised taus stay within propagation.tau +/- this."
+    )
+    split_spread: float = Field(
+        0.6, ge=0.0, le=2.0, description="Split a router with negative credit when "
+        "1 - mean cos(member, router) is at least this."
+    )
+    merge_similarity: float = Field(
+        0.95, ge=-1.0, le=1.0, description="Merge two routers whose profile embeddings have at "
+        "least this cosine."
+    )
 
 
 class EvaluationSettings(Section):

@@ -64,9 +64,14 @@ class SQLiteTraceStore(BufferedTraceStore):
     """
 
     def __init__(
-        self, path: str | Path, batch_size: int = 2000, *, read_only: bool = False
+        self,
+        path: str | Path,
+        batch_size: int = 2000,
+        *,
+        read_only: bool = False,
+        background: bool = False,
     ) -> None:
-        super().__init__(batch_size)
+        super().__init__(batch_size, background=background and not read_only)
         self.path = Path(path)
         self._read_only = read_only
         self._where = str(self.path)
@@ -182,12 +187,14 @@ class SQLiteTraceStore(BufferedTraceStore):
 
     def create_run(self, row: Mapping[str, Any]) -> None:
         self._check_writable()
+        self.wait()
         run = SPECS["runs"].normalise(row)
         with self._transaction() as conn:
             conn.execute(TABLES["runs"].insert(), [run])
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self._check_writable()
+        self.wait()
         check_run_fields(fields)
         runs = TABLES["runs"]
         with self._transaction() as conn:
@@ -254,6 +261,7 @@ class SQLiteTraceStore(BufferedTraceStore):
         self, table: str, run_id: str | None = None, *, limit: int | None = None, **equals: Any
     ) -> list[Row]:
         self._check_open()
+        self.wait()
         check_filter(table, run_id, equals)
         t = TABLES[table]
         query = select(t).where(*self._conditions(table, run_id, equals))
@@ -265,6 +273,7 @@ class SQLiteTraceStore(BufferedTraceStore):
 
     def count(self, table: str, run_id: str | None = None, **equals: Any) -> int:
         self._check_open()
+        self.wait()
         check_filter(table, run_id, equals)
         t = TABLES[table]
         query = select(func.count()).select_from(t).where(*self._conditions(table, run_id, equals))
@@ -273,6 +282,7 @@ class SQLiteTraceStore(BufferedTraceStore):
 
     def runs(self) -> list[Row]:
         self._check_open()
+        self.wait()
         t = TABLES["runs"]
         query = select(t).order_by(t.c.started_at, t.c.run_id)
         with self._transaction() as conn:

@@ -21,6 +21,7 @@ Reads (``read``, ``count``, ``runs``) see flushed rows only, ordered by primary 
 from __future__ import annotations
 
 import abc
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -211,6 +212,10 @@ class TraceStore(Protocol):
 
     def truncate_after(self, run_id: str, step: int) -> None: ...
 
+    def wait(self) -> None:
+        """Block until rows handed to a background writer are written (no-op otherwise)."""
+        ...
+
     def read(
         self, table: str, run_id: str | None = None, *, limit: int | None = None, **equals: Any
     ) -> list[Row]: ...
@@ -238,7 +243,7 @@ class BufferedTraceStore(abc.ABC):
     marker), ``_truncate`` and the reads.
     """
 
-    def __init__(self, batch_size: int = 2000) -> None:
+    def __init__(self, batch_size: int = 2000, *, background: bool = False) -> None:
         if batch_size < 1:
             raise TraceError(
                 f"trace batch_size must be at least 1, got {batch_size}",
@@ -248,6 +253,13 @@ class BufferedTraceStore(abc.ABC):
         self._buffers: dict[str, list[Row]] = {}
         self._pending = 0
         self._closed = False
+        # With ``background``, batches are written by one worker thread while the simulation goes
+        # on (sqlite releases the GIL while it writes). At most one batch is in flight; every read,
+        # flush and close waits for it, and its errors surface at the next store call.
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="recnet-trace") if background else None
+        )
+        self._inflight: Future[None] | None = None
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -279,6 +291,13 @@ class BufferedTraceStore(abc.ABC):
         self._check_writable()
         if self._pending:
             self._write_buffers(None)
+        self.wait()
+
+    def wait(self) -> None:
+        """Block until the batch being written in the background (if any) is written."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
 
     def commit_step(self, run_id: str, step: int) -> None:
         self._check_writable()
@@ -295,7 +314,11 @@ class BufferedTraceStore(abc.ABC):
         # its rows (a programming error such as a duplicate key) must not poison later flushes.
         self._buffers = {}
         self._pending = 0
-        self._write(batches, marker)
+        if self._executor is None:
+            self._write(batches, marker)
+            return
+        self.wait()
+        self._inflight = self._executor.submit(self._write, batches, marker)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -306,8 +329,11 @@ class BufferedTraceStore(abc.ABC):
         try:
             if self._pending and not self.read_only:
                 self.flush()
+            self.wait()
         finally:
             self._closed = True
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
             self._release()
 
     def __enter__(self) -> Self:

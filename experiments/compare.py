@@ -1,0 +1,391 @@
+"""Main comparison table: classic baselines and RecNet variants on identical candidates and seeds.
+
+Pipeline position: an experiment on top of ``experiments.harness`` (which runs
+``recnet.runner.simulate`` per agent variant and fits ``recnet.baselines`` on
+``recnet.runner.prepare``'s split). Reproduces the layout of the RecNet paper's main table
+(Table 2: baselines, AgentCF, RecNet) and ablation table (w/o backward, w/o buffer & filter,
+point-to-point, top-k routing) on ml-latest-small, the synthetic world and any RecBole folder.
+
+Protocol: leave-one-out by time, 1 true + ``evaluation.n_negatives`` (19) sampled unseen
+negatives per test user, the same lists for every model of a (dataset, seed); metrics NDCG@{1,5,10},
+HR@{1,5,10}, MRR as mean ± sample std over seeds. Cost columns: agent operations (= the LLM calls
+an LLM brain would make; counted by the offline brain) per training interaction, all operations
+included (one-off item extraction and test ranking too; the breakdown separates them), and
+estimated tokens per training interaction (``experiments.costs``).
+
+Outputs in ``experiments/results/<name>/``: ``table.md`` (the tables and an automatic
+"where RecNet stands" paragraph), ``summary.csv`` (mean/std per dataset and model), ``runs.csv``
+(one row per dataset, model and seed) and ``ndcg.png``.
+
+Usage::
+
+    python experiments/compare.py                      # ml-latest-small + synthetic, seeds 0 1 2
+    python experiments/compare.py --recbole path/to/CDs-100-user-dense \
+        --set evaluation.n_negatives=9                 # AgentCF's folders (1 + 9 candidates)
+    python experiments/compare.py --smoke              # seconds: tiny worlds, one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.harness import (
+    AGENT_VARIANTS,
+    ALL_MODELS,
+    CLASSIC_MODELS,
+    METRICS,
+    MOVIELENS,
+    REFERENCE_VARIANT,
+    RESULTS,
+    SMOKE_MOVIELENS,
+    SMOKE_SYNTHETIC,
+    SYNTHETIC,
+    DatasetSpec,
+    Job,
+    Record,
+    agent_job,
+    classic_job,
+    recbole_spec,
+    run_jobs,
+)
+from experiments.plots import bar_chart
+from experiments.tables import (
+    aggregate,
+    group_records,
+    markdown_table,
+    number,
+    pm,
+    write_csv,
+)
+
+COST_COLUMNS = (
+    "calls_per_inter",
+    "train_calls_per_inter",
+    "tokens_per_inter",
+    "recipients_per_multicast",
+    "seconds",
+)
+SMOKE_VARIANTS = ("recnet-no-backward", "agentcf")
+DATASETS = {"ml-latest-small": MOVIELENS, "synthetic": SYNTHETIC}
+
+
+def build_jobs(
+    specs: Sequence[DatasetSpec],
+    seeds: Sequence[int],
+    variants: Sequence[str],
+    classic: Sequence[str],
+    out: Path,
+    extra: Sequence[str],
+    keep_traces: bool,
+) -> list[Job]:
+    """Agent jobs first (slow ones early keeps two workers busy), then classic baselines. The
+    MovieLens smoke subsample runs only the first variant (its catalogue of 9,742 items makes
+    every agent run cost ~8 s even with 30 users)."""
+    agent = [
+        agent_job(spec, ALL_MODELS[v], seed, out / "traces", extra=extra, keep_trace=keep_traces)
+        for spec in specs
+        for v in (variants[:1] if spec == SMOKE_MOVIELENS else variants)
+        for seed in seeds
+    ]
+    classic_jobs = [
+        classic_job(spec, seed, classic, extra=extra) for spec in specs for seed in seeds
+    ]
+    return agent + classic_jobs if classic else agent
+
+
+def check_candidates(records: list[Record]) -> list[str]:
+    """Each agent run scores popularity on its own candidate lists; it must match the classic
+    popularity of the same (dataset, seed) exactly. Returns problems (empty = identical)."""
+    classic = {
+        (r["dataset"], r["seed"]): r
+        for r in records
+        if r["model"] == "popularity" and r.get("status") == "ok"
+    }
+    problems = []
+    for r in records:
+        pop = classic.get((r["dataset"], r["seed"]))
+        if r.get("status") != "ok" or "inner_ndcg@10" not in r or pop is None:
+            continue
+        if r["inner_ndcg@10"] is None:
+            continue
+        worst = max(abs(r[f"inner_{m}"] - pop[m]) for m in METRICS)
+        r["candidates_identical"] = worst < 1e-12
+        if worst >= 1e-12:
+            problems.append(f"{r['dataset']} seed {r['seed']} {r['model']}: popularity differs")
+    return problems
+
+
+def flag_no_ops(records: list[Record]) -> None:
+    """A variant whose metrics and operation counts equal the defaults' on every seed most likely
+    has no effect (an option not implemented yet): say so in its note."""
+    by_key = {(r["dataset"], r["model"], r["seed"]): r for r in records}
+    for (dataset, model), members in group_records(records, ("dataset", "model")).items():
+        variant = ALL_MODELS.get(model)
+        if variant is None or variant.kind != "agent" or model == REFERENCE_VARIANT:
+            continue
+        same = []
+        for r in members:
+            ref = by_key.get((dataset, REFERENCE_VARIANT, r["seed"]))
+            if r.get("status") != "ok" or ref is None or ref.get("status") != "ok":
+                break
+            ops = {k: v for k, v in r.items() if k.startswith("ops_")}
+            ref_ops = {k: v for k, v in ref.items() if k.startswith("ops_")}
+            same.append(all(r[m] == ref[m] for m in METRICS) and ops == ref_ops)
+        if same and all(same):
+            for r in members:
+                r["note"] = (
+                    "identical to RecNet w/o backward on every seed: the option has no effect "
+                    "in this version"
+                )
+
+
+def add_per_operation(records: list[Record]) -> list[str]:
+    """Per-interaction rate of each operation (``per_inter_<op>``); returns the operations."""
+    ops: dict[str, None] = {}
+    for r in records:
+        for key in list(r):
+            if key.startswith("ops_"):
+                op = key[4:]
+                ops[op] = None
+                r[f"per_inter_{op}"] = r[key] / max(r.get("n_train", 1), 1)
+    return list(ops)
+
+
+def ordered(rows: list[Record], models: Sequence[str]) -> list[Record]:
+    rank = {m: k for k, m in enumerate(models)}
+    return sorted(rows, key=lambda r: rank.get(r["model"], len(rank)))
+
+
+def standing(rows: list[Record]) -> list[str]:
+    """Plain sentences: where the best RecNet row stands against BPR-MF, ItemKNN and Pop."""
+    by_model = {r["model"]: r for r in rows if r.get("n", 0) > 0}
+    recnet_key = next((k for k in ("recnet-full", "recnet-no-backward") if k in by_model), None)
+    if recnet_key is None:
+        return ["No RecNet variant finished on this dataset."]
+    mine = by_model[recnet_key]
+    label = ALL_MODELS[recnet_key].label
+    lines = []
+    for other in ("bprmf", "itemknn", "popularity", "agentcf"):
+        if other not in by_model:
+            continue
+        theirs = by_model[other]
+        parts = []
+        for metric in ("ndcg@10", "ndcg@5", "hr@10", "mrr"):
+            a, b = mine[f"{metric}_mean"], theirs[f"{metric}_mean"]
+            rel = (a - b) / b * 100 if b else math.nan
+            parts.append(f"{metric.upper()} {a:.4f} vs {b:.4f} ({a - b:+.4f}, {rel:+.1f}%)")
+        verdict = "beats" if mine["ndcg@10_mean"] > theirs["ndcg@10_mean"] else "trails"
+        lines.append(f"- {label} {verdict} {ALL_MODELS[other].label}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def dataset_line(records: list[Record]) -> str:
+    classic = [r for r in records if r.get("status") == "ok" and "n_users" in r]
+    if not classic:
+        agent = [r for r in records if r.get("status") == "ok"]
+        if not agent:
+            return ""
+        return f"{agent[0]['n_train']:,} training interactions"
+    r = classic[0]
+    return (
+        f"{r['n_users']:,} users, {r['n_items']:,} items, {r['n_train']:,} training "
+        f"interactions, {r['n_test_users']:,} test users per seed"
+    )
+
+
+def main_table(rows: list[Record]) -> str:
+    headers = ["Model", "n", *[m.upper() for m in METRICS], "calls/inter", "tokens/inter", "note"]
+    body = []
+    for r in rows:
+        variant = ALL_MODELS.get(r["model"])
+        agent = variant is not None and variant.kind == "agent"
+        note = r["note"] if r["status"] != "ok" or r["note"] else ""
+        if r["status"] != "ok" and not note:
+            note = r["status"]
+        body.append(
+            [
+                variant.label if variant is not None else r["model"],
+                r["n"],
+                *[pm(r, m) for m in METRICS],
+                pm(r, "calls_per_inter", 2) if agent else "–",
+                pm(r, "tokens_per_inter", 0) if agent else "–",
+                note,
+            ]
+        )
+    return markdown_table(headers, body)
+
+
+def cost_table(rows: list[Record], ops: Sequence[str]) -> str:
+    agent_rows = [
+        r for r in rows if r["n"] > 0 and r["model"] in ALL_MODELS
+        and ALL_MODELS[r["model"]].kind == "agent"
+    ]  # fmt: skip
+    headers = ["Variant", *ops, "train calls/inter", "recipients/multicast", "seconds/run"]
+    body = [
+        [
+            ALL_MODELS[r["model"]].label,
+            *[number(r.get(f"per_inter_{op}_mean", math.nan), 3) for op in ops],
+            number(r["train_calls_per_inter_mean"], 2),
+            number(r["recipients_per_multicast_mean"], 1),
+            number(r["seconds_mean"], 1),
+        ]
+        for r in agent_rows
+    ]
+    return markdown_table(headers, body)
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + (" (with uncommitted changes)" if dirty else "")
+
+
+def write_report(
+    records: list[Record],
+    out: Path,
+    *,
+    command: str,
+    seconds: float,
+    workers: int,
+    models: Sequence[str],
+    problems: Sequence[str],
+) -> tuple[Path, list[Record]]:
+    ops = add_per_operation(records)
+    columns = [*METRICS, *COST_COLUMNS, *[f"per_inter_{op}" for op in ops]]
+    summary = aggregate(records, ("dataset", "model"), columns)
+    write_csv(records, out / "runs.csv")
+    write_csv(summary, out / "summary.csv")
+    lines = [
+        "# RecNet main comparison",
+        "",
+        f"- Command: `{command}`",
+        f"- Wall-clock: {seconds:.0f} s with {workers} worker(s); finished "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; recnet revision {git_revision()}",
+        "- Protocol: leave-one-out by time; per test user 1 true item + sampled unseen negatives "
+        "(the scenario's `evaluation.n_negatives`), identical lists for every model of a "
+        "(dataset, seed); mean ± sample std over seeds (n = finished seeds).",
+        "- Agent variants: offline brain, hashing embedder. calls/inter = all agent operations "
+        "(what an LLM brain would call) per training interaction; tokens/inter = estimated "
+        "prompt + completion tokens per training interaction (default prompt pack rendered with "
+        "the run's mean text sizes, ~4 chars/token; see `experiments/costs.py`).",
+        "- Candidate lists: "
+        + (
+            "identical across models (popularity scored inside every agent run matches the "
+            "classic Pop row exactly)."
+            if not problems
+            else "MISMATCH: " + "; ".join(problems)
+        ),
+        "",
+    ]
+    groups = group_records(summary, ("dataset",))
+    panels = []
+    for (dataset,), rows in groups.items():
+        rows = ordered(rows, models)
+        panels.append((dataset, rows))
+        lines += [f"## {dataset}", ""]
+        info = dataset_line([r for r in records if r["dataset"] == dataset])
+        if info:
+            lines += [info, ""]
+        lines += [main_table(rows), "", "### Where RecNet stands", "", *standing(rows), ""]
+        lines += [
+            "### Cost breakdown (operations per training interaction, mean over seeds)",
+            "",
+            cost_table(rows, ops),
+            "",
+        ]
+    report = out / "table.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    label_of = {k: v.label for k, v in ALL_MODELS.items()}
+    bar_chart(panels, ["ndcg@5", "ndcg@10"], out / "ndcg.png", label_of=label_of)
+    return report, summary
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--datasets", nargs="*", choices=list(DATASETS), default=list(DATASETS),
+        help="built-in datasets (default: both)",
+    )  # fmt: skip
+    parser.add_argument("--recbole", type=Path, action="append", default=[],
+                        help="a RecBole atomic folder (repeatable)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=[v.key for v in AGENT_VARIANTS],
+                        default=[v.key for v in AGENT_VARIANTS])  # fmt: skip
+    parser.add_argument("--baselines", nargs="*", choices=[v.key for v in CLASSIC_MODELS],
+                        default=[v.key for v in CLASSIC_MODELS])  # fmt: skip
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override for every run")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
+    parser.add_argument("--name", default=None, help="results sub-folder (default: main/smoke)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (overrides --name)")
+    parser.add_argument("--keep-traces", action="store_true", help="keep every run's trace DB")
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="seconds: tiny synthetic world (two variants) + 30-user MovieLens (one), one seed",
+    )  # fmt: skip
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(given)
+    if args.smoke:
+        if "--seeds" not in given:
+            args.seeds = [0]
+        if "--variants" not in given:
+            args.variants = list(SMOKE_VARIANTS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if args.smoke:
+        specs = [SMOKE_SYNTHETIC, SMOKE_MOVIELENS]
+    else:
+        specs = [DATASETS[d] for d in args.datasets]
+    specs += [recbole_spec(p) for p in args.recbole]
+    out = args.out or RESULTS / (args.name or ("smoke" if args.smoke else "main"))
+    out.mkdir(parents=True, exist_ok=True)
+    models = [*args.baselines, *args.variants]
+    jobs = build_jobs(
+        specs, args.seeds, args.variants, args.baselines, out, args.overrides, args.keep_traces
+    )
+    print(f"{len(jobs)} jobs, {min(args.workers, 2)} worker(s), results in {out}", flush=True)
+    records = run_jobs(jobs, workers=args.workers)
+    problems = check_candidates(records)
+    flag_no_ops(records)
+    seconds = time.perf_counter() - started
+    command = "python experiments/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report, _ = write_report(
+        records,
+        out,
+        command=command.strip(),
+        seconds=seconds,
+        workers=min(args.workers, 2),
+        models=models,
+        problems=problems,
+    )
+    print(report.read_text(encoding="utf-8"))
+    print(f"\nwrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'}, {out / 'ndcg.png'}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

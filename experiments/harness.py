@@ -1,0 +1,438 @@
+"""Shared experiment harness: datasets, model variants, and running one (dataset, model, seed) job.
+
+Pipeline position: under the experiment scripts (``compare``, ``sensitivity``,
+``propagation_truth``), on top of the library's composition root (``recnet.runner``). A job is
+picklable and self-contained, so a list of jobs runs serially or in a process pool (at most two
+workers on the 2-core reference machine); results come back in job order, so the pool changes
+wall-clock time only, never the numbers.
+
+* Agent variants are scenario overrides of the same YAML (``recnet.config.loader``), run with
+  ``recnet.runner.simulate`` (offline brain, hashing embedder, no network).
+* Classic baselines are fitted on ``prepare(scenario).split.train`` and scored on
+  ``prepare(scenario).test_candidates`` — the identical split and candidate lists the agent
+  variants use for that seed (checked: the popularity scores computed inside each agent run must
+  equal the ones computed here).
+* A variant whose option is not implemented yet (ImportError, or a scenario key the installed
+  version rejects) yields a row with status ``not available`` and the reason, instead of
+  stopping the whole experiment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from experiments.costs import TextSizes, estimate_tokens_total, tokens_per_operation
+from recnet.baselines import (
+    BPRMFScorer,
+    ItemKNNScorer,
+    PopularityScorer,
+    RandomScorer,
+    Scorer,
+    evaluate_scorer,
+)
+from recnet.config.loader import load_scenario
+from recnet.config.scenario import Scenario
+from recnet.errors import RecnetError
+from recnet.eval.protocol import item_universe
+from recnet.runner import Prepared, prepare, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+RESULTS = ROOT / "experiments" / "results"
+METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "hr@1", "hr@5", "hr@10", "mrr")
+
+Record = dict[str, Any]
+
+
+# --- models ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One row of a table: an agent variant (scenario overrides) or a classic baseline."""
+
+    key: str
+    label: str
+    kind: str  # "agent" | "classic"
+    overrides: tuple[str, ...] = ()
+
+
+AGENT_VARIANTS: tuple[Variant, ...] = (
+    Variant("recnet-full", "RecNet (full)", "agent", ("backward.enabled=true",)),
+    Variant("recnet-no-backward", "RecNet w/o backward", "agent"),
+    Variant(
+        "no-buffer-filter",
+        "RecNet w/o buffer & filter",
+        "agent",
+        ("world.filters.enabled=false", "world.buffer.capacity=1"),
+    ),
+    Variant(
+        "point-to-point",
+        "Point-to-point propagation",
+        "agent",
+        ("propagation.mode=point_to_point",),
+    ),
+    Variant("top-k-routing", "Top-k routing (no τ)", "agent", ("propagation.routing=top_k",)),
+    Variant("agentcf", "AgentCF-style (no propagation)", "agent", ("propagation.enabled=false",)),
+)
+CLASSIC_MODELS: tuple[Variant, ...] = (
+    Variant("random", "Random", "classic"),
+    Variant("popularity", "Pop", "classic"),
+    Variant("itemknn", "ItemKNN", "classic"),
+    Variant("bprmf", "BPR-MF", "classic"),
+    Variant("sasrec", "SASRec", "classic"),
+)
+ALL_MODELS: dict[str, Variant] = {v.key: v for v in AGENT_VARIANTS + CLASSIC_MODELS}
+REFERENCE_VARIANT = "recnet-no-backward"  # the defaults; other variants are compared with it
+
+
+def classic_factories(seed: int) -> dict[str, Callable[[], Scorer]]:
+    """Classic scorers with the hyper-parameters of ``experiments/check_baselines.py``."""
+    return {
+        "random": lambda: RandomScorer(seed=seed),
+        "popularity": PopularityScorer,
+        "itemknn": lambda: ItemKNNScorer(k=100, shrink=10.0),
+        "bprmf": lambda: BPRMFScorer(factors=64, epochs=30, lr=0.05, reg=0.005, seed=seed),
+    }
+
+
+def sasrec_factory(seed: int) -> tuple[Callable[[], Scorer] | None, str]:
+    """SASRec when torch and a SASRec scorer are importable, else (None, why not)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, "needs torch (optional extra: pip install -e '.[torch]')"
+    try:
+        from recnet.baselines.sasrec import SASRecScorer  # type: ignore[import-not-found]
+    except ImportError:
+        return None, "torch found, but recnet.baselines has no SASRec scorer yet"
+    return (lambda: SASRecScorer(seed=seed)), ""
+
+
+# --- datasets -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset row group: a scenario file and the overrides that select the data."""
+
+    key: str
+    scenario: Path
+    overrides: tuple[str, ...] = ()
+
+
+MOVIELENS = DatasetSpec("ml-latest-small", SCENARIOS / "movielens.yaml")
+SYNTHETIC = DatasetSpec("synthetic", SCENARIOS / "synthetic.yaml")
+SMOKE_SYNTHETIC = DatasetSpec(
+    "synthetic-smoke",
+    SCENARIOS / "synthetic.yaml",
+    (
+        "dataset.synthetic.n_users=40",
+        "dataset.synthetic.n_items=80",
+        "dataset.synthetic.n_communities=4",
+        "world.n_routers=4",
+        "propagation.update_size=50",
+    ),
+)
+SMOKE_MOVIELENS = DatasetSpec(
+    "ml-latest-small-smoke",
+    SCENARIOS / "movielens.yaml",
+    ("dataset.max_users=30", "propagation.update_size=1000"),
+)
+
+
+def recbole_spec(path: Path) -> DatasetSpec:
+    """Any RecBole atomic folder, on the MovieLens scenario's settings with the paper's
+    Updatesize of 20 (AgentCF/RecNet subsets are small: 100 users)."""
+    folder = path.resolve()
+    return DatasetSpec(
+        f"recbole:{folder.name}",
+        SCENARIOS / "movielens.yaml",
+        (
+            f"name=recbole-{folder.name}",
+            "dataset.kind=recbole",
+            f"dataset.path={folder}",
+            "propagation.update_size=20",
+        ),
+    )
+
+
+# --- jobs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: an agent variant for one seed, or all classic baselines for one seed."""
+
+    dataset: str
+    scenario: str
+    overrides: tuple[str, ...]
+    model: str  # a Variant key, or "classic" for every classic baseline at once
+    seed: int
+    trace_path: str | None = None
+    keep_trace: bool = False
+    classic: tuple[str, ...] = ()  # which classic models (kind "classic" jobs)
+    tags: tuple[tuple[str, Any], ...] = field(default_factory=tuple)  # copied into records
+
+
+def agent_job(
+    spec: DatasetSpec,
+    variant: Variant,
+    seed: int,
+    trace_dir: Path,
+    *,
+    extra: Sequence[str] = (),
+    keep_trace: bool = False,
+    tags: Sequence[tuple[str, Any]] = (),
+    suffix: str = "",
+) -> Job:
+    name = f"{safe(spec.key)}__{variant.key}{suffix}__s{seed}.sqlite"
+    return Job(
+        dataset=spec.key,
+        scenario=str(spec.scenario),
+        overrides=(*spec.overrides, *variant.overrides, *extra, f"seed={seed}"),
+        model=variant.key,
+        seed=seed,
+        trace_path=str(trace_dir / name),
+        keep_trace=keep_trace,
+        tags=tuple(tags),
+    )
+
+
+def classic_job(
+    spec: DatasetSpec, seed: int, models: Sequence[str], *, extra: Sequence[str] = ()
+) -> Job:
+    return Job(
+        dataset=spec.key,
+        scenario=str(spec.scenario),
+        overrides=(*spec.overrides, *extra, f"seed={seed}"),
+        model="classic",
+        seed=seed,
+        classic=tuple(models),
+    )
+
+
+def safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def base_record(job: Job, model: str) -> Record:
+    return {"dataset": job.dataset, "model": model, "seed": job.seed, **dict(job.tags)}
+
+
+def run_job(job: Job) -> list[Record]:
+    """Run one job; expected unavailability becomes a record, never an exception."""
+    if job.model == "classic":
+        return run_classic(job)
+    return [run_agent(job)]
+
+
+def run_agent(job: Job) -> Record:
+    record = base_record(job, job.model)
+    try:
+        scenario = load_scenario(job.scenario, list(job.overrides))
+    except RecnetError as exc:
+        return {**record, "status": "not available", "note": one_line(exc)}
+    trace = Path(job.trace_path) if job.trace_path else None
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        remove_trace(trace)
+    try:
+        result = asyncio.run(simulate(scenario, trace_path=trace))
+    except ImportError as exc:
+        remove_trace(trace)
+        return {**record, "status": "not available", "note": f"not implemented yet ({exc})"}
+    except RecnetError as exc:
+        remove_trace(trace)
+        return {**record, "status": "not available", "note": one_line(exc)}
+    except Exception as exc:  # an experiment reports a crash and carries on with the rest
+        traceback.print_exc(file=sys.stderr)
+        remove_trace(trace)
+        return {**record, "status": "failed", "note": one_line(exc)}
+    summary = trace_summary(result.trace_path, scenario, result.operations.get("merge", 0))
+    per_op = tokens_per_operation(summary.pop("sizes"))
+    tokens, unpriced = estimate_tokens_total(result.operations, per_op)
+    calls = sum(result.operations.values())
+    train_ops = {k: v for k, v in result.operations.items() if k not in ("extract", "rank")}
+    record.update(
+        {
+            "status": "ok",
+            "note": f"unpriced operations: {', '.join(unpriced)}" if unpriced else "",
+            **{m: result.metrics["recnet"][m] for m in METRICS},
+            "n_train": result.n_train,
+            "n_steps": result.n_steps,
+            "n_test_users": result.n_test_users,
+            "seconds": result.seconds,
+            "calls": calls,
+            "calls_per_inter": calls / max(result.n_train, 1),
+            "train_calls_per_inter": sum(train_ops.values()) / max(result.n_train, 1),
+            "tokens": tokens,
+            "tokens_per_inter": tokens / max(result.n_train, 1),
+            **{f"ops_{k}": v for k, v in sorted(result.operations.items())},
+            **{f"inner_{m}": result.metrics.get("popularity", {}).get(m) for m in METRICS},
+            **summary,
+        }
+    )
+    if job.keep_trace:
+        record["trace_path"] = str(result.trace_path)
+    else:
+        remove_trace(result.trace_path)
+    return record
+
+
+def run_classic(job: Job) -> list[Record]:
+    scenario = load_scenario(job.scenario, list(job.overrides))
+    started = time.perf_counter()
+    prepared = prepare(scenario)
+    prepare_s = time.perf_counter() - started
+    records = []
+    for model in job.classic:
+        records.append(fit_and_score(job, scenario, prepared, model, prepare_s))
+    return records
+
+
+def fit_and_score(
+    job: Job, scenario: Scenario, prepared: Prepared, model: str, prepare_s: float
+) -> Record:
+    record = base_record(job, model)
+    if model == "sasrec":
+        factory, why = sasrec_factory(job.seed)
+    else:
+        factory, why = classic_factories(job.seed)[model], ""
+    if factory is None:
+        return {**record, "status": "not available", "note": why}
+    scorer = factory()
+    started = time.perf_counter()
+    scorer.fit(prepared.split.train, item_universe(prepared.dataset))
+    fitted = time.perf_counter()
+    summary, _ = evaluate_scorer(
+        scorer, prepared.split, prepared.test_candidates, scenario.evaluation.ks
+    )
+    return {
+        **record,
+        "status": "ok",
+        "note": "",
+        **{m: summary[m] for m in METRICS},
+        "n_train": len(prepared.split.train),
+        "n_test_users": len(prepared.test_candidates),
+        "n_users": len(prepared.dataset.users),
+        "n_items": len(item_universe(prepared.dataset)),
+        "seconds": prepare_s + time.perf_counter() - started,
+        "fit_s": fitted - started,
+    }
+
+
+def run_jobs(
+    jobs: Sequence[Job], workers: int = 1, progress: Callable[[str], None] | None = None
+) -> list[Record]:
+    """All jobs' records, in job order; ``workers`` > 1 uses a spawn-context process pool."""
+    say = progress or (lambda text: print(text, flush=True))
+    records: list[Record] = []
+    if workers <= 1 or len(jobs) <= 1:
+        for k, job in enumerate(jobs):
+            out = run_job(job)
+            say(describe(k, len(jobs), job, out))
+            records.extend(out)
+        return records
+    with ProcessPoolExecutor(max_workers=min(workers, 2), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job) for job in jobs]
+        for k, (job, future) in enumerate(zip(jobs, futures, strict=True)):
+            out = future.result()
+            say(describe(k, len(jobs), job, out))
+            records.extend(out)
+    return records
+
+
+def describe(k: int, n: int, job: Job, out: list[Record]) -> str:
+    parts = []
+    for r in out:
+        if r.get("status") == "ok":
+            parts.append(f"{r['model']} ndcg@10={r['ndcg@10']:.4f} ({r['seconds']:.1f}s)")
+        else:
+            parts.append(f"{r['model']} {r.get('status')}: {r.get('note', '')[:90]}")
+    tags = " ".join(f"{key}={value}" for key, value in job.tags)
+    return f"[{k + 1}/{n}] {job.dataset} seed={job.seed} {tags} " + "; ".join(parts)
+
+
+# --- traces ---------------------------------------------------------------------------------
+def remove_trace(path: Path | None) -> None:
+    if path is None:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{path}{suffix}")
+
+
+def connect_readonly(path: Path | str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+
+
+def _scalar(con: sqlite3.Connection, sql: str, default: float = 0.0) -> float:
+    value = con.execute(sql).fetchone()[0]
+    return default if value is None else float(value)
+
+
+def trace_summary(path: Path, scenario: Scenario, merges: int) -> Record:
+    """Propagation counters and mean text sizes from a run's trace (one run per file);
+    ``merges`` is the run's count of merge operations (router messages per merge call)."""
+    with contextlib.closing(connect_readonly(path)) as con:
+        n_clients = _scalar(con, "select count(*) from agents where kind in ('user', 'item')")
+        totals = con.execute(
+            "select sum(n_messages), sum(n_routers_updated), sum(n_accepted), sum(n_rejected), "
+            "sum(n_dropped), sum(n_correct), sum(n_interactions) from steps"
+        ).fetchone()
+        messages, updated, accepted, rejected, dropped, correct, inters = (
+            float(x or 0) for x in totals
+        )
+
+        def mean_len(where: str, table: str = "profile_versions") -> float:
+            return _scalar(con, f"select avg(length(text)) from {table} where {where}", 0.0)
+
+        user = mean_len("kind = 'original' and agent_id like 'u:%' and step >= 0")
+        item = mean_len("kind = 'original' and agent_id like 'i:%' and step >= 0")
+        item_init = mean_len("kind = 'original' and agent_id like 'i:%' and step = -1")
+        prop = mean_len("kind = 'propagated'")
+        router = mean_len("1 = 1", "router_versions")
+        rules = tuple(
+            row[0]
+            for row in con.execute(
+                "select text from filter_rule_versions where agent_id = '*' and step = -1 "
+                "order by position"
+            )
+        )
+    decided = accepted + rejected
+    sizes = TextSizes(
+        user_profile=user or 250.0,
+        item_profile=item or item_init or 250.0,
+        item_init=item_init or 120.0,
+        propagated=prop or user or 250.0,
+        router=router or 400.0,
+        filter_rules=rules,
+        messages_per_merge=decided / merges if merges else 1.0,
+        n_candidates=scenario.evaluation.n_negatives + 1,
+    )
+    return {
+        "sizes": sizes,
+        "n_clients": int(n_clients),
+        "messages": int(messages),
+        "multicasts": int(updated),
+        "recipients_per_multicast": messages / updated if updated else 0.0,
+        "recipient_share": messages / updated / n_clients if updated and n_clients else 0.0,
+        "accepted": int(accepted),
+        "rejected": int(rejected),
+        "dropped": int(dropped),
+        "acceptance": accepted / decided if decided else float("nan"),
+        "train_accuracy": correct / inters if inters else float("nan"),
+    }
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error (recnet errors include their remedy)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
