@@ -285,9 +285,11 @@ def write_report(
         "(the scenario's `evaluation.n_negatives`), identical lists for every model of a "
         "(dataset, seed); mean ± sample std over seeds (n = finished seeds).",
         "- Agent variants: offline brain, hashing embedder. calls/inter = all agent operations "
-        "(what an LLM brain would call) per training interaction; tokens/inter = estimated "
-        "prompt + completion tokens per training interaction (default prompt pack rendered with "
-        "the run's mean text sizes, ~4 chars/token; see `experiments/costs.py`).",
+        "(what an LLM brain would call) per training interaction, including the one-off item "
+        "extraction and the final test ranking (train calls/inter in the cost breakdown leaves "
+        "those two out); tokens/inter = estimated prompt + completion tokens of all those calls "
+        "per training interaction (default prompt pack rendered with the run's mean text sizes, "
+        "~4 chars/token; see `experiments/costs.py`).",
         "- Candidate lists: "
         + (
             "identical across models (popularity scored inside every agent run matches the "

@@ -259,7 +259,10 @@ def run_agent(job: Job) -> Record:
     per_op = tokens_per_operation(summary.pop("sizes"))
     tokens, unpriced = estimate_tokens_total(result.operations, per_op)
     calls = sum(result.operations.values())
-    train_ops = {k: v for k, v in result.operations.items() if k not in ("extract", "rank")}
+    # one-off costs: item extraction at start, one ranking per test user at the end
+    one_off = result.operations.get("extract", 0) + min(
+        result.operations.get("rank", 0), result.n_test_users
+    )
     record.update(
         {
             "status": "ok",
@@ -271,7 +274,7 @@ def run_agent(job: Job) -> Record:
             "seconds": result.seconds,
             "calls": calls,
             "calls_per_inter": calls / max(result.n_train, 1),
-            "train_calls_per_inter": sum(train_ops.values()) / max(result.n_train, 1),
+            "train_calls_per_inter": (calls - one_off) / max(result.n_train, 1),
             "tokens": tokens,
             "tokens_per_inter": tokens / max(result.n_train, 1),
             **{f"ops_{k}": v for k, v in sorted(result.operations.items())},
@@ -390,6 +393,10 @@ def trace_summary(path: Path, scenario: Scenario, merges: int) -> Record:
         messages, updated, accepted, rejected, dropped, correct, inters = (
             float(x or 0) for x in totals
         )
+        if not updated and messages:  # point-to-point: clients send, no router is updated
+            updated = _scalar(
+                con, "select count(*) from (select distinct router_id, step from messages)"
+            )
 
         def mean_len(where: str, table: str = "profile_versions") -> float:
             return _scalar(con, f"select avg(length(text)) from {table} where {where}", 0.0)

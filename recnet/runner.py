@@ -11,7 +11,7 @@ import asyncio
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -20,12 +20,17 @@ from pathlib import Path
 from recnet import __version__
 from recnet.baselines.popularity import PopularityScorer
 from recnet.baselines.random_baseline import RandomScorer
+from recnet.brain.base import Brain
 from recnet.brain.factory import build_brain
+from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from recnet.checkpoint import Checkpoint
+from recnet.checkpoint import dump as dump_checkpoint
+from recnet.checkpoint import load as load_checkpoint
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext, utc_now
 from recnet.data.load import load_dataset
 from recnet.data.types import Dataset, Interaction
-from recnet.errors import ScenarioError
+from recnet.errors import BudgetExceeded, ScenarioError, TraceError
 from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
 from recnet.phases.evaluate import (
     candidate_rows,
@@ -43,6 +48,7 @@ from recnet.phases.forward import (
 from recnet.phases.loop import BackwardHook, PhaseLoop
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
+from recnet.trace.store import TraceStore
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
@@ -63,6 +69,7 @@ class RunResult:
     seconds: float
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
 
 
 @dataclass
@@ -151,52 +158,180 @@ async def simulate(
     if on_prepared is not None:
         on_prepared(prepared)
     run_id = run_id or new_run_id(scenario)
-    path = trace_path or default_trace_path(scenario, run_id)
-    brain = build_brain(scenario)
+    path = Path(trace_path or default_trace_path(scenario, run_id))
     store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
-    try:
-        ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
-        store.create_run(
-            {
-                "run_id": run_id,
-                "name": scenario.name,
-                "seed": scenario.seed,
-                "scenario_json": scenario.model_dump_json(),
-                "versions_json": json.dumps(versions()),
-                "dataset_source": prepared.dataset.source,
-                "brain": brain.kind if brain.kind == "offline" else f"llm:{scenario.llm.backend}",
-                "status": "running",
-                "started_at": ctx.clock(),
-                "last_completed_step": -1,
-            }
-        )
+    brain = _brain_for(scenario, store, path, run_id)
+    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    store.create_run(
+        {
+            "run_id": run_id,
+            "name": scenario.name,
+            "seed": scenario.seed,
+            "scenario_json": scenario.model_dump_json(),
+            "versions_json": json.dumps(versions()),
+            "dataset_source": prepared.dataset.source,
+            "brain": "offline" if brain.kind == "offline" else f"llm:{scenario.llm.backend}",
+            "status": "running",
+            "started_at": ctx.clock(),
+            "last_completed_step": -1,
+        }
+    )
+
+    async def body() -> dict[str, dict[str, float]]:
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
-        metrics = await run_loop(ctx, world, prepared)
-        store.update_run(run_id, status="finished", finished_at=ctx.clock())
-    except BaseException as exc:
-        store.flush()
-        interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-        store.update_run(
-            run_id,
-            status="stopped" if interrupted else "failed",
-            finished_at=utc_now(),
-            note=repr(exc)[:2000],
+        return await run_loop(ctx, world, prepared)
+
+    metrics = await _supervised(ctx, path, body)
+    return _result(ctx, path, prepared, metrics, started)
+
+
+async def resume(
+    trace_path: Path,
+    *,
+    run_id: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
+) -> RunResult:
+    """Continue a stopped, failed or killed run from its newest checkpoint.
+
+    The trace is truncated after the checkpoint's step (rows of unfinished or repeated steps go),
+    the world is restored, and the loop goes on; LLM calls of repeated steps come from the cache.
+    """
+    started = time.perf_counter()
+    path = Path(trace_path)
+    if not path.is_file():
+        raise TraceError(f"no trace file {path}", "pass the .sqlite file `recnet simulate` wrote")
+    store = SQLiteTraceStore(path, background=True)
+    try:
+        run = _run_to_resume(store, run_id)
+        rows = store.read("checkpoints", run["run_id"])
+        if not rows:
+            raise TraceError(
+                f"run {run['run_id']} has no checkpoint yet (it stopped while initialising)",
+                "start it again with `recnet simulate`",
+            )
+        checkpoint = load_checkpoint(rows[-1]["state"], rows[-1]["format"])
+    except BaseException:
+        store.close()
+        raise
+    scenario = Scenario.model_validate_json(run["scenario_json"])
+    store.batch_size = scenario.trace.batch_size
+    prepared = prepare(scenario)
+    if on_prepared is not None:
+        on_prepared(prepared)
+    brain = _brain_for(scenario, store, path, run["run_id"])
+    brain.operations = checkpoint.operations
+    restore_brain_state(brain, checkpoint.extra.get("brain"))
+    ctx = RunContext(
+        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+    )
+    ctx.stats = dict(checkpoint.run_stats)
+    store.truncate_after(ctx.run_id, checkpoint.step)
+    store.update_run(ctx.run_id, status="running", finished_at=None, note=None)
+    world = checkpoint.world
+    world.space.attach(build_embedder(scenario))
+
+    async def body() -> dict[str, dict[str, float]]:
+        return await run_loop(
+            ctx, world, prepared, first_step=checkpoint.step + 1, forward_state=checkpoint.forward
         )
+
+    metrics = await _supervised(ctx, path, body)
+    return _result(ctx, path, prepared, metrics, started)
+
+
+def _run_to_resume(store: SQLiteTraceStore, run_id: str | None) -> dict:
+    runs = store.runs()
+    if not runs:
+        raise TraceError(f"{store.path} holds no run", "pass the trace of the run to resume")
+    if run_id is None:
+        run = runs[-1]
+    else:
+        matching = [r for r in runs if r["run_id"] == run_id]
+        if not matching:
+            known = ", ".join(r["run_id"] for r in runs[-5:])
+            raise TraceError(f"no run {run_id!r} in {store.path}", f"runs in it: {known}")
+        run = matching[0]
+    if run["status"] == "finished":
+        raise TraceError(
+            f"run {run['run_id']} already finished", "nothing to resume; start a new run instead"
+        )
+    return run
+
+
+async def _supervised(
+    ctx: RunContext, path: Path, body: Callable[[], Awaitable[dict[str, dict[str, float]]]]
+) -> dict[str, dict[str, float]]:
+    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
+    store = ctx.store
+    try:
+        metrics = await body()
+        store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
+        return metrics
+    except BaseException as exc:
+        stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
+        note = repr(exc)[:2000]
+        if isinstance(exc, BudgetExceeded):
+            note = f"{exc.message}; resume with: recnet simulate --resume {path}"
+            exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
+        try:
+            store.flush()
+        finally:
+            store.update_run(
+                ctx.run_id,
+                status="stopped" if stopped else "failed",
+                finished_at=utc_now(),
+                note=note,
+            )
         raise
     finally:
         store.close()
-        await brain.aclose()
+        await ctx.brain.aclose()
+
+
+def _result(
+    ctx: RunContext,
+    path: Path,
+    prepared: Prepared,
+    metrics: dict[str, dict[str, float]],
+    started: float,
+) -> RunResult:
     return RunResult(
-        run_id=run_id,
-        trace_path=Path(path),
+        run_id=ctx.run_id,
+        trace_path=path,
         metrics=metrics,
         n_steps=len(prepared.batches),
         n_train=len(prepared.split.train),
         n_test_users=len(prepared.test_candidates),
         seconds=time.perf_counter() - started,
-        operations=dict(brain.operations.counts),
+        operations=dict(ctx.brain.operations.counts),
         stats=dict(ctx.stats),
+        llm_stats=getattr(ctx.brain, "stats", None),
     )
+
+
+def cache_path(scenario: Scenario, trace_path: Path) -> Path:
+    """The LLM record/replay cache: ``llm.cache.path`` or ``llm-cache.sqlite`` beside the trace."""
+    return scenario.llm.cache.path or trace_path.parent / "llm-cache.sqlite"
+
+
+def _brain_for(scenario: Scenario, store: TraceStore, path: Path, run_id: str) -> Brain:
+    """The scenario's brain, recording every LLM attempt into the run's ``llm_calls`` table."""
+
+    def record(row: dict) -> None:
+        store.add("llm_calls", [{**row, "run_id": run_id}])
+
+    return build_brain(scenario, on_record=record, cache_path=cache_path(scenario, path))
+
+
+def restore_brain_state(brain: Brain, state: object) -> None:
+    """Give a rebuilt brain the counters it had at the checkpoint (LLM stats for budgets)."""
+    if state is not None and hasattr(brain, "restore_state"):
+        brain.restore_state(state)
+
+
+def brain_state(brain: Brain) -> object:
+    return brain.checkpoint_state() if hasattr(brain, "checkpoint_state") else None
 
 
 async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedder) -> World:
@@ -293,16 +428,29 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
     store.add(
         "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
     )
+    add_checkpoint(ctx, world, -1, ForwardPhase(ctx, world).state())
     store.commit_step(run_id, -1)
 
 
 async def run_loop(
-    ctx: RunContext, world: World, prepared: Prepared
+    ctx: RunContext,
+    world: World,
+    prepared: Prepared,
+    *,
+    first_step: int = 0,
+    forward_state: dict[str, object] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run every forward step, then evaluate; return model → metrics."""
+    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics.
+
+    Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
+    killed while evaluating is resumed without duplicate rows.
+    """
     forward = ForwardPhase(ctx, world)
+    if forward_state is not None:
+        forward.restore(forward_state)
     n_steps = len(prepared.batches)
     every = ctx.scenario.trace.profile_every
+    checkpoint_every = checkpoint_interval(ctx)
     results: dict[str, dict[str, float]] = {}
 
     def commit(state: StepState) -> None:
@@ -312,12 +460,14 @@ async def run_loop(
         if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
             store.add("profile_versions", forward.profile_rows(state.step))
         world.step = state.step
+        if last or (state.step + 1) % checkpoint_every == 0:
+            add_checkpoint(ctx, world, state.step, forward.state())
         store.commit_step(ctx.run_id, state.step)
         if ctx.on_step is not None:
             ctx.on_step(state.step, n_steps)
 
     async def evaluate(last_step: int) -> None:
-        step = max(last_step, 0)
+        step = n_steps
         leftover = [
             message_row(ctx.run_id, m, "buffered", None, step)
             for client in world.clients
@@ -350,8 +500,40 @@ async def run_loop(
         backward=make_backward_hook(ctx, world, prepared, forward),
         clock=ctx.clock,
     )
-    await loop.run()
+    await loop.run(first_step)
     return results
+
+
+def checkpoint_interval(ctx: RunContext) -> int:
+    """Steps between checkpoints: ``trace.checkpoint_every``, or 1 (LLM) / 50 (offline)."""
+    every = ctx.scenario.trace.checkpoint_every
+    if every > 0:
+        return every
+    return 50 if ctx.brain.kind == "offline" else 1
+
+
+def add_checkpoint(ctx: RunContext, world: World, step: int, forward: dict[str, object]) -> None:
+    """Queue the state after ``step``; it is written in the step's own transaction."""
+    checkpoint = Checkpoint(
+        step=step,
+        world=world,
+        forward=forward,
+        operations=ctx.brain.operations,
+        run_stats=dict(ctx.stats),
+        extra={"brain": brain_state(ctx.brain)},
+    )
+    ctx.store.add(
+        "checkpoints",
+        [
+            {
+                "run_id": ctx.run_id,
+                "step": step,
+                "created_at": ctx.clock(),
+                "format": CHECKPOINT_FORMAT,
+                "state": dump_checkpoint(checkpoint),
+            }
+        ],
+    )
 
 
 def make_backward_hook(

@@ -289,7 +289,7 @@ def _fill_four_steps(store: TraceStore, run_id: str = "r1") -> None:
         store.commit_step(run_id, step)
 
 
-def test_truncate_after_removes_later_rows_and_undecides(make_store: MakeStore) -> None:
+def test_truncate_after_removes_later_rows_and_later_decisions(make_store: MakeStore) -> None:
     store = make_store()
     for rid in ("r1", "r2"):
         store.create_run(run_row(rid))
@@ -319,9 +319,10 @@ def test_truncate_after_removes_later_rows_and_undecides(make_store: MakeStore) 
 
     assert [r["step"] for r in store.read("steps", "r1")] == [0, 1]
     u1 = store.read("messages", "r1", client_id="u:1")
+    # A message row is written when the message is decided; one decided after the truncation
+    # point is deleted, since the resumed run decides it again from the restored buffer.
     assert [(m["step"], m["status"], m["decided_step"], m["rule_id"]) for m in u1] == [
         (0, "accepted", 1, "min_rel"),
-        (1, "buffered", None, None),  # decided at step 2: back in the buffer
     ]
     assert [m["step"] for m in store.read("messages", "r1", client_id="i:2")] == [0, 1]
     routers = {r["router_id"]: r for r in store.read("routers", "r1")}
@@ -571,3 +572,15 @@ def test_sqlite_bad_value_is_a_trace_error(db: Path) -> None:
         store.add("interactions", [{**interaction(0, 0), "correct": "maybe"}])
         with pytest.raises(TraceError, match="rejected a value"):
             store.flush()
+
+
+def test_only_the_newest_checkpoint_is_kept(store: TraceStore) -> None:
+    for step in (0, 1, 2):
+        store.add(
+            "checkpoints",
+            [{"run_id": "r1", "step": step, "created_at": "t", "format": "f", "state": b"x"}],
+        )
+        store.commit_step("r1", step)
+    assert [row["step"] for row in store.read("checkpoints", "r1")] == [2]
+    store.truncate_after("r1", 1)
+    assert store.read("checkpoints", "r1") == []

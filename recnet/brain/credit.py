@@ -158,8 +158,11 @@ class ContributionLog:
                 entry.share += d * weight / accepted
             else:
                 entry.missed += d * weight / every
-        for router_id in [r for r, e in entries.items() if e.share < _MIN_SHARE and
-                          e.missed < _MIN_SHARE and e.message.step < messages[-1].step]:
+        for router_id in [
+            r
+            for r, e in entries.items()
+            if e.share < _MIN_SHARE and e.missed < _MIN_SHARE and e.message.step < messages[-1].step
+        ]:
             del entries[router_id]
 
     def received(self, client_id: str) -> dict[str, Received]:
@@ -170,8 +173,9 @@ class ContributionLog:
         entries = {r: e for r, e in self.received(client_id).items() if e.share >= _MIN_SHARE}
         if not entries or not propagated:
             return {}
-        raw = {r: {a: e.share * w for a, w in e.message.attributes.items()}
-               for r, e in entries.items()}
+        raw = {
+            r: {a: e.share * w for a, w in e.message.attributes.items()} for r, e in entries.items()
+        }
         model: Weights = {}
         for part in raw.values():
             for a, w in part.items():
@@ -187,8 +191,9 @@ class ContributionLog:
     ) -> tuple[Weights, list[Received]]:
         """What the rejected or dropped messages would have added, and those messages."""
         entries = self.received(client_id)
-        missed = [e for e in entries.values() if e.missed >= _MIN_SHARE and
-                  e.decision != "accepted"]
+        missed = [
+            e for e in entries.values() if e.missed >= _MIN_SHARE and e.decision != "accepted"
+        ]
         if not missed:
             return {}, []
         accepted = [e for e in entries.values() if e.share >= _MIN_SHARE]
@@ -253,7 +258,9 @@ class Margin:
         self.grad_rival = _grad_pair(r, nr, u, nu, cur, -1.0)
 
     def compute(
-        self, user_prop: Mapping[str, float], true_prop: Mapping[str, float],
+        self,
+        user_prop: Mapping[str, float],
+        true_prop: Mapping[str, float],
         rival_prop: Mapping[str, float],
     ) -> float:
         s = self.scorer
@@ -353,8 +360,20 @@ def counterfactual_gradient(
         reason = f"The propagated profile {word} the margin of {vs} ({effect:+.3f})."
         suggestion = NO_ADJUSTMENT
     scores = tuple(sorted(task.accepted_scores.values(), reverse=True))
-    out.append(ModuleJudgement("propagated_profile", fb.user_id, judgement, reason, suggestion,
-                               effect, harm, (), scores, fb.user_id))
+    out.append(
+        ModuleJudgement(
+            "propagated_profile",
+            fb.user_id,
+            judgement,
+            reason,
+            suggestion,
+            effect,
+            harm,
+            (),
+            scores,
+            fb.user_id,
+        )
+    )
 
     # filter memory
     rejecting = tuple(dict.fromkeys(e.rule_id for e in task.missed_messages if e.rule_id))
@@ -382,13 +401,26 @@ def counterfactual_gradient(
         word = "helped" if judgement == "positive" else "made little difference to"
         reason = f"Rejecting {len(task.missed_messages)} message(s) {word} the margin of {vs}."
         suggestion = NO_ADJUSTMENT
-    out.append(ModuleJudgement("filter_memory", fb.user_id, judgement, reason, suggestion,
-                               effect, helpful, rejecting, missed_scores, fb.user_id))
+    out.append(
+        ModuleJudgement(
+            "filter_memory",
+            fb.user_id,
+            judgement,
+            reason,
+            suggestion,
+            effect,
+            helpful,
+            rejecting,
+            missed_scores,
+            fb.user_id,
+        )
+    )
 
     # routers
     sides = {"user": up, "true": tp, "rival": rp}
-    routers = sorted({r for parts in task.router_parts.values() for r in parts},
-                     key=lambda r: (len(r), r))
+    routers = sorted(
+        {r for parts in task.router_parts.values() for r in parts}, key=lambda r: (len(r), r)
+    )
     for router_id in routers:
         without = {
             side: _subtract(profile, task.router_parts.get(side, {}).get(router_id, {}))
@@ -401,7 +433,9 @@ def counterfactual_gradient(
             part = task.router_parts.get(side, {}).get(router_id)
             if not part:
                 continue
-            reached.append({"user": "the user", "true": "the true item", "rival": "the rival"}[side])
+            reached.append(
+                {"user": "the user", "true": "the true item", "rival": "the rival"}[side]
+            )
             for a, h in margin.harm(part, side).items():  # type: ignore[arg-type]
                 total[a] = total.get(a, 0.0) + h
         harm = _top_harm(total)
@@ -421,6 +455,18 @@ def counterfactual_gradient(
             reason = f"{router_id}'s messages to {via} {word} the margin of {vs} ({effect:+.3f})."
             suggestion = NO_ADJUSTMENT
         score = task.accepted_scores.get(router_id)
-        out.append(ModuleJudgement("router", router_id, judgement, reason, suggestion, effect,
-                                   harm, (), () if score is None else (score,), fb.user_id))
+        out.append(
+            ModuleJudgement(
+                "router",
+                router_id,
+                judgement,
+                reason,
+                suggestion,
+                effect,
+                harm,
+                (),
+                () if score is None else (score,),
+                fb.user_id,
+            )
+        )
     return out

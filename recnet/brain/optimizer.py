@@ -103,10 +103,13 @@ def summed_harm(judgements: Iterable[ModuleJudgement]) -> Weights:
     return harm
 
 
-def _dampened(profile: Mapping[str, float], harm: Mapping[str, float], s: OptimizerSettings
-              ) -> tuple[Weights, list[str]]:
-    ranked = sorted((a for a, h in harm.items() if h > 0 and profile.get(a, 0.0) > 0),
-                    key=lambda a: (-harm[a], a))[: s.max_dampened]
+def _dampened(
+    profile: Mapping[str, float], harm: Mapping[str, float], s: OptimizerSettings
+) -> tuple[Weights, list[str]]:
+    ranked = sorted(
+        (a for a, h in harm.items() if h > 0 and profile.get(a, 0.0) > 0),
+        key=lambda a: (-harm[a], a),
+    )[: s.max_dampened]
     out = dict(profile)
     for a in ranked:
         out[a] *= s.dampen
@@ -237,7 +240,9 @@ def optimize_filters(
     edits: list[RuleEdit] = []
     low, high = settings.share_bounds
     if filter_verdict == "negative":
-        rule_ids = dict.fromkeys(r for j in filters if j.judgement == "negative" for r in j.rule_ids)
+        rule_ids = dict.fromkeys(
+            r for j in filters if j.judgement == "negative" for r in j.rule_ids
+        )
         scores = [s for j in filters if j.judgement == "negative" for s in j.message_scores]
         for rule_id in rule_ids:
             rule = next((r for r in memory.rules if r.rule_id == rule_id), None)
@@ -254,26 +259,37 @@ def optimize_filters(
             target = min(max(scores) + 0.01, 0.95)
             if relevance is None:
                 if len(memory.rules) < memory.max_rules:
-                    edits.append(RuleEdit("add", new_rule_id(memory, "min_relevance"),
-                                          "min_relevance", {"threshold": round(target, 4)}))
+                    edits.append(
+                        RuleEdit(
+                            "add",
+                            new_rule_id(memory, "min_relevance"),
+                            "min_relevance",
+                            {"threshold": round(target, 4)},
+                        )
+                    )
             else:
                 old = relevance.params["threshold"]
                 new = min(target, old + settings.relevance_step)
                 if new > old + 1e-9:
-                    edits.append(RuleEdit("modify", relevance.rule_id,
-                                          params={"threshold": round(new, 4)}))
+                    edits.append(
+                        RuleEdit("modify", relevance.rule_id, params={"threshold": round(new, 4)})
+                    )
         share = memory.rule("max_share")
         if share is not None:
             new_share = max(low, share.params["share"] * settings.share_factor)
             if new_share < share.params["share"] - 1e-9:
-                edits.append(RuleEdit("modify", share.rule_id, params={"share": round(new_share, 4)}))
+                edits.append(
+                    RuleEdit("modify", share.rule_id, params={"share": round(new_share, 4)})
+                )
         reason = "accepted messages hurt: tighten relevance and share"
     elif profile_verdict == "positive":
         share = memory.rule("max_share")
         if share is not None:
             new_share = min(high, share.params["share"] / settings.share_factor)
             if new_share > share.params["share"] + 1e-9:
-                edits.append(RuleEdit("modify", share.rule_id, params={"share": round(new_share, 4)}))
+                edits.append(
+                    RuleEdit("modify", share.rule_id, params={"share": round(new_share, 4)})
+                )
         reason = "the propagated profile helps: allow it a larger share"
     else:
         return None
@@ -291,8 +307,9 @@ def _loosen(rule: FilterRule, scores: Sequence[float]) -> RuleEdit | None:
             return RuleEdit("delete", rule.rule_id)
         return RuleEdit("modify", rule.rule_id, params={"threshold": round(min(new, old), 4)})
     if rule.kind == "conflict":
-        return RuleEdit("modify", rule.rule_id,
-                        params={"threshold": round(rule.params["threshold"] + 0.1, 4)})
+        return RuleEdit(
+            "modify", rule.rule_id, params={"threshold": round(rule.params["threshold"] + 0.1, 4)}
+        )
     if rule.kind == "recency":
         return RuleEdit("modify", rule.rule_id, params={"max_age": rule.params["max_age"] + 1.0})
     return None
@@ -342,31 +359,45 @@ def optimize_router(
             and state.n_members >= settings.min_members_split
         ):
             return RouterDecision(
-                "split", state.router_id,
+                "split",
+                state.router_id,
                 f"net effect {total:+.3f} and a spread-out community (spread {state.spread:.2f})",
             )
         profile, dampened = _dampened(state.profile, summed_harm(judgements), settings)
         tau = min(high, state.tau + settings.tau_step)
         reason = f"net effect {total:+.3f}: dampen {', '.join(dampened) or 'nothing'}, raise τ"
         if dampened and tau > state.tau + 1e-9:
-            return RouterDecision("rewrite_tau", state.router_id, reason,
-                                  normalized(profile), tau, dampened=tuple(dampened))
+            return RouterDecision(
+                "rewrite_tau",
+                state.router_id,
+                reason,
+                normalized(profile),
+                tau,
+                dampened=tuple(dampened),
+            )
         if dampened:
-            return RouterDecision("rewrite", state.router_id, reason, normalized(profile),
-                                  dampened=tuple(dampened))
+            return RouterDecision(
+                "rewrite", state.router_id, reason, normalized(profile), dampened=tuple(dampened)
+            )
         if tau > state.tau + 1e-9:
             return RouterDecision("tau", state.router_id, reason, tau=tau)
         return None
     if verdict == "positive":
         tau = max(low, state.tau - settings.tau_step / 2.0)
         if tau < state.tau - 1e-9:
-            return RouterDecision("tau", state.router_id,
-                                  f"net effect {total:+.3f}: reach a few more clients", tau=tau)
+            return RouterDecision(
+                "tau",
+                state.router_id,
+                f"net effect {total:+.3f}: reach a few more clients",
+                tau=tau,
+            )
     return None
 
 
 def plan_merges(
-    pairs: Sequence[tuple[str, str, float]], n_routers: int, settings: OptimizerSettings,
+    pairs: Sequence[tuple[str, str, float]],
+    n_routers: int,
+    settings: OptimizerSettings,
     busy: Iterable[str] = (),
 ) -> list[RouterDecision]:
     """Merge near-duplicate pairs (most similar first) while K stays ≥ ``min_routers``."""
@@ -379,11 +410,16 @@ def plan_merges(
         if similarity < settings.merge_similarity or first in taken or second in taken:
             continue
         taken.update((first, second))
-        out.append(RouterDecision("merge", first, f"near-duplicate of {second} "
-                                  f"(cos {similarity:.3f})", partner=second))
+        out.append(
+            RouterDecision(
+                "merge", first, f"near-duplicate of {second} (cos {similarity:.3f})", partner=second
+            )
+        )
         k -= 1
     return out
 
 
 def router_profile(weights: Mapping[str, float], settings: OptimizerSettings) -> Weights:
-    return normalized(top({a: w for a, w in weights.items() if w > 0}, settings.router_profile_size))
+    return normalized(
+        top({a: w for a, w in weights.items() if w > 0}, settings.router_profile_size)
+    )

@@ -11,6 +11,7 @@ its traceback.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -155,7 +156,15 @@ def run_with_progress(
 
 @app.command()
 def simulate(
-    scenario: ScenarioArg,
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[SCENARIO]",
+            help="Scenario YAML file, e.g. scenarios/synthetic.yaml (omit with --resume). "
+            "Every key: `recnet options`.",
+            show_default=False,
+        ),
+    ] = None,
     overrides: SetOpt = None,
     trace: Annotated[
         Path | None,
@@ -167,6 +176,25 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN.sqlite",
+            help="Continue a stopped, failed or killed run from its newest checkpoint "
+            "(its scenario is read from the trace; no SCENARIO or --set).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Estimate LLM calls and tokens (and cost, with llm.budget.prices) without "
+            "calling any LLM: the offline brain runs the scenario and every operation is "
+            "priced with the prompt pack.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="No dataset line and no progress bar; results only."),
@@ -178,16 +206,36 @@ def simulate(
     NDCG@K, HR@K and MRR for RecNet and each baseline (same candidates),
     and where the trace database was written.
 
-    Example: recnet simulate scenarios/synthetic.yaml --set propagation.tau=0.4
+    Examples: recnet simulate scenarios/synthetic.yaml --set propagation.tau=0.4;
+    recnet simulate --resume runs/<run>.sqlite; recnet simulate scenarios/movielens.yaml --dry-run
     """
-    from recnet.runner import simulate as run_scenario
+    console = Console()
+    if resume is not None:
+        if scenario is not None or overrides:
+            raise typer.BadParameter(
+                "--resume takes no SCENARIO and no --set", param_hint="--resume"
+            )
+        from recnet.runner import resume as resume_run
 
+        def start_resume(
+            on_step: StepCallback, on_prepared: PreparedCallback
+        ) -> Coroutine[Any, Any, RunResult]:
+            return resume_run(resume, on_step=on_step, on_prepared=on_prepared)
+
+        result = run_with_progress(console, start_resume, resume, quiet=quiet)
+        show_result(console, result)
+        return
+    if scenario is None:
+        raise typer.BadParameter("give a SCENARIO file (or --resume RUN.sqlite)")
     loaded = load_scenario(scenario, overrides)
+    if dry_run:
+        _dry_run(console, loaded, quiet=quiet)
+        return
     from recnet.runner import new_run_id
+    from recnet.runner import simulate as run_scenario
 
     run_id = new_run_id(loaded)
     path = trace_path_for(loaded, trace, run_id)
-    console = Console()
 
     def start(
         on_step: StepCallback, on_prepared: PreparedCallback
@@ -198,6 +246,26 @@ def simulate(
 
     result = run_with_progress(console, start, path, quiet=quiet)
     show_result(console, result)
+
+
+def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
+    """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
+    from recnet.dry_run import estimate, estimate_table
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "dry-run.sqlite"
+        offline = scenario.model_copy(deep=True)
+        offline.llm.backend = "offline"
+
+        def start(
+            on_step: StepCallback, on_prepared: PreparedCallback
+        ) -> Coroutine[Any, Any, RunResult]:
+            from recnet.runner import simulate as run_scenario
+
+            return run_scenario(offline, trace_path=path, on_step=on_step, on_prepared=on_prepared)
+
+        result = run_with_progress(console, start, path, quiet=quiet)
+    console.print(estimate_table(estimate(scenario, result)))
 
 
 # -- validate -------------------------------------------------------------------------------------

@@ -364,6 +364,12 @@ class LLMSettings(Section):
 class TraceSettings(Section):
     """The SQLite trace of a run."""
 
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="Save a resumable checkpoint every N steps (0 = auto: every step with an "
+        "LLM brain, every 50 steps offline). `recnet simulate --resume` continues from the newest.",
+    )
     dir: Path = Field(Path("runs"), description="Folder for run databases.")
     path: Path | None = Field(None, description="Explicit database file (overrides dir).")
     batch_size: int = Field(2000, ge=1, description="Rows buffered before one write.")

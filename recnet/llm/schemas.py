@@ -52,6 +52,11 @@ class MergeOutput(OutputModel):
         default_factory=list, description="Indices of the messages left out."
     )
     reason: str = Field("", description="Why messages were accepted or rejected.")
+    rule_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="For each message a filter rule decided: its index (as a string) → the id of "
+        "that rule, exactly as given. Leave a message out when no rule decided it.",
+    )
 
 
 class PredictOutput(OutputModel):

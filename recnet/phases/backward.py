@@ -53,7 +53,6 @@ from recnet.brain.optimizer import (
     ProfileRewrite,
     RouterDecision,
     RouterState,
-    aggregate,
     apply_rule_edits,
     net,
     optimize_filters,
@@ -98,8 +97,10 @@ class Planned:
     gradients: list[Gradient]
     before: dict[str, object]
     apply: Callable[[], dict[str, object]]  # applies it; returns the "after" description
+    routers: tuple[str, ...] = ()  # routers it changes (as they are before)
     after: dict[str, object] = field(default_factory=dict)
     trace: Callable[[bool], None] | None = None  # writes its version rows once kept/rolled back
+    optimization_id: int = 0
 
 
 @dataclass
@@ -322,7 +323,8 @@ class BackwardPhase:
             parts[side] = {r: p for r, p in found.items() if r in world.routers}
         missed, messages = log.missed_part(user.agent_id, user.propagated, user.original)
         accepted = {
-            r: e.message.score for r, e in log.received(user.agent_id).items()
+            r: e.message.score
+            for r, e in log.received(user.agent_id).items()
             if e.decision == "accepted" and e.share > 0
         }
         return GradientInput(
@@ -437,9 +439,7 @@ class BackwardPhase:
         def trace(kept: bool) -> None:
             if kept:
                 gid = _cause(gradients, self.optimizer.tolerance)
-                rows = rule_version_rows(
-                    self.ctx.run_id, agent.agent_id, self._step, old, new, gid
-                )
+                rows = rule_version_rows(self.ctx.run_id, agent.agent_id, self._step, old, new, gid)
                 self.ctx.store.add("filter_rule_versions", rows)
 
         planned.trace = trace
@@ -472,9 +472,7 @@ class BackwardPhase:
             )
             if not self._spend(stats, "optimize"):
                 return planned
-            decision = optimize_router(
-                state, [g.judgement for g in gradients], self.optimizer, k
-            )
+            decision = optimize_router(state, [g.judgement for g in gradients], self.optimizer, k)
             if decision is None:
                 continue
             k += decision.op == "split"
@@ -492,8 +490,8 @@ class BackwardPhase:
     ) -> Planned:
         world = self.world
         ids = [decision.router_id] + ([decision.partner] if decision.partner else [])
-        before = {r: router_json(world, r) for r in ids}
-        before["reason"] = decision.reason  # type: ignore[assignment]
+        before: dict[str, object] = {r: router_json(world, r) for r in ids}
+        before["reason"] = decision.reason
         result: list[router_ops.RouterChange] = []
 
         def apply() -> dict[str, object]:
@@ -501,7 +499,11 @@ class BackwardPhase:
             if decision.op == "split":
                 rng = self.ctx.seeds.generator("backward-split", step, _number(decision.router_id))
                 change = router_ops.split(
-                    world, decision.router_id, rng, step=step, profile_size=size,
+                    world,
+                    decision.router_id,
+                    rng,
+                    step=step,
+                    profile_size=size,
                     min_members=self.optimizer.min_members_split,
                 )
             elif decision.op == "merge":
@@ -524,7 +526,9 @@ class BackwardPhase:
             result.append(change)
             return {r: router_json(world, r) for r in change.created}
 
-        planned = Planned("router", decision.router_id, decision.op, gradients, before, apply)
+        planned = Planned(
+            "router", decision.router_id, decision.op, gradients, before, apply, tuple(ids)
+        )
 
         def trace(kept: bool) -> None:
             if not result:
@@ -538,7 +542,7 @@ class BackwardPhase:
                         "run_id": self.ctx.run_id,
                         "operation_id": self.next_operation,
                         "step": step,
-                        "optimization_id": planned_id[0],
+                        "optimization_id": planned.optimization_id,
                         "operation": change.operation,
                         "router_ids_json": json.dumps(list(change.removed)),
                         "result_ids_json": json.dumps(list(change.created)),
@@ -553,9 +557,7 @@ class BackwardPhase:
             if kept:
                 self._trace_router_change(change, step, gid)
 
-        planned_id = [0]
         planned.trace = trace
-        planned.before["_id"] = planned_id  # type: ignore[assignment]
         return planned
 
     def _trace_router_change(
@@ -566,28 +568,46 @@ class BackwardPhase:
             ctx.store.add(
                 "agents",
                 [
-                    {"run_id": ctx.run_id, "agent_id": r, "kind": "router", "label": None,
-                     "created_step": step}
+                    {
+                        "run_id": ctx.run_id,
+                        "agent_id": r,
+                        "kind": "router",
+                        "label": None,
+                        "created_step": step,
+                    }
                     for r in change.created
                 ],
             )
             ctx.store.add(
                 "routers",
                 [
-                    {"run_id": ctx.run_id, "router_id": r, "created_step": step,
-                     "retired_step": None, "origin": world.routers[r].origin}
+                    {
+                        "run_id": ctx.run_id,
+                        "router_id": r,
+                        "created_step": step,
+                        "retired_step": None,
+                        "origin": world.routers[r].origin,
+                    }
                     for r in change.created
                 ],
             )
             rows = [
-                router_version_row(ctx.run_id, step, world.routers[r], world, change.operation,
-                                   parent_version=None, gradient_id=gradient_id)
+                router_version_row(
+                    ctx.run_id,
+                    step,
+                    world.routers[r],
+                    world,
+                    change.operation,
+                    parent_version=None,
+                    gradient_id=gradient_id,
+                )
                 for r in change.created
             ]
         else:
             rows = [
-                router_version_row(ctx.run_id, step, world.routers[r], world, "optimize",
-                                   gradient_id=gradient_id)
+                router_version_row(
+                    ctx.run_id, step, world.routers[r], world, "optimize", gradient_id=gradient_id
+                )
                 for r in change.created
             ]
         ctx.store.add("router_versions", rows)
@@ -600,47 +620,50 @@ class BackwardPhase:
         self._step = step
         world = self.world
         clients = {p.target_id for p in planned if p.module != "router"}
-        has_routers = any(p.module == "router" for p in planned)
-        probe_clients = {p.target_id for p in planned if p.module == "filter_memory"}
+        probed = {p.target_id for p in planned if p.module == "filter_memory"}
+        base = await self._gains(sorted(self.valid), {})
         snapshot = WorldSnapshot.capture(world, clients, vectors=False)
-        before_routers = {p.target_id for p in planned if p.module == "router"}
-        before_routers |= {
-            p.before[r]["router_id"]  # type: ignore[index]
-            for p in planned
-            if p.module == "router"
-            for r in p.before
-            if isinstance(p.before[r], dict) and "router_id" in p.before[r]  # type: ignore[operator]
-        }
-        probe_before = await self._probe(step, before_routers, probe_clients)
+        before_routers = {r for p in planned for r in p.routers}
+        probe_before = await self._probe(step, before_routers, probed)
+        before_profiles = {c: state.propagated for c, state in snapshot.clients.items()}
+        before_profiles.update(probe_before)
         for p in planned:
             p.after = p.apply()
-        after_routers = set()
-        for p in planned:
-            if p.module == "router":
-                after_routers |= {r for r in p.after if r in world.routers}
-        probe_after = await self._probe(step, after_routers, probe_clients)
-        changed_users = set(clients) | set(probe_before) | set(probe_after)
-        valid_before, valid_after = await self._compare(
-            snapshot, probe_before, probe_after, changed_users
-        )
+        after_routers = {r for p in planned for r in p.after if r in world.routers}
+        probe_after = await self._probe(step, after_routers, probed)
+        users = self._affected(set(before_profiles) | set(probe_after))
+        before = await self._gains(users, before_profiles)
+        after = await self._gains(users, probe_after)
+        n = max(len(self.valid), 1)
+        total = sum(base.values()) - sum(base[u] for u in users)
+        valid_before = (total + sum(before.values())) / n
+        valid_after = (total + sum(after.values())) / n
         kept = valid_after >= valid_before - self.settings.epsilon
         if not kept:
             used = world._next_router_number
             snapshot.restore(world)
             world._next_router_number = used  # ids of rolled-back routers are never reused
+        self._record(step, planned, kept, valid_before, valid_after, stats)
+
+    def _record(
+        self,
+        step: int,
+        planned: list[Planned],
+        kept: bool,
+        valid_before: float,
+        valid_after: float,
+        stats: RoundStats,
+    ) -> None:
         batch = self.next_batch
         self.next_batch += 1
         rows = []
         for p in planned:
-            oid = self.next_optimization
+            p.optimization_id = self.next_optimization
             self.next_optimization += 1
-            marker = p.before.pop("_id", None)
-            if isinstance(marker, list):
-                marker[0] = oid
             rows.append(
                 {
                     "run_id": self.ctx.run_id,
-                    "optimization_id": oid,
+                    "optimization_id": p.optimization_id,
                     "step": step,
                     "batch": batch,
                     "module": p.module,
@@ -663,8 +686,18 @@ class BackwardPhase:
             stats.n_kept += len(planned)
         else:
             stats.n_rolled_back += len(planned)
-        if has_routers:
-            self.ctx.count("backward_router_batches")
+
+    def _affected(self, clients: Iterable[str]) -> list[str]:
+        """Validation users whose ranking depends on any of ``clients``' profiles."""
+        users: set[str] = set()
+        for agent_id in clients:
+            if agent_id in self.world.users:
+                key = self.world.users[agent_id].key
+                if key in self.valid:
+                    users.add(key)
+            else:
+                users.update(self.item_users.get(agent_id, ()))
+        return sorted(users)
 
     async def _probe(
         self, step: int, routers: Iterable[str], clients: Iterable[str]
@@ -678,8 +711,7 @@ class BackwardPhase:
         for router_id in sorted(set(routers) & set(world.routers), key=_number):
             router = world.routers[router_id]
             positions, scores = select_recipients(
-                world.space.embed_weights(router.profile),
-                world.client_vectors,
+                world.client_vectors @ world.space.embed_weights(router.profile),
                 tau=router.tau,
                 max_recipients=settings.max_recipients,
                 top_k=top_k,
@@ -704,40 +736,10 @@ class BackwardPhase:
             for c, o in zip(ids, outcomes, strict=True)
         }
 
-    async def _compare(
-        self,
-        snapshot: WorldSnapshot,
-        probe_before: Mapping[str, Weights],
-        probe_after: Mapping[str, Weights],
-        changed: set[str],
-    ) -> tuple[float, float]:
-        """Validation NDCG@10 without and with the batch, re-ranking only affected users."""
-        users = set()
-        for agent_id in changed:
-            if agent_id.startswith("u:"):
-                key = self.world.users[agent_id].key
-                if key in self.valid:
-                    users.add(key)
-            else:
-                users.update(self.item_users.get(agent_id, ()))
-        ordered = sorted(users)
-        after = await self._gains(ordered, probe_after)
-        current = {c: self.world.client(c).propagated for c in changed}
-        # The "before" state: the snapshot's propagated profiles for clients the batch touched.
-        for client_id, state in snapshot.clients.items():
-            current[client_id] = state.propagated
-        before_profiles = {**current, **probe_before}
-        before = await self._gains(ordered, before_profiles)
-        n = max(len(self.valid), 1)
-        base = self._baseline
-        return base + (sum(before) - sum(after)) * 0 + sum(before) / n - sum(before) / n, (
-            base + (sum(after) - sum(before)) / n
-        )
-
-    async def _gains(self, users: list[str], propagated: Mapping[str, Weights]) -> list[float]:
+    async def _gains(self, users: list[str], propagated: Mapping[str, Weights]) -> dict[str, float]:
         """NDCG@10 gains of ``users``' validation lists with ``propagated`` swapped in."""
         if not users:
-            return []
+            return {}
         world = self.world
         saved = {c: world.client(c).propagated for c in propagated}
         try:
@@ -757,16 +759,15 @@ class BackwardPhase:
         finally:
             for c, weights in saved.items():
                 world.client(c).propagated = weights
-        gains = []
+        gains = {}
         for user, outcome in zip(users, outcomes, strict=True):
             candidates = self.valid[user]
             rank = rank_of_true(
                 np.asarray(outcome.scores), true_index(candidates, self.valid_items[user])
             )
-            gains.append(1.0 / math.log2(rank + 1.0) if rank <= NDCG_K else 0.0)
+            gains[user] = 1.0 / math.log2(rank + 1.0) if rank <= NDCG_K else 0.0
         return gains
 
-    _baseline: float = 0.0
     _step: int = -1
 
 

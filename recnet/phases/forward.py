@@ -64,6 +64,21 @@ class ForwardPhase:
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
 
+    def state(self) -> dict[str, object]:
+        """Counters a checkpoint must carry to continue exactly."""
+        return {
+            "seq": self.seq,
+            "max_count": self.max_count,
+            "dirty_profiles": set(self.dirty_profiles),
+            "buffered": set(self.buffered),
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        self.seq = int(state["seq"])  # type: ignore[arg-type]
+        self.max_count = int(state["max_count"])  # type: ignore[arg-type]
+        self.dirty_profiles = set(state["dirty_profiles"])  # type: ignore[arg-type]
+        self.buffered = set(state["buffered"])  # type: ignore[arg-type]
+
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
         world, ctx = self.world, self.ctx

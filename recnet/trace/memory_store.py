@@ -18,7 +18,6 @@ from recnet.trace.store import (
     SPECS,
     STEP_TABLES,
     TABLES,
-    UNDECIDED,
     BufferedTraceStore,
     Row,
     check_filter,
@@ -59,6 +58,9 @@ class MemoryTraceStore(BufferedTraceStore):
     def _write(self, batches: dict[str, list[Row]], marker: tuple[str, int] | None) -> None:
         run = self._run(marker[0]) if marker is not None else None  # check before changing
         self._insert(batches)
+        for row in batches.get("checkpoints", []):  # keep only each run's newest checkpoint
+            run_id, newest = row["run_id"], row["step"]
+            self._keep("checkpoints", lambda r: r["run_id"] != run_id or r["step"] >= newest)
         if run is not None and marker is not None:
             run["last_completed_step"] = marker[1]
 
@@ -106,9 +108,12 @@ class MemoryTraceStore(BufferedTraceStore):
                 if mine(row) and row["retired_step"] is not None and row["retired_step"] > step:
                     row["retired_step"] = None
         for name in DECIDED_STEP_TABLES:
-            for row in self._tables[name]:
-                if mine(row) and row["decided_step"] is not None and row["decided_step"] > step:
-                    row.update(UNDECIDED)
+            self._keep(
+                name,
+                lambda r: not (
+                    mine(r) and r["decided_step"] is not None and r["decided_step"] > step
+                ),
+            )
         run["last_completed_step"] = min(run["last_completed_step"], step)
 
     def _keep(self, name: str, keep: Any) -> None:

@@ -63,9 +63,15 @@ def _backward_lineage(conn: Connection) -> None:
 
 _V2_TABLES = ("gradients", "optimizations", "router_operations", "backward_steps")
 
+def _checkpoints(conn: Connection) -> None:
+    """World checkpoints for ``recnet simulate --resume``."""
+    schema.checkpoints.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
+    Migration(3, "checkpoints", _checkpoints),
 ]
 
 #: The schema version this code writes and understands.

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -319,3 +320,13 @@ backward_steps = Table(
 
 Index("ix_gradients_target", gradients.c.run_id, gradients.c.target_id)
 Index("ix_optimizations_target", optimizations.c.run_id, optimizations.c.target_id)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("step", Integer, primary_key=True),  # the last completed step the state belongs to
+    Column("created_at", String, nullable=False),
+    Column("format", String, nullable=False),  # "pickle+zlib/1"
+    Column("state", LargeBinary, nullable=False),  # world, phase counters, brain counters
+)

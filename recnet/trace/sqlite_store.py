@@ -34,7 +34,6 @@ from recnet.trace.store import (
     SPECS,
     STEP_TABLES,
     TABLES,
-    UNDECIDED,
     BufferedTraceStore,
     Row,
     check_filter,
@@ -212,6 +211,14 @@ class SQLiteTraceStore(BufferedTraceStore):
                 insert = TABLES[name].insert()
                 for group in _same_keys(rows):
                     conn.execute(insert, group)
+            if "checkpoints" in batches:  # keep only each run's newest checkpoint
+                ckpt = TABLES["checkpoints"]
+                for row in batches["checkpoints"]:
+                    conn.execute(
+                        delete(ckpt).where(
+                            ckpt.c.run_id == row["run_id"], ckpt.c.step < row["step"]
+                        )
+                    )
             if marker is not None:
                 run_id, step = marker
                 runs = TABLES["runs"]
@@ -244,11 +251,7 @@ class SQLiteTraceStore(BufferedTraceStore):
                 )
             for name in DECIDED_STEP_TABLES:
                 t = TABLES[name]
-                conn.execute(
-                    update(t)
-                    .where(t.c.run_id == run_id, t.c.decided_step > step)
-                    .values(**UNDECIDED)
-                )
+                conn.execute(delete(t).where(t.c.run_id == run_id, t.c.decided_step > step))
             conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)

@@ -139,10 +139,9 @@ STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "step" in t
 CREATED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "created_step" in t.c)
 #: Tables whose rows may be retired at a step (``retired_step`` reset to NULL when later).
 RETIRED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "retired_step" in t.c)
-#: Tables whose rows are decided at a step (reset to undecided when decided later).
+#: Tables whose rows are written when decided at a step (deleted when decided later: the resumed
+#: run decides them again from the checkpoint's buffers and writes them anew).
 DECIDED_STEP_TABLES: tuple[str, ...] = tuple(n for n, t in TABLES.items() if "decided_step" in t.c)
-#: Values a row decided after the truncation point gets back (status buffered, undecided).
-UNDECIDED: dict[str, Any] = {"status": "buffered", "decided_step": None, "rule_id": None}
 
 
 def spec(table: str, *, for_add: bool = False) -> TableSpec:

@@ -72,6 +72,18 @@ class AttributeSpace:
         self.names: list[str] = []
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle without the embedder (it may hold a network client); see ``attach``."""
+        state = dict(self.__dict__)
+        state["embedder"] = None
+        return state
+
+    def attach(self, embedder: Embedder) -> None:
+        """Give a restored space its embedder back."""
+        if embedder.dim != self.dim:
+            raise ValueError(f"embedder dimension {embedder.dim} != space dimension {self.dim}")
+        self.embedder = embedder
+
     @property
     def matrix(self) -> np.ndarray:
         """``(n_attributes, dim)`` unit rows, in vocabulary order."""

@@ -49,6 +49,30 @@ def spread(world: World, router_id: str) -> float:
     return float(1.0 - scores.mean())
 
 
+def add_member(world: World, client_id: str, router_id: str, score: float) -> None:
+    """Add (or re-score) a membership edge, keeping ``world.memberships`` in step."""
+    world.graph.add_edge(client_id, router_id, kind="member", score=score)
+    world.memberships.setdefault(client_id, {})[router_id] = score
+
+
+def remove_member(world: World, client_id: str, router_id: str) -> None:
+    world.graph.remove_edge(client_id, router_id)
+    mirror = world.memberships.get(client_id)
+    if mirror is not None:
+        mirror.pop(router_id, None)
+
+
+def drop_router(world: World, router_id: str) -> list[str]:
+    """Remove a router with its edges; return its former members."""
+    members = world.members(router_id)
+    world.remove_router(router_id)
+    for client_id in members:
+        mirror = world.memberships.get(client_id)
+        if mirror is not None:
+            mirror.pop(router_id, None)
+    return members
+
+
 def refresh_memberships(
     world: World, router_ids: Iterable[str], orphans: Iterable[str] = ()
 ) -> None:
@@ -62,7 +86,6 @@ def refresh_memberships(
     scores = world.client_vectors @ vectors.T
     best = scores.argmax(axis=1)
     clients = world.clients
-    graph = world.graph
     check = set(orphans)
     for router_id in dict.fromkeys(router_ids):
         j = column.get(router_id)
@@ -73,18 +96,20 @@ def refresh_memberships(
         wanted_ids = {clients[p].agent_id: p for p in wanted.tolist()}
         for client_id in world.members(router_id):
             if client_id not in wanted_ids:
-                graph.remove_edge(client_id, router_id)
+                remove_member(world, client_id, router_id)
                 check.add(client_id)
         for client_id, p in wanted_ids.items():
-            graph.add_edge(client_id, router_id, kind="member", score=float(scores[p, j]))
-    for client_id in check:
-        if client_id in graph and not any(n.startswith("r:") for n in graph[client_id]):
+            add_member(world, client_id, router_id, float(scores[p, j]))
+    for client_id in sorted(check, key=world.client_position.__getitem__):
+        if not world.memberships.get(client_id):
             p = world.client_position[client_id]
             j = int(best[p])
-            graph.add_edge(client_id, ids[j], kind="member", score=float(scores[p, j]))
+            add_member(world, client_id, ids[j], float(scores[p, j]))
 
 
-def rewrite(world: World, router_id: str, profile: Weights, text: str | None = None) -> RouterChange:
+def rewrite(
+    world: World, router_id: str, profile: Weights, text: str | None = None
+) -> RouterChange:
     """Give a router a new profile (a new version) and recompute its memberships."""
     router = world.routers[router_id]
     router.profile = dict(profile)
@@ -138,8 +163,7 @@ def split(
         profiles.append(normalized(top({a: w for a, w in blended.items() if w > 0}, profile_size)))
     if profiles[0] == profiles[1]:
         return None
-    members = world.members(router_id)
-    world.remove_router(router_id)
+    members = drop_router(world, router_id)
     created = []
     for profile in profiles:
         child = RouterAgent(
@@ -155,16 +179,13 @@ def split(
     return RouterChange("split", (router_id,), tuple(created))
 
 
-def merge(
-    world: World, first: str, second: str, *, step: int, profile_size: int
-) -> RouterChange:
+def merge(world: World, first: str, second: str, *, step: int, profile_size: int) -> RouterChange:
     """Merge two routers into a new one: summed profiles (normalised), mean τ."""
     a, b = world.routers[first], world.routers[second]
-    profile = normalized(top(add_scaled(normalized(a.profile), normalized(b.profile), 1.0),
-                             profile_size))
-    members = world.members(first) + world.members(second)
-    world.remove_router(first)
-    world.remove_router(second)
+    profile = normalized(
+        top(add_scaled(normalized(a.profile), normalized(b.profile), 1.0), profile_size)
+    )
+    members = drop_router(world, first) + drop_router(world, second)
     router = RouterAgent(
         router_id=world.new_router_id(),
         profile=profile,
@@ -222,8 +243,14 @@ def check_invariants(
             elif data.get("kind") != "member":
                 problems.append(f"edge {router_id}–{client_id} is not a membership edge")
     for client in world.clients:
-        if not any(n in world.routers for n in graph[client.agent_id]):
+        routers = {n for n in graph[client.agent_id] if n in router_nodes}
+        if not routers:
             problems.append(f"client {client.agent_id} belongs to no router")
+        mirror = world.memberships.get(client.agent_id, {})
+        if set(mirror) != routers or any(
+            mirror[r] != graph.edges[client.agent_id, r]["score"] for r in routers
+        ):
+            problems.append(f"world.memberships of {client.agent_id} disagrees with the graph")
     for router_id in scored:
         if router_id not in world.routers:
             continue

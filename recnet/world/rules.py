@@ -131,6 +131,8 @@ class FilterMemory:
 
 def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: float) -> bool:
     """Does the message promote an attribute the client dislikes beyond ``threshold``?"""
+    if not profile or min(profile.values()) >= -threshold:
+        return False  # no strong dislike at all: the common case, checked at C speed
     promoted = message.attributes
     return any(
         weight < -threshold and promoted.get(attribute, 0.0) > 0

@@ -4,7 +4,8 @@ Pipeline position: the backward phase (``recnet.phases.backward``) captures a ``
 before it applies an optimisation and restores it when validation NDCG drops by more than
 ``backward.epsilon``. What is captured: client profiles (original, propagated, texts), filter
 memories, interaction counters and buffers of the chosen clients; every router (profile, τ,
-version, origin, text); every client–router membership edge with its data; the client embedding
+version, origin, text); every client–router membership edge with its data and the
+``world.memberships`` mirror of them; the client embedding
 matrix (optional) and the world's counters (step, message and router ids, attribute vocabulary).
 Interaction edges and history are not captured: nothing in the backward phase changes them.
 
@@ -77,6 +78,7 @@ class WorldSnapshot:
     clients: dict[str, ClientState]
     routers: tuple[RouterAgent, ...]  # in ``world.routers`` order
     memberships: dict[EdgeKey, dict[str, object]]
+    mirror: dict[str, dict[str, float]]  # world.memberships: client → router → score
     client_vectors: np.ndarray | None
     step: int
     next_message_id: int
@@ -97,11 +99,14 @@ class WorldSnapshot:
         ``vectors=False`` skips the client embedding matrix (the backward phase never changes
         original profiles, from which those vectors come).
         """
-        ids = [c.agent_id for c in world.clients] if clients is None else list(dict.fromkeys(clients))
+        ids = (
+            [c.agent_id for c in world.clients] if clients is None else list(dict.fromkeys(clients))
+        )
         return cls(
             clients={a: ClientState.of(world.client(a)) for a in ids},
             routers=tuple(_copy_router(r) for r in world.routers.values()),
             memberships=membership_edges(world),
+            mirror={c: dict(m) for c, m in world.memberships.items()},
             client_vectors=world.client_vectors.copy() if vectors else None,
             step=world.step,
             next_message_id=world._next_message_id,
@@ -135,6 +140,12 @@ class WorldSnapshot:
                 edge = graph.edges[key]
                 edge.clear()
                 edge.update(data)
+        mirror = world.memberships
+        for client_id in [c for c in mirror if c not in self.mirror]:
+            del mirror[client_id]
+        for client_id, routers in self.mirror.items():
+            if mirror.get(client_id) != routers:
+                mirror[client_id] = dict(routers)
         if self.client_vectors is not None:
             world.client_vectors = self.client_vectors.copy()
         world.step = self.step

@@ -1,0 +1,103 @@
+"""Benchmark: the full ml-latest-small run with the offline brain.
+
+Pipeline position: outside the library; drives ``recnet.runner.simulate`` end to end (all ~100k
+training interactions through the forward phase, 610 test users evaluated) and reports wall time,
+peak memory (max RSS) and training interactions per second. Each configuration runs in its own
+process so that peak memory is its own. The baselines measured in the same invocation are the same
+run with propagation switched off (the AgentCF-style interaction loop alone) and with message
+tracing off, so the cost of propagation and of the trace are visible.
+
+    python experiments/bench_offline.py            # full scenario, ~2-4 minutes in total
+    python experiments/bench_offline.py --smoke    # a 40-user subsample, seconds
+
+Figures are printed and written to experiments/results/bench_offline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "movielens.yaml"
+CONFIGURATIONS: dict[str, list[str]] = {
+    "recnet (propagation on)": [],
+    "baseline: propagation off": ["propagation.enabled=false"],
+    "baseline: messages not traced": ["trace.messages=none"],
+}
+SMOKE = ["dataset.max_users=40", "propagation.update_size=100"]
+
+
+def run_one(overrides: list[str]) -> dict[str, float]:
+    """Run the scenario once in this process; return its figures."""
+    from recnet.config import load_scenario
+    from recnet.runner import simulate
+
+    scenario = load_scenario(SCENARIO, overrides)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        result = asyncio.run(simulate(scenario, trace_path=Path(folder) / "bench.sqlite"))
+        seconds = time.perf_counter() - started
+        trace_mb = (Path(folder) / "bench.sqlite").stat().st_size / 1e6
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "wall_seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_mb, 1),
+        "train_interactions": result.n_train,
+        "interactions_per_second": round(result.n_train / seconds, 1),
+        "steps": result.n_steps,
+        "test_users": result.n_test_users,
+        "trace_mb": round(trace_mb, 1),
+        "ndcg@10": round(result.metrics["recnet"]["ndcg@10"], 4),
+        "popularity ndcg@10": round(result.metrics["popularity"]["ndcg@10"], 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a 40-user subsample (seconds)")
+    parser.add_argument("--single", help=argparse.SUPPRESS)  # JSON list of overrides: child mode
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
+    )
+    args = parser.parse_args()
+    if args.single is not None:
+        print(json.dumps(run_one(json.loads(args.single))))
+        return
+    extra = SMOKE if args.smoke else []
+    figures: dict[str, dict[str, float]] = {}
+    for name, overrides in CONFIGURATIONS.items():
+        child = subprocess.run(
+            [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
+        row = figures[name]
+        print(
+            f"{name:32s} wall {row['wall_seconds']:7.2f} s  peak {row['peak_rss_mb']:7.1f} MB  "
+            f"{row['interactions_per_second']:9.1f} interactions/s  "
+            f"trace {row['trace_mb']:6.1f} MB  NDCG@10 {row['ndcg@10']:.4f}",
+            flush=True,
+        )
+    full = figures["recnet (propagation on)"]
+    print(
+        f"train interactions: {full['train_interactions']}, steps: {full['steps']}, "
+        f"test users: {full['test_users']}; propagation costs "
+        f"{full['wall_seconds'] - figures['baseline: propagation off']['wall_seconds']:.1f} s"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

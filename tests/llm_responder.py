@@ -1,0 +1,319 @@
+"""A fake LLM for tests: schema-valid, deterministic answers to every operation of the default pack.
+
+Pipeline position: test infrastructure. Plug it into ``LLMTestServer(responder=FakeLLM())`` (it
+reads the OpenAI request body) or into ``ScriptedBackend(FakeLLM().for_request)``. It reads the
+rendered prompt, so it is tied to the default pack's wording (``agents/default``):
+
+- predict / rank: score each candidate by the words it shares with the user's profiles, ties by
+  a hash of its id; predict names the best, rank lists all (a permutation);
+- reflect_user: the consumed item's words first, then the old profile's, at most 12 words;
+- reflect_item: the item's own first segment plus ``| fans: <user words>`` (consumed) or
+  ``| not for: <user words>`` (passed over);
+- extract: ``genres:`` of an item description as genres, other words as themes, ``not for``
+  words as dislikes; summarize / merge: word lists of what they fold in (merge rejects messages
+  sharing no word with the original profile, naming ``rule-min_relevance``);
+- gradient: every module neutral; optimize: ``none``.
+
+Answer faults are injected on request: ``bad_predicts`` / ``bad_ranks`` answer a fresh
+(non-repair) request naming a non-candidate once (the repair is then answered well);
+``stubborn_predicts`` / ``stubborn_ranks`` keep answering that conversation badly, so the brain
+falls back. ``skip_predicts`` / ``skip_ranks`` leave that many fresh requests alone first.
+``injected`` counts what was done; thread-safe (the test server answers from several threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from recnet.llm.protocol import LLMRequest
+
+STOPWORDS = frozenset(
+    "about also and any are been but for from genres has have into its just likes dislikes "
+    "more most much not nothing only other over per preferences stated such tags than that the "
+    "their them then there these they this those very was were what when which while who will "
+    "with yet your you enjoys fans community communities from item items user users".split()
+)
+TITLES = {
+    "ExtractOutput": "extract",
+    "SummarizeOutput": "summarize",
+    "MergeOutput": "merge",
+    "PredictOutput": "predict",
+    "RankOutput": "rank",
+    "GradientOutput": "gradient",
+    "OptimizeOutput": "optimize",
+}
+NOT_A_CANDIDATE = "i:not-a-candidate"
+MAX_WORDS = 12
+
+
+def words(text: str) -> list[str]:
+    """Distinct content words of ``text`` in order (lower case, 4+ letters, no stopwords)."""
+    found = re.findall(r"[a-z][a-z\-]{3,}", text.lower())
+    return list(dict.fromkeys(w for w in found if w not in STOPWORDS))
+
+
+def section(text: str, start: str, end: str | None = None) -> str:
+    """The text between the first ``start`` and the next ``end`` (stripped; '' when absent)."""
+    begin = text.find(start)
+    if begin == -1:
+        return ""
+    begin += len(start)
+    while begin < len(text) and text[begin].isspace():
+        begin += 1
+    stop = text.find(end, begin) if end else -1
+    return (text[begin:stop] if stop != -1 else text[begin:]).strip()
+
+
+def id_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def candidates_of(prompt: str) -> list[tuple[str, str]]:
+    """``(id, description)`` per line of the candidates block of a predict/rank prompt."""
+    block = section(prompt, '"<id>: <description>":', "\n\n")
+    out = []
+    for line in block.splitlines():
+        head, sep, rest = line.partition(": ")
+        if sep:
+            out.append((head.strip(), rest))
+    return out
+
+
+def scored(profile: str, candidates: list[tuple[str, str]]) -> list[str]:
+    """Candidate ids, best first: shared words with ``profile``, then the id's hash."""
+    mine = set(words(profile))
+    return [
+        cid
+        for cid, _ in sorted(
+            candidates, key=lambda c: (-len(mine & set(words(c[1]))), id_hash(c[0]))
+        )
+    ]
+
+
+class FakeLLM:
+    """Callable responder; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        bad_predicts: int = 0,
+        stubborn_predicts: int = 0,
+        bad_ranks: int = 0,
+        stubborn_ranks: int = 0,
+        skip_predicts: int = 0,
+        skip_ranks: int = 0,
+    ) -> None:
+        self.plan = {
+            "predict": {"skip": skip_predicts, "stubborn": stubborn_predicts, "bad": bad_predicts},
+            "rank": {"skip": skip_ranks, "stubborn": stubborn_ranks, "bad": bad_ranks},
+        }
+        self.injected: Counter[str] = Counter()  # "bad_predict", "stubborn_rank", ...
+        self.answered: Counter[str] = Counter()  # operation → answers given
+        self._fresh: Counter[str] = Counter()
+        self._stubborn: set[str] = set()
+        self._lock = threading.Lock()
+
+    # entry points ------------------------------------------------------------------------------
+    def __call__(self, body: dict[str, Any]) -> str:
+        return self.answer(body)
+
+    def for_request(self, request: LLMRequest) -> str:
+        """Responder for ``ScriptedBackend``."""
+        body = {
+            "messages": [dict(m) for m in request.messages],
+            "response_format": {"type": "json_schema", "json_schema": {"name": request.operation}},
+        }
+        return self.answer(body)
+
+    def answer(self, body: dict[str, Any]) -> str:
+        messages = body.get("messages") or []
+        operation = operation_of(body)
+        user_index = next(i for i, m in enumerate(messages) if m.get("role") == "user")
+        prompt = str(messages[user_index]["content"])
+        conversation = id_hash(json.dumps(messages[: user_index + 1], sort_keys=True))
+        repair = any(m.get("role") == "assistant" for m in messages)
+        with self._lock:
+            self.answered[operation] += 1
+            fault = self._fault(operation, conversation, repair)
+        if fault:
+            return self._bad(operation, prompt)
+        return json.dumps(ANSWERS[operation](prompt))
+
+    # faults ------------------------------------------------------------------------------------
+    def _fault(self, operation: str, conversation: str, repair: bool) -> bool:
+        if repair:
+            return conversation in self._stubborn
+        plan = self.plan.get(operation)
+        if plan is None:
+            return False
+        self._fresh[operation] += 1
+        if self._fresh[operation] <= plan["skip"]:
+            return False
+        if self.injected[f"stubborn_{operation}"] < plan["stubborn"]:
+            self.injected[f"stubborn_{operation}"] += 1
+            self._stubborn.add(conversation)
+            return True
+        if self.injected[f"bad_{operation}"] < plan["bad"]:
+            self.injected[f"bad_{operation}"] += 1
+            return True
+        return False
+
+    @staticmethod
+    def _bad(operation: str, prompt: str) -> str:
+        if operation == "predict":
+            return json.dumps({"chosen": NOT_A_CANDIDATE, "reasoning": "injected"})
+        ids = [cid for cid, _ in candidates_of(prompt)]
+        return json.dumps({"ranking": [NOT_A_CANDIDATE, *ids[1:]], "reasoning": "injected"})
+
+
+def operation_of(body: dict[str, Any]) -> str:
+    """The pack operation a request is for: the json_schema name, else the schema title."""
+    response_format = body.get("response_format") or {}
+    name = (response_format.get("json_schema") or {}).get("name")
+    if name:
+        return str(name)
+    text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
+    if '"title": "ReflectOutput"' in text or "updated_profile" in text:
+        return "reflect_item" if "Your role:" in text else "reflect_user"
+    for title, operation in TITLES.items():
+        if f'"title": "{title}"' in text:
+            return operation
+    raise ValueError("cannot tell which operation this request is for")
+
+
+# answers ---------------------------------------------------------------------------------------
+def _user_profiles(prompt: str) -> str:
+    own = section(prompt, "Your profile:", "Preferences you have recently")
+    propagated = section(prompt, "(may be empty):", "\n\n")
+    return f"{own} {propagated}"
+
+
+def predict(prompt: str) -> dict[str, Any]:
+    best = scored(_user_profiles(prompt), candidates_of(prompt))[0]
+    return {"chosen": best, "reasoning": "shares the most words with my profile"}
+
+
+def rank(prompt: str) -> dict[str, Any]:
+    return {
+        "ranking": scored(_user_profiles(prompt), candidates_of(prompt)),
+        "reasoning": "by shared words",
+    }
+
+
+def reflect_user(prompt: str) -> dict[str, Any]:
+    profile = section(prompt, "Your current profile:", "The user was offered")
+    consumed = section(prompt, "really chose this one:", "The alternative was:")
+    kept = list(dict.fromkeys(words(consumed)[:6] + words(profile)))[:MAX_WORDS]
+    text = "Enjoys " + ", ".join(kept) + "." if kept else profile
+    return {"updated_profile": text, "reason": "moved towards the chosen item"}
+
+
+def reflect_item(prompt: str) -> dict[str, Any]:
+    profile = section(prompt, "Your current profile:", "A user with this profile")
+    user = section(prompt, "interaction with you:", "Your role:")
+    found = re.search(r"Your role: (\w+)", prompt)
+    role = found.group(1) if found else ""
+    base = profile.split(" | ")[0]
+    user_words = words(user)
+    if not user_words:
+        return {"updated_profile": profile, "reason": "nothing to learn"}
+    label = "fans" if role == "consumed" else "not for"
+    text = f"{base} | {label}: {', '.join(user_words[:4])}"
+    return {"updated_profile": text, "reason": f"noted the user as {label}"}
+
+
+def extract(prompt: str) -> dict[str, Any]:
+    profile = section(prompt, "agent:", "List the attributes")
+    main, _, rest = profile.partition(" | ")
+    attributes: dict[str, list[str]] = {}
+    genres = section(main, "genres:", ";")
+    if genres:
+        attributes["genre"] = [g.strip().lower() for g in genres.split(",") if g.strip()]
+    themes = [w for w in words(main) if w not in attributes.get("genre", [])][:8]
+    if "fans:" in rest:
+        themes += words(section(rest, "fans:"))[:4]
+    if themes:
+        attributes["theme"] = list(dict.fromkeys(themes))
+    if "not for:" in rest:
+        attributes["mood"] = ["not " + w for w in words(section(rest, "not for:"))[:3]]
+    return {"attributes": attributes}
+
+
+def summarize(prompt: str) -> dict[str, Any]:
+    router = section(prompt, "(empty if the router is new):", "Attributes routed")
+    routed = section(prompt, "whose preferences changed:", "Write the router's")
+    kept = list(dict.fromkeys(words(routed) + words(router)))[:MAX_WORDS]
+    return {"profile": "Community: " + ", ".join(kept) + "." if kept else router}
+
+
+MESSAGE = re.compile(r"^\[(\d+)\] router (\S+) \((.*?)\): (.*)$")
+
+
+def merge(prompt: str) -> dict[str, Any]:
+    original = section(prompt, "Your original profile:", "Your current propagated profile")
+    rules_block = section(prompt, "decides:", "Messages in your buffer:")
+    rule_ids = re.findall(r"^\d+\. \[([^\]]+)\]", rules_block, flags=re.MULTILINE)
+    block = section(prompt, "Messages in your buffer:", "For each message")
+    mine = set(words(original))
+    accepted: list[int] = []
+    rejected: list[int] = []
+    decided: dict[str, str] = {}
+    taken: list[str] = []
+    for line in block.splitlines():
+        match = MESSAGE.match(line.strip())
+        if match is None:
+            continue
+        index, text = int(match.group(1)), match.group(4)
+        if not mine or mine & set(words(text)):
+            accepted.append(index)
+            taken += words(text)
+        else:
+            rejected.append(index)
+            if "rule-min_relevance" in rule_ids:
+                decided[str(index)] = "rule-min_relevance"
+    kept = list(dict.fromkeys(taken))[:MAX_WORDS]
+    return {
+        "propagated_profile": "From my communities: " + ", ".join(kept) + "." if kept else "",
+        "accepted": accepted,
+        "rejected": rejected,
+        "rule_ids": decided,
+        "reason": "kept messages that share words with my profile",
+    }
+
+
+def gradient(prompt: str) -> dict[str, Any]:
+    block = section(prompt, "square brackets:", "The candidates:")
+    modules = re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
+    return {
+        "judgements": [
+            {
+                "module": m,
+                "judgement": "neutral",
+                "reason": "no effect",
+                "suggestion": "no adjustment",
+            }
+            for m in modules
+        ]
+    }
+
+
+def optimize(prompt: str) -> dict[str, Any]:
+    return {"operation": "none", "reason": "no adjustment suggested"}
+
+
+ANSWERS = {
+    "predict": predict,
+    "rank": rank,
+    "reflect_user": reflect_user,
+    "reflect_item": reflect_item,
+    "extract": extract,
+    "summarize": summarize,
+    "merge": merge,
+    "gradient": gradient,
+    "optimize": optimize,
+}
