@@ -32,12 +32,13 @@ from typing import Any
 
 from recnet.llm.protocol import LLMRequest
 
-STOPWORDS = frozenset(
-    "about also and any are been but for from genres has have into its just likes dislikes "
-    "more most much not nothing only other over per preferences stated such tags than that the "
-    "their them then there these they this those very was were what when which while who will "
-    "with yet your you enjoys fans community communities from item items user users".split()
-)
+_STOPWORDS_TEXT = """
+about also and any are been but for from genres has have into its just likes dislikes more most
+much not nothing only other over per preferences stated such tags than that the their them then
+there these they this those very was were what when which while who will with yet your you
+enjoys fans community communities item items user users
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 TITLES = {
     "ExtractOutput": "extract",
     "SummarizeOutput": "summarize",

@@ -1,0 +1,155 @@
+"""Resume: a run stopped or killed at any point continues from its newest checkpoint and ends with
+the same trace as an uninterrupted run (apart from run ids, timestamps and row ids)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recnet.config.loader import validate_scenario
+from recnet.config.scenario import Scenario
+from recnet.errors import TraceError
+from recnet.runner import resume, simulate
+
+SMALL = {
+    "name": "resume",
+    "seed": 3,
+    "dataset": {
+        "kind": "synthetic",
+        "synthetic": {"n_users": 30, "n_items": 60, "interactions_per_user": 8, "n_drifts": 1},
+    },
+    "world": {"n_routers": 4},
+    "propagation": {"update_size": 10},
+    "evaluation": {"n_negatives": 9},
+    "trace": {"checkpoint_every": 1, "profile_every": 1},
+}
+
+VOLATILE = {"run_id", "started_at", "finished_at", "created_at", "id", "state", "note"}
+
+
+def scenario(**trace: object) -> Scenario:
+    raw = {**SMALL, "trace": {**SMALL["trace"], **trace}}
+    return validate_scenario(raw)
+
+
+def comparable(path: Path) -> dict[str, list[tuple]]:
+    """Every table's rows without volatile columns, in a canonical order."""
+    db = sqlite3.connect(path)
+    tables = [
+        r[0]
+        for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        if r[0] not in {"schema_migrations", "checkpoints", "runs"}
+    ]
+    out: dict[str, list[tuple]] = {}
+    for table in tables:
+        cursor = db.execute(f"SELECT * FROM {table}")
+        keep = [i for i, d in enumerate(cursor.description) if d[0] not in VOLATILE]
+        out[table] = sorted(
+            (tuple(row[i] for i in keep) for row in cursor), key=lambda r: tuple(map(str, r))
+        )
+    db.close()
+    return out
+
+
+def run_status(path: Path) -> tuple[str, int]:
+    db = sqlite3.connect(path)
+    row = db.execute("SELECT status, last_completed_step FROM runs").fetchone()
+    db.close()
+    return (row[0], row[1]) if row else ("", -2)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
+    path = tmp_path_factory.mktemp("reference") / "trace.sqlite"
+    asyncio.run(simulate(scenario(), trace_path=path))
+    return comparable(path)
+
+
+def test_stopped_run_resumes_to_the_same_trace(tmp_path: Path, reference: dict) -> None:
+    path = tmp_path / "trace.sqlite"
+
+    def stop_at_step_5(step: int, total: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_5))
+    assert run_status(path) == ("stopped", 5)
+    result = asyncio.run(resume(path))
+    assert run_status(path)[0] == "finished"
+    assert comparable(path) == reference
+    assert result.metrics["recnet"]["ndcg@10"] in {row[-1] for row in reference["metrics"]}
+
+
+def test_sparse_checkpoints_repeat_steps_without_duplicating_rows(
+    tmp_path: Path, reference: dict
+) -> None:
+    path = tmp_path / "trace.sqlite"
+
+    def stop_at_step_7(step: int, total: int) -> None:
+        if step == 7:
+            raise KeyboardInterrupt
+
+    sparse = scenario(checkpoint_every=3)  # checkpoints after steps 2 and 5: step 6-7 run again
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(sparse, trace_path=path, on_step=stop_at_step_7))
+    asyncio.run(resume(path))
+    assert comparable(path) == reference
+
+
+def test_kill_9_then_resume(tmp_path: Path, reference: dict) -> None:
+    path = tmp_path / "trace.sqlite"
+    yaml_path = tmp_path / "small.yaml"
+    yaml_path.write_text(scenario().model_dump_json())  # JSON is valid YAML
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recnet.cli.app",
+            "simulate",
+            str(yaml_path),
+            "--trace",
+            str(path),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    if run_status(path)[1] >= 4:
+                        break
+                except sqlite3.Error:
+                    pass
+            if child.poll() is not None:
+                break
+            time.sleep(0.02)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    status, _ = run_status(path)
+    if status != "finished":  # killed mid-run (the usual case): resume it
+        asyncio.run(resume(path))
+    assert run_status(path)[0] == "finished"
+    assert comparable(path) == reference
+
+
+def test_finished_runs_and_missing_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="no trace file"):
+        asyncio.run(resume(tmp_path / "missing.sqlite"))
+    path = tmp_path / "done.sqlite"
+    asyncio.run(simulate(scenario(), trace_path=path))
+    with pytest.raises(TraceError, match="already finished"):
+        asyncio.run(resume(path))
