@@ -487,6 +487,18 @@ class LLMBrain:
         n = len(ids)
         return RankOutcome([float(n - position[i]) for i in ids], value.reasoning or None)
 
+    # checkpoints -------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resumed run needs besides the world: the LLM counters (budgets read them)."""
+        return {"stats": self.stats.as_dict(), "step": self.step}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Undo ``checkpoint_state``; the stats object is updated in place (wrappers share it)."""
+        for name, value in dict(state.get("stats") or {}).items():
+            if hasattr(self.stats, name):
+                setattr(self.stats, name, value)
+        self.step = int(state.get("step", self.step))
+
     async def aclose(self) -> None:
         await self.backend.aclose()
 
