@@ -284,7 +284,7 @@ async def run_concurrently(coros: Iterable[Awaitable[R]], limit: int) -> list[R]
             if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
                 coro.close()
 
-    tasks = [asyncio.ensure_future(bounded(c)) for c in reversed(list(coros))]
+    tasks = [asyncio.ensure_future(bounded(c)) for c in coros]
     try:
         return list(await asyncio.gather(*tasks))
     finally:
