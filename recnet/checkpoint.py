@@ -7,14 +7,14 @@ Steps completed after the newest checkpoint are simply run again: the offline br
 deterministic and an LLM brain's calls are answered from the record/replay cache, so nothing is
 paid twice and no row is duplicated.
 
-The state is pickled and zlib-compressed. Only load checkpoints from trace files you trust
+The state is pickled (uncompressed: compressing embedding matrices costs seconds per step and
+only the newest checkpoint is kept). Only load checkpoints from trace files you trust
 (pickle can run code); recnet never loads a checkpoint from anywhere else.
 """
 
 from __future__ import annotations
 
 import pickle
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from recnet.brain.base import OperationCounts
 from recnet.errors import TraceError
 from recnet.world.world import World
 
-FORMAT = "pickle+zlib/1"
+FORMAT = "pickle/1"
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Checkpoint:
 
 
 def dump(checkpoint: Checkpoint) -> bytes:
-    return zlib.compress(pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    return pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load(blob: bytes, fmt: str) -> Checkpoint:
@@ -47,7 +47,7 @@ def load(blob: bytes, fmt: str) -> Checkpoint:
             f"checkpoint format {fmt!r} is not readable by this recnet ({FORMAT})",
             "resume with the recnet version that wrote the run",
         )
-    checkpoint = pickle.loads(zlib.decompress(blob))
+    checkpoint = pickle.loads(blob)
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint

@@ -24,14 +24,17 @@ TYPICAL_OUTPUT_TOKENS = 150
 SAMPLE_CHARS_PER_VARIABLE = 400  # one profile or message text
 SAMPLE_CHARS_PER_CANDIDATE = 160
 
-#: LLM calls the LLM brain makes per offline operation (the offline brain's counters): every
-#: changed profile text is re-extracted into attributes for routing, hence the extract terms.
+#: LLM calls the LLM brain (``recnet.brain.llm``) makes per offline operation: a reflected profile
+#: text is re-extracted into attributes for routing (at most one extract per reflect); routers
+#: and propagated profiles combine weights numerically, so summarize and merge need no extract.
+#: Item profiles at initialisation come from metadata without a call. Repairs of malformed
+#: answers add up to ``llm.max_repairs`` calls each and are not in the estimate.
 LLM_CALLS_PER_OPERATION: Mapping[str, Mapping[str, float]] = {
     "predict": {"predict": 1},
     "reflect_user": {"reflect_user": 1, "extract": 1},
     "reflect_item": {"reflect_item": 1, "extract": 1},
     "summarize": {"summarize": 1},
-    "merge": {"merge": 1, "extract": 1},
+    "merge": {"merge": 1},
     "rank": {"rank": 1},
 }
 

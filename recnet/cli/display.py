@@ -142,5 +142,7 @@ def result_lines(result: RunResult) -> list[str]:
 
 def show_result(console: Console, result: RunResult) -> None:
     console.print(metrics_table(result.metrics))
+    if result.llm_stats is not None:  # calls, cache hits, retries, repairs, fallbacks
+        console.print(result.llm_stats.table())  # type: ignore[attr-defined]
     for line in result_lines(result):
         console.print(Text(line), highlight=False, soft_wrap=True)

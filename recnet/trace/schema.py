@@ -327,6 +327,6 @@ checkpoints = Table(
     Column("run_id", String, primary_key=True),
     Column("step", Integer, primary_key=True),  # the last completed step the state belongs to
     Column("created_at", String, nullable=False),
-    Column("format", String, nullable=False),  # "pickle+zlib/1"
+    Column("format", String, nullable=False),  # "pickle/1"
     Column("state", LargeBinary, nullable=False),  # world, phase counters, brain counters
 )
