@@ -26,6 +26,7 @@ from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from recnet.checkpoint import Checkpoint
 from recnet.checkpoint import dump as dump_checkpoint
 from recnet.checkpoint import load as load_checkpoint
+from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext, utc_now
 from recnet.data.load import load_dataset
@@ -185,9 +186,37 @@ async def simulate(
     return _result(ctx, path, prepared, metrics, started)
 
 
+#: Settings a resumed run may change: how calls are made and paid for, never what they ask.
+RESUMABLE_OVERRIDES = (
+    "llm.budget.",
+    "llm.retry.",
+    "llm.rate_limit.",
+    "llm.max_concurrency",
+    "llm.base_url",
+    "llm.api_key_env",
+    "trace.batch_size",
+)
+
+
+def resumed_scenario(scenario_json: str, overrides: list[str] | None) -> Scenario:
+    """The stored scenario with the allowed ``--set`` overrides applied (e.g. a raised budget)."""
+    if not overrides:
+        return Scenario.model_validate_json(scenario_json)
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if not key.startswith(RESUMABLE_OVERRIDES):
+            raise ScenarioError(
+                f"--set {key}: a resumed run keeps its scenario",
+                "only these may change on resume: " + ", ".join(RESUMABLE_OVERRIDES),
+            )
+    raw = apply_overrides(json.loads(scenario_json), overrides)
+    return validate_scenario(raw, source="resumed scenario")
+
+
 async def resume(
     trace_path: Path,
     *,
+    overrides: list[str] | None = None,
     run_id: str | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_prepared: Callable[[Prepared], None] | None = None,
@@ -214,8 +243,14 @@ async def resume(
     except BaseException:
         store.close()
         raise
-    scenario = Scenario.model_validate_json(run["scenario_json"])
+    try:
+        scenario = resumed_scenario(run["scenario_json"], overrides)
+    except BaseException:
+        store.close()
+        raise
     store.batch_size = scenario.trace.batch_size
+    if overrides:
+        store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)

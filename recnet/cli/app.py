@@ -181,8 +181,10 @@ def simulate(
         typer.Option(
             "--resume",
             metavar="RUN.sqlite",
-            help="Continue a stopped, failed or killed run from its newest checkpoint "
-            "(its scenario is read from the trace; no SCENARIO or --set).",
+            help="Continue a stopped, failed or killed run from its newest checkpoint. Its "
+            "scenario is read from the trace; --set may change only how calls are made and "
+            "paid for (llm.budget.*, llm.retry.*, llm.rate_limit.*, llm.max_concurrency, "
+            "llm.base_url, llm.api_key_env), e.g. to raise the budget that stopped it.",
             show_default=False,
         ),
     ] = None,
@@ -211,16 +213,14 @@ def simulate(
     """
     console = Console()
     if resume is not None:
-        if scenario is not None or overrides:
-            raise typer.BadParameter(
-                "--resume takes no SCENARIO and no --set", param_hint="--resume"
-            )
+        if scenario is not None:
+            raise typer.BadParameter("--resume takes no SCENARIO", param_hint="--resume")
         from recnet.runner import resume as resume_run
 
         def start_resume(
             on_step: StepCallback, on_prepared: PreparedCallback
         ) -> Coroutine[Any, Any, RunResult]:
-            return resume_run(resume, on_step=on_step, on_prepared=on_prepared)
+            return resume_run(resume, overrides=overrides, on_step=on_step, on_prepared=on_prepared)
 
         result = run_with_progress(console, start_resume, resume, quiet=quiet)
         show_result(console, result)
