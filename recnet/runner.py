@@ -118,12 +118,12 @@ def prepare(scenario: Scenario) -> Prepared:
 
 
 def build_embedder(scenario: Scenario) -> Embedder:
+    """The hashing embedder (default, no download) or an OpenAI-compatible ``/embeddings``."""
     if scenario.embedder.kind == "hashing":
         return HashingEmbedder(scenario.embedder.dim)
-    raise ScenarioError(
-        f"embedder.kind: {scenario.embedder.kind!r} is not available yet",
-        "use embedder.kind=hashing",
-    )
+    from recnet.llm.embeddings import OpenAIEmbedder
+
+    return OpenAIEmbedder(scenario.embedder)
 
 
 def new_run_id(scenario: Scenario) -> str:

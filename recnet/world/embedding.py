@@ -67,7 +67,8 @@ class AttributeSpace:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self.dim = embedder.dim
+        # A remote embedder learns its dimension from its first answer: ask once.
+        self.dim = embedder.dim or int(embedder.embed(["dimension probe"]).shape[1])
         self.index: dict[str, int] = {}
         self.names: list[str] = []
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
