@@ -188,14 +188,14 @@ def stop_at_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseException
     real = recnet.runner.simulate
     raise_this: list[BaseException] = []
 
-    async def stopping(scenario, *, trace_path=None, on_step=None, on_prepared=None):  # type: ignore[no-untyped-def]
+    async def stopping(scenario, *, on_step=None, **kwargs):  # type: ignore[no-untyped-def]
         def step(done: int, total: int) -> None:
             if on_step is not None:
                 on_step(done, total)
             if done == 2:
                 raise raise_this[0]
 
-        return await real(scenario, trace_path=trace_path, on_step=step, on_prepared=on_prepared)
+        return await real(scenario, on_step=step, **kwargs)
 
     monkeypatch.setattr(recnet.runner, "simulate", stopping)
     yield raise_this
@@ -224,8 +224,10 @@ def test_library_error_mid_run_is_one_line_plus_trace(
     result = invoke("simulate", SYNTHETIC, *SMALL, "--trace", trace)
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
+    # The runner replaces a budget error's remedy with the resume command for this trace.
     assert result.stderr.strip().splitlines() == [
-        "error: call budget of 10 reached — raise llm.budget.max_calls",
+        "error: call budget of 10 reached — state saved; continue with "
+        f"`recnet simulate --resume {trace}`",
         f"the trace so far is in {trace}",
     ]
 
@@ -278,7 +280,11 @@ def test_options_lists_every_key_with_its_default(columns: int) -> None:
     result = invoke("options", columns=columns)
     assert result.exit_code == 0, result.output
     default = str(PropagationSettings.model_fields["tau"].default)
-    lines = [line for line in result.stdout.splitlines() if re.search(r"propagation\.tau\b", line)]
+    lines = [
+        line
+        for line in result.stdout.splitlines()
+        if re.match(r"[\s│]*propagation\.tau\b", line)  # the key's own row, not a mention
+    ]
     assert len(lines) == 1 and default in lines[0]
     for key in ("dataset.synthetic.n_users", "llm.retry.max_attempts", "trace.profile_every"):
         assert key in result.stdout
