@@ -174,7 +174,10 @@ class InteractionSettings(Section):
         description="How much an item absorbs the profile of a user who chose it.",
     )
     popularity_weight: float = Field(
-        0.5, ge=0.0, description="Weight of the popularity prior in the offline brain's score."
+        0.2,
+        ge=0.0,
+        description="Weight of the popularity prior in the offline brain's score (0.2 measured "
+        "best of 0.2/0.3/0.5/1.0 on ml-latest-small).",
     )
     propagated_weight: float = Field(
         0.5, ge=0.0, description="Weight of the propagated profile when a client is scored."
