@@ -10,7 +10,10 @@ client with the same prompt (``raw_sdk_baseline``), which separates recnet's ove
 SDK's own per-call CPU cost (about 1.5-2 ms on a 2-core machine, the real ceiling at 64).
 
     python experiments/bench_llm.py [--latency 0.1] [--levels 1 8 32 64] [--repeats 3]
-                                    [--in-process]
+                                    [--in-process] [--cost-users 20] [--cost-per-user 20]
+
+It then measures LLM calls and tokens per training interaction of the movielens scenario on a
+seeded user subsample, run by the LLM brain against the same kind of local server.
 
 ``--in-process`` runs the server in a thread of this process instead (it then competes with the
 client for the GIL, which understates the client stack's throughput).
@@ -161,6 +164,54 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]
     return report
 
 
+def movielens_llm_cost(users: int, per_user: int, scenario_name: str) -> dict[str, Any]:
+    """LLM calls and tokens per training interaction of the movielens scenario, measured.
+
+    Runs ``scenarios/movielens.yaml`` on a seeded subsample (``users`` users, their last
+    ``per_user`` interactions) with the LLM brain through the real openai client against the local
+    test server, answered by the deterministic fake LLM of the tests, and counts what was sent.
+    """
+    import tempfile
+
+    from llm_responder import FakeLLM
+    from llm_server import LLMTestServer
+
+    from recnet.config.loader import load_scenario
+    from recnet.runner import simulate
+
+    with LLMTestServer(FakeLLM()) as server, tempfile.TemporaryDirectory() as folder:
+        scenario = load_scenario(
+            ROOT / "scenarios" / scenario_name,
+            [
+                f"dataset.max_users={users}",
+                f"dataset.max_interactions_per_user={per_user}",
+                "llm.backend=openai",
+                f"llm.base_url={server.base_url}",
+                "llm.api_key_env=RECNET_BENCH_UNSET_KEY",
+                "llm.max_concurrency=32",
+                "propagation.update_size=20",
+                "llm.budget.max_calls=null",
+            ],
+        )
+        result = asyncio.run(simulate(scenario, trace_path=Path(folder) / "t.sqlite"))
+    stats = result.llm_stats
+    assert stats is not None
+    tokens = stats.tokens_in + stats.tokens_out  # type: ignore[attr-defined]
+    return {
+        "scenario": scenario_name,
+        "users": users,
+        "interactions_per_user": per_user,
+        "train_interactions": result.n_train,
+        "test_users": result.n_test_users,
+        "llm_calls": stats.calls,  # type: ignore[attr-defined]
+        "tokens": tokens,
+        "calls_per_train_interaction": stats.calls / result.n_train,  # type: ignore[attr-defined]
+        "tokens_per_train_interaction": tokens / result.n_train,
+        "calls_by_operation": dict(result.operations),
+        "seconds": result.seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.1)
@@ -170,8 +221,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Runs per level; the median.")
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench_llm.json")
+    parser.add_argument(
+        "--cost-users", type=int, default=20, help="Users of the movielens cost measurement."
+    )
+    parser.add_argument("--cost-per-user", type=int, default=20)
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
+    costs = [
+        movielens_llm_cost(args.cost_users, args.cost_per_user, name)
+        for name in ("movielens.yaml", "movielens-llm.yaml")
+    ]
+    for cost in costs:
+        print(
+            f"{cost['scenario']} ({cost['users']} users x {cost['interactions_per_user']} "
+            f"interactions, {cost['train_interactions']} train, update_size 20): "
+            f"{cost['llm_calls']} LLM calls, {cost['tokens']:,} tokens = "
+            f"{cost['calls_per_train_interaction']:.2f} calls and "
+            f"{cost['tokens_per_train_interaction']:,.0f} tokens per training interaction "
+            f"({cost['calls_by_operation']})",
+            flush=True,
+        )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -184,6 +253,7 @@ def main() -> None:
         },
         "levels": rows["stack"],
         "raw_sdk_baseline": rows["raw_sdk"],
+        "movielens_llm_cost": costs,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
