@@ -36,7 +36,7 @@ from recnet.data.types import Item
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes
-from recnet.world.profile import Weights, add_scaled, cosine, norm, normalized, top
+from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
 from recnet.world.rules import Decision
 
 
@@ -57,9 +57,22 @@ class OfflineBrain:
     # helpers -----------------------------------------------------------------------------------
     def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
         """Preference score of ``user`` for ``item``: cosine of effective profiles + prior."""
+        return self._scores(user, [item], [popularity])[0]
+
+    def _scores(
+        self, user: ClientAgent, items: Sequence[ClientAgent], popularity: Sequence[float]
+    ) -> list[float]:
         weight = self.interaction.propagated_weight
-        similarity = cosine(user.effective(weight), item.effective(weight))
-        return similarity + self.interaction.popularity_weight * popularity
+        prior = self.interaction.popularity_weight
+        profile = user.effective(weight)
+        user_norm = norm(profile)
+        scores = []
+        for item, pop in zip(items, popularity, strict=True):
+            other = item.effective(weight)
+            denominator = user_norm * norm(other)
+            similarity = dot(profile, other) / denominator if denominator else 0.0
+            scores.append(similarity + prior * pop)
+        return scores
 
     # operations --------------------------------------------------------------------------------
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
@@ -75,8 +88,11 @@ class OfflineBrain:
 
     def _interact_one(self, task: InteractionTask) -> InteractionOutcome:
         user, positive, negative = task.user, task.positive, task.negative
-        s_pos = self.score(user, positive, task.popularity[positive.agent_id])
-        s_neg = self.score(user, negative, task.popularity[negative.agent_id])
+        s_pos, s_neg = self._scores(
+            user,
+            (positive, negative),
+            (task.popularity[positive.agent_id], task.popularity[negative.agent_id]),
+        )
         correct = s_pos > s_neg
         pos_dir = normalized(positive.original)
         rates = self.interaction
@@ -155,12 +171,7 @@ class OfflineBrain:
 
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
-        return [
-            RankOutcome(
-                [self.score(t.user, c, p) for c, p in zip(t.candidates, t.popularity, strict=True)]
-            )
-            for t in tasks
-        ]
+        return [RankOutcome(self._scores(t.user, t.candidates, t.popularity)) for t in tasks]
 
     async def aclose(self) -> None:
         return None

@@ -3,7 +3,8 @@
 Pipeline position: the data every agent holds. An attribute is ``"<category>:<value>"`` (for
 example ``"genre:comedy"``, ``"tag:dark humor"``, ``"era:1990s"``, ``"title:heat"``); its weight
 says how strongly the agent leans towards it (negative = dislike). The offline brain does
-arithmetic on these maps; the LLM brain reads and writes the rendered text and extracts attributes back.
+arithmetic on these maps; the LLM brain reads and writes the rendered text and extracts
+attributes back.
 """
 
 from __future__ import annotations
@@ -61,12 +62,18 @@ def blend(base: Mapping[str, float], other: Mapping[str, float], rate: float) ->
 def top(weights: Mapping[str, float], size: int, min_abs: float = 1e-6) -> Weights:
     """Keep the ``size`` attributes with the largest absolute weight, dropping near-zero ones.
 
-    Ties keep insertion order (deterministic, since maps are built in a deterministic order).
+    Kept attributes keep their insertion order; ties at the cut go to the earlier attribute
+    (deterministic, since maps are built in a deterministic order).
     """
     if len(weights) > size:
-        kept = sorted(weights, key=lambda a: abs(weights[a]), reverse=True)[:size]
-        return {a: weights[a] for a in kept if abs(weights[a]) >= min_abs}
-    return {a: w for a, w in weights.items() if abs(w) >= min_abs}
+        cut = max(sorted(map(abs, weights.values()), reverse=True)[size - 1], min_abs)
+        kept = {a: w for a, w in weights.items() if w >= cut or w <= -cut}
+        if len(kept) <= size:
+            return kept
+        ranked = sorted(kept, key=lambda a: abs(kept[a]), reverse=True)[:size]  # ties at the cut
+        chosen = set(ranked)
+        return {a: w for a, w in kept.items() if a in chosen}
+    return {a: w for a, w in weights.items() if w >= min_abs or w <= -min_abs}
 
 
 def changes(before: Mapping[str, float], after: Mapping[str, float], size: int) -> Weights:

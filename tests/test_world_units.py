@@ -1,0 +1,168 @@
+"""Unit tests of the world's building blocks: profiles, buffer, filter rules, routing maths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recnet.config.scenario import FilterSettings
+from recnet.world.buffer import MessageBuffer, RouterMessage
+from recnet.world.embedding import AttributeSpace, HashingEmbedder
+from recnet.world.profile import changes, cosine, group_by_category, normalized, render, top
+from recnet.world.routing import nearest_router, select_recipients, spherical_kmeans
+from recnet.world.rules import FilterMemory, default_rules
+
+
+def message(n: int, step: int = 0, score: float = 0.5, **attributes: float) -> RouterMessage:
+    return RouterMessage(n, "r:0", "u:1", step, score, attributes or {"genre:comedy": 1.0}, "")
+
+
+# profiles ------------------------------------------------------------------------------------
+
+
+def test_cosine_and_normalized_by_hand() -> None:
+    a = {"x": 3.0, "y": 4.0}
+    b = {"x": 1.0}
+    assert cosine(a, b) == pytest.approx(3 / 5)
+    assert cosine(a, {}) == 0.0
+    assert normalized(a) == pytest.approx({"x": 0.6, "y": 0.8})
+
+
+def test_top_keeps_largest_absolute_weights_and_drops_zeros() -> None:
+    weights = {"a": 0.1, "b": -0.9, "c": 0.5, "d": 0.0, "e": 0.5}
+    assert set(top(weights, 2)) == {"b", "c"}  # tie c/e at the cut: the earlier one
+    assert top(weights, 10) == {"a": 0.1, "b": -0.9, "c": 0.5, "e": 0.5}
+
+
+def test_changes_reports_signed_largest_deltas() -> None:
+    before = {"a": 1.0, "b": 0.5}
+    after = {"a": 0.2, "c": 0.3}
+    assert changes(before, after, 2) == pytest.approx({"a": -0.8, "b": -0.5})
+    assert changes(before, before, 5) == {}
+
+
+def test_render_and_grouping() -> None:
+    text = render({"genre:comedy": 0.6, "genre:horror": -0.2})
+    assert text == "Likes: genre comedy (0.60). Dislikes: genre horror (-0.20)."
+    assert render({}) == "No stated preferences yet."
+    assert group_by_category(["genre:a", "era:1990s", "genre:b"]) == {
+        "genre": ["a", "b"],
+        "era": ["1990s"],
+    }
+
+
+# buffer --------------------------------------------------------------------------------------
+
+
+def test_buffer_drops_oldest_when_full() -> None:
+    buffer = MessageBuffer(2)
+    assert buffer.push(message(1)) is None
+    assert buffer.push(message(2)) is None
+    assert buffer.is_full
+    dropped = buffer.push(message(3))
+    assert dropped is not None and dropped.message_id == 1
+    assert [m.message_id for m in buffer.drain()] == [2, 3]
+    assert len(buffer) == 0
+
+
+def test_buffer_can_drop_newest_instead() -> None:
+    buffer = MessageBuffer(1, overflow="drop_newest")
+    buffer.push(message(1))
+    dropped = buffer.push(message(2))
+    assert dropped is not None and dropped.message_id == 2
+    assert [m.message_id for m in buffer.peek()] == [1]
+
+
+def test_buffer_rejects_zero_capacity() -> None:
+    with pytest.raises(ValueError):
+        MessageBuffer(0)
+
+
+# filter rules --------------------------------------------------------------------------------
+
+
+def memory(**settings: float) -> FilterMemory:
+    return FilterMemory(default_rules(FilterSettings(**settings)))
+
+
+def test_rules_decide_in_order_with_the_deciding_rule() -> None:
+    rules = memory(recency_steps=2, min_relevance=0.3, conflict_threshold=0.4)
+    profile = {"genre:comedy": 1.0, "genre:horror": -0.8}
+    assert rules.decide(message(1, step=0), now=5, profile=profile) == ("dropped", "rule-recency")
+    horror = message(2, step=5, score=0.9, **{"genre:horror": 1.0})
+    assert rules.decide(horror, now=5, profile=profile) == ("rejected", "rule-conflict")
+    weak = message(3, step=5, score=0.1)
+    assert rules.decide(weak, now=5, profile=profile) == ("rejected", "rule-min_relevance")
+    good = message(4, step=5, score=0.9)
+    assert rules.decide(good, now=5, profile=profile) == ("accepted", None)
+
+
+def test_rules_have_text_and_executable_forms() -> None:
+    rules = memory(max_propagated_share=0.25)
+    assert rules.max_share() == 0.25
+    for rule in rules.rules:
+        assert rule.text and rule.executable() is not None
+    changed = rules.rule("min_relevance").with_params(threshold=0.5)  # type: ignore[union-attr]
+    assert changed.version == 2 and "0.50" in changed.text
+
+
+def test_memory_is_bounded() -> None:
+    rules = default_rules(FilterSettings())
+    with pytest.raises(ValueError):
+        FilterMemory(rules, max_rules=len(rules) - 1)
+
+
+# routing maths -------------------------------------------------------------------------------
+
+
+def test_hashing_embedder_is_deterministic_and_unit_length() -> None:
+    first = HashingEmbedder(64).embed(["genre:comedy", "tag:dark comedy"])
+    again = HashingEmbedder(64).embed(["genre:comedy", "tag:dark comedy"])
+    assert np.array_equal(first, again)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0)
+    other = HashingEmbedder(64).embed(["era:1950s"])
+    assert float(first[0] @ first[1]) > float(first[0] @ other[0])  # shared word 'comedy'
+
+
+def test_attribute_space_embeds_weight_maps_as_weighted_sums() -> None:
+    space = AttributeSpace(HashingEmbedder(32))
+    space.add(["a:x", "a:y"])
+    e = space.matrix
+    expected = 2 * e[0] + e[1]
+    expected /= np.linalg.norm(expected)
+    assert np.allclose(space.embed_weights({"a:x": 2.0, "a:y": 1.0}), expected, atol=1e-6)
+    assert not space.embed_weights({}).any()
+
+
+def test_spherical_kmeans_separates_two_directions() -> None:
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.standard_normal((20, 3))
+    b = np.array([0.0, 1.0, 0.0]) + 0.05 * rng.standard_normal((20, 3))
+    points = np.vstack([a, b])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels, centroids = spherical_kmeans(points, 2, np.random.default_rng(1))
+    assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1
+    assert labels[0] != labels[20]
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
+
+
+def test_nearest_router_and_no_responsible_router() -> None:
+    routers = np.array([[1.0, 0.0], [0.0, 1.0]])
+    attributes = np.array([[0.9, 0.1], [0.2, 0.8], [-1.0, 0.0]])
+    positions, scores = nearest_router(attributes, routers)
+    assert positions.tolist() == [0, 1, -1]
+    assert scores[0] == pytest.approx(0.9)
+
+
+def test_select_recipients_threshold_cap_and_order() -> None:
+    scores = np.array([0.9, 0.2, 0.5, 0.95, 0.5, -np.inf])
+    positions, chosen = select_recipients(scores, tau=0.4, max_recipients=3)
+    assert positions.tolist() == [3, 0, 2]  # highest first; tie 0.5: lower position
+    assert chosen.tolist() == [0.95, 0.9, 0.5]
+    positions, _ = select_recipients(scores, tau=0.99, max_recipients=3)
+    assert positions.size == 0
+    positions, _ = select_recipients(scores, tau=2.0, max_recipients=10, top_k=2)
+    assert positions.tolist() == [3, 0]  # top-k ignores tau
+    assert math.isinf(scores[5])
