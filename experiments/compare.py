@@ -2,16 +2,15 @@
 
 Pipeline position: an experiment on top of ``experiments.harness`` (which runs
 ``recnet.runner.simulate`` per agent variant and fits ``recnet.baselines`` on
-``recnet.runner.prepare``'s split). Reproduces the layout of the RecNet paper's main table
-(Table 2: baselines, AgentCF, RecNet) and ablation table (w/o backward, w/o buffer & filter,
+``recnet.runner.prepare``'s split). Reproduces the layout of the RecNet paper's main comparison
+(classic baselines, AgentCF, RecNet) and its ablation table (w/o backward, w/o buffer & filter,
 point-to-point, top-k routing) on ml-latest-small, the synthetic world and any RecBole folder.
 
 Protocol: leave-one-out by time, 1 true + ``evaluation.n_negatives`` (19) sampled unseen
 negatives per test user, the same lists for every model of a (dataset, seed); metrics NDCG@{1,5,10},
-HR@{1,5,10}, MRR as mean ± sample std over seeds. Cost columns: agent operations (= the LLM calls
-an LLM brain would make; counted by the offline brain) per training interaction, all operations
-included (one-off item extraction and test ranking too; the breakdown separates them), and
-estimated tokens per training interaction (``experiments.costs``).
+HR@{1,5,10}, MRR as mean ± sample std over seeds. Cost columns per training interaction: agent
+operations counted by the offline brain, and the LLM calls and tokens an LLM brain would need
+(``experiments.costs``: the library's dry-run estimate when available).
 
 Outputs in ``experiments/results/<name>/``: ``table.md`` (the tables and an automatic
 "where RecNet stands" paragraph), ``summary.csv`` (mean/std per dataset and model), ``runs.csv``
@@ -69,9 +68,11 @@ from experiments.tables import (
 )
 
 COST_COLUMNS = (
-    "calls_per_inter",
-    "train_calls_per_inter",
+    "ops_per_inter",
+    "train_ops_per_inter",
+    "llm_calls_per_inter",
     "tokens_per_inter",
+    "tokens_measured_per_inter",
     "recipients_per_multicast",
     "seconds",
 )
@@ -138,8 +139,8 @@ def flag_no_ops(records: list[Record]) -> None:
             ref = by_key.get((dataset, REFERENCE_VARIANT, r["seed"]))
             if r.get("status") != "ok" or ref is None or ref.get("status") != "ok":
                 break
-            ops = {k: v for k, v in r.items() if k.startswith("ops_")}
-            ref_ops = {k: v for k, v in ref.items() if k.startswith("ops_")}
+            ops = {k: v for k, v in r.items() if k.startswith("op_")}
+            ref_ops = {k: v for k, v in ref.items() if k.startswith("op_")}
             same.append(all(r[m] == ref[m] for m in METRICS) and ops == ref_ops)
         if same and all(same):
             for r in members:
@@ -154,8 +155,8 @@ def add_per_operation(records: list[Record]) -> list[str]:
     ops: dict[str, None] = {}
     for r in records:
         for key in list(r):
-            if key.startswith("ops_"):
-                op = key[4:]
+            if key.startswith("op_"):
+                op = key[3:]
                 ops[op] = None
                 r[f"per_inter_{op}"] = r[key] / max(r.get("n_train", 1), 1)
     return list(ops)
@@ -204,7 +205,8 @@ def dataset_line(records: list[Record]) -> str:
 
 
 def main_table(rows: list[Record]) -> str:
-    headers = ["Model", "n", *[m.upper() for m in METRICS], "calls/inter", "tokens/inter", "note"]
+    headers = ["Model", "n", *[m.upper() for m in METRICS], "ops/inter", "LLM calls/inter",
+               "tokens/inter", "note"]  # fmt: skip
     body = []
     for r in rows:
         variant = ALL_MODELS.get(r["model"])
@@ -217,7 +219,8 @@ def main_table(rows: list[Record]) -> str:
                 variant.label if variant is not None else r["model"],
                 r["n"],
                 *[pm(r, m) for m in METRICS],
-                pm(r, "calls_per_inter", 2) if agent else "–",
+                pm(r, "ops_per_inter", 2) if agent else "–",
+                pm(r, "llm_calls_per_inter", 2) if agent else "–",
                 pm(r, "tokens_per_inter", 0) if agent else "–",
                 note,
             ]
@@ -230,18 +233,37 @@ def cost_table(rows: list[Record], ops: Sequence[str]) -> str:
         r for r in rows if r["n"] > 0 and r["model"] in ALL_MODELS
         and ALL_MODELS[r["model"]].kind == "agent"
     ]  # fmt: skip
-    headers = ["Variant", *ops, "train calls/inter", "recipients/multicast", "seconds/run"]
+    headers = ["Variant", *ops, "train ops/inter", "tokens/inter (measured sizes)",
+               "recipients/multicast", "seconds/run"]  # fmt: skip
     body = [
         [
             ALL_MODELS[r["model"]].label,
             *[number(r.get(f"per_inter_{op}_mean", math.nan), 3) for op in ops],
-            number(r["train_calls_per_inter_mean"], 2),
+            number(r["train_ops_per_inter_mean"], 2),
+            number(r["tokens_measured_per_inter_mean"], 0),
             number(r["recipients_per_multicast_mean"], 1),
             number(r["seconds_mean"], 1),
         ]
         for r in agent_rows
     ]
     return markdown_table(headers, body)
+
+
+def cost_method(records: list[Record]) -> str:
+    methods = {r.get("cost_method") for r in records if r.get("cost_method")}
+    notes = sorted({r["cost_note"] for r in records if r.get("cost_note")})
+    if methods == {"recnet.dry_run"}:
+        text = (
+            "from `recnet.dry_run.estimate` (the `recnet simulate --dry-run` estimate: the LLM "
+            "brain's calls per operation, prompts rendered from the prompt pack with typical-"
+            "length placeholders + output schema at 4 chars/token, 150 output tokens per call)"
+        )
+    else:
+        text = (
+            "estimated by `experiments/costs.py` from the default prompt pack rendered with the "
+            "run's measured text sizes (one call per operation)"
+        )
+    return text + (f"; {'; '.join(notes)}" if notes else "")
 
 
 def git_revision() -> str:
@@ -284,12 +306,11 @@ def write_report(
         "- Protocol: leave-one-out by time; per test user 1 true item + sampled unseen negatives "
         "(the scenario's `evaluation.n_negatives`), identical lists for every model of a "
         "(dataset, seed); mean ± sample std over seeds (n = finished seeds).",
-        "- Agent variants: offline brain, hashing embedder. calls/inter = all agent operations "
-        "(what an LLM brain would call) per training interaction, including the one-off item "
-        "extraction and the final test ranking (train calls/inter in the cost breakdown leaves "
-        "those two out); tokens/inter = estimated prompt + completion tokens of all those calls "
-        "per training interaction (default prompt pack rendered with the run's mean text sizes, "
-        "~4 chars/token; see `experiments/costs.py`).",
+        "- Agent variants: offline brain, hashing embedder. ops/inter = agent operations the "
+        "offline brain performed per training interaction (all of them, including the one-off "
+        "item extraction and the final test ranking; the cost breakdown lists them per "
+        "operation, and train ops/inter without those two). LLM calls/inter and tokens/inter = "
+        "what the LLM brain would need per training interaction, " + cost_method(records) + ".",
         "- Candidate lists: "
         + (
             "identical across models (popularity scored inside every agent run matches the "

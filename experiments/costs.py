@@ -1,8 +1,19 @@
-"""Estimated LLM tokens per agent operation, so cost columns exist without an API key.
+"""Estimated LLM calls and tokens of a run, so cost columns exist without an API key.
 
 Pipeline position: used by ``experiments.harness`` after an offline run. The offline brain counts
-its operations (``RunResult.operations``: what would be one LLM call each in the LLM brain); this
-module prices each operation in tokens:
+its operations (``RunResult.operations``). Two estimates turn them into LLM cost:
+
+**Primary: the library's dry run** (``recnet.dry_run.estimate``, what ``recnet simulate
+--dry-run`` prints), when importable. It maps each offline operation to the calls the LLM brain
+makes for it (e.g. a reflection is a reflect call plus an extract call; item profiles at start
+need no call) and prices a call by rendering the prompt pack's template with placeholder
+variables of typical length plus the output schema, at 4 characters per token, and 150 output
+tokens per call. Operations the dry run does not map yet (the backward phase's ``gradient`` and
+``optimize``) are added here one call each, priced the same way with ``recnet.dry_run``'s own
+functions, and named in the record's ``cost_note``.
+
+**Secondary: measured text sizes** (this module, ``tokens_measured_per_inter`` in the CSVs),
+one call per offline operation:
 
 * **prompt tokens** — the operation's template of the default prompt pack (``agents/default``),
   rendered with ``recnet.llm.pack`` using representative variables whose lengths are the run's
@@ -28,9 +39,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from recnet.config.scenario import Scenario
 from recnet.llm.pack import PromptPack, load_pack
 from recnet.llm.protocol import estimate_prompt_tokens, estimate_tokens
+from recnet.runner import RunResult
 
+NO_CALL_OPERATIONS = frozenset({"extract"})  # item profiles at start come from metadata
 PROFILE_WORDS = 120  # the length budget the prompts state for profiles
 REASON = "The chosen item shows a clear taste for these genres and moods, so the profile says so."
 FILLER = "dark crime drama, witty dialogue, 1990s, slow-burn mystery, strong female lead; "
@@ -206,3 +220,46 @@ def estimate_tokens_total(
     total = sum(n * per_operation[op] for op, n in counts.items() if op in per_operation)
     unpriced = sorted(op for op in counts if op not in per_operation)
     return total, unpriced
+
+
+@dataclass(frozen=True)
+class LLMCost:
+    """LLM calls and tokens a run would take with the LLM brain."""
+
+    calls: float
+    tokens: float
+    method: str  # "recnet.dry_run" | "experiments.costs"
+    note: str = ""
+
+
+def llm_cost(scenario: Scenario, result: RunResult, measured: Mapping[str, int]) -> LLMCost:
+    """The dry run's estimate plus unmapped operations; ``measured`` (tokens per operation from
+    ``tokens_per_operation``) is the fallback when ``recnet.dry_run`` is missing."""
+    try:
+        from recnet import dry_run
+    except ImportError:
+        total, unpriced = estimate_tokens_total(result.operations, measured)
+        calls = sum(n for op, n in result.operations.items() if op not in unpriced)
+        note = f"unpriced: {', '.join(unpriced)}" if unpriced else ""
+        return LLMCost(calls, total, "experiments.costs", note)
+    estimate = dry_run.estimate(scenario, result)
+    calls, tokens = float(estimate.calls), float(estimate.tokens)
+    pack = load_pack(scenario.llm.pack)
+    n_candidates = scenario.evaluation.n_negatives + 1
+    output = min(dry_run.TYPICAL_OUTPUT_TOKENS, scenario.llm.max_tokens)
+    added, unpriced = [], []
+    for operation, count in sorted(result.operations.items()):
+        if operation in dry_run.LLM_CALLS_PER_OPERATION or operation in NO_CALL_OPERATIONS:
+            continue
+        if operation not in pack.operations:
+            unpriced.append(operation)
+            continue
+        calls += count
+        tokens += count * (dry_run.prompt_tokens(pack, operation, n_candidates) + output)
+        added.append(operation)
+    notes = []
+    if added:
+        notes.append(f"added to the dry run, one call each: {', '.join(added)}")
+    if unpriced:
+        notes.append(f"unpriced: {', '.join(unpriced)}")
+    return LLMCost(calls, tokens, "recnet.dry_run", "; ".join(notes))

@@ -33,7 +33,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from experiments.costs import TextSizes, estimate_tokens_total, tokens_per_operation
+from experiments.costs import TextSizes, estimate_tokens_total, llm_cost, tokens_per_operation
 from recnet.baselines import (
     BPRMFScorer,
     ItemKNNScorer,
@@ -47,6 +47,12 @@ from recnet.config.scenario import Scenario
 from recnet.errors import RecnetError
 from recnet.eval.protocol import item_universe
 from recnet.runner import Prepared, prepare, simulate
+
+with contextlib.suppress(ImportError):
+    # imported here, not lazily by the runner, so that a worker process runs one version of the
+    # library even when the code changes on disk during a long experiment
+    import recnet.dry_run
+    import recnet.phases.backward  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -256,28 +262,35 @@ def run_agent(job: Job) -> Record:
         remove_trace(trace)
         return {**record, "status": "failed", "note": one_line(exc)}
     summary = trace_summary(result.trace_path, scenario, result.operations.get("merge", 0))
-    per_op = tokens_per_operation(summary.pop("sizes"))
-    tokens, unpriced = estimate_tokens_total(result.operations, per_op)
-    calls = sum(result.operations.values())
-    # one-off costs: item extraction at start, one ranking per test user at the end
+    measured = tokens_per_operation(summary.pop("sizes"))
+    measured_tokens, _ = estimate_tokens_total(result.operations, measured)
+    cost = llm_cost(scenario, result, measured)
+    n = max(result.n_train, 1)
+    ops = sum(result.operations.values())
+    # one-off operations: item extraction at start, one ranking per test user at the end
     one_off = result.operations.get("extract", 0) + min(
         result.operations.get("rank", 0), result.n_test_users
     )
     record.update(
         {
             "status": "ok",
-            "note": f"unpriced operations: {', '.join(unpriced)}" if unpriced else "",
+            "note": "",
             **{m: result.metrics["recnet"][m] for m in METRICS},
             "n_train": result.n_train,
             "n_steps": result.n_steps,
             "n_test_users": result.n_test_users,
             "seconds": result.seconds,
-            "calls": calls,
-            "calls_per_inter": calls / max(result.n_train, 1),
-            "train_calls_per_inter": (calls - one_off) / max(result.n_train, 1),
-            "tokens": tokens,
-            "tokens_per_inter": tokens / max(result.n_train, 1),
-            **{f"ops_{k}": v for k, v in sorted(result.operations.items())},
+            "ops": ops,
+            "ops_per_inter": ops / n,
+            "train_ops_per_inter": (ops - one_off) / n,
+            "llm_calls": cost.calls,
+            "llm_calls_per_inter": cost.calls / n,
+            "tokens": cost.tokens,
+            "tokens_per_inter": cost.tokens / n,
+            "tokens_measured_per_inter": measured_tokens / n,
+            "cost_method": cost.method,
+            "cost_note": cost.note,
+            **{f"op_{k}": v for k, v in sorted(result.operations.items())},
             **{f"inner_{m}": result.metrics.get("popularity", {}).get(m) for m in METRICS},
             **summary,
         }
@@ -290,9 +303,15 @@ def run_agent(job: Job) -> Record:
 
 
 def run_classic(job: Job) -> list[Record]:
-    scenario = load_scenario(job.scenario, list(job.overrides))
     started = time.perf_counter()
-    prepared = prepare(scenario)
+    try:
+        scenario = load_scenario(job.scenario, list(job.overrides))
+        prepared = prepare(scenario)
+    except RecnetError as exc:  # e.g. a RecBole folder without enough candidates
+        why = one_line(exc)
+        return [
+            {**base_record(job, m), "status": "not available", "note": why} for m in job.classic
+        ]
     prepare_s = time.perf_counter() - started
     records = []
     for model in job.classic:

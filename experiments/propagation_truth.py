@@ -47,8 +47,13 @@ from experiments.harness import (
 )
 from experiments.plots import line_panels
 from experiments.tables import aggregate, markdown_table, pm, write_csv
-from experiments.truth import drift_reach, load_trace, multicasts, precision_recall
-from experiments.truth import world_from_dataset
+from experiments.truth import (
+    drift_reach,
+    load_trace,
+    multicasts,
+    precision_recall,
+    world_from_dataset,
+)
 from recnet.config.loader import load_scenario
 from recnet.data.load import load_dataset
 
@@ -108,11 +113,32 @@ def report(
     write_csv(casts, out / "multicast.csv")
     write_csv(drifts, out / "drifts.csv")
     label = {k: v.label for k, v in ALL_MODELS.items()}
+    cast_headers = ["Variant", "n", "precision", "recall", "F1", "users: P", "users: R",
+                    "accepted: P", "chance P", "recipients/multicast", "topic purity",
+                    "NDCG@10", "note"]  # fmt: skip
+    cast_body = [
+        [label.get(r["model"], r["model"]), r["n"], pm(r, "precision", 3), pm(r, "recall", 3),
+         pm(r, "f1", 3), pm(r, "user_precision", 3), pm(r, "user_recall", 3),
+         pm(r, "accepted_precision", 3), pm(r, "chance_precision", 3),
+         pm(r, "recipients_per_multicast", 1), pm(r, "topic_purity", 3), pm(r, "ndcg@10"),
+         r["note"]]
+        for r in cast_summary
+    ]  # fmt: skip
+    drift_headers = ["Variant", "drifts", "reached in W before", "reached in W after",
+                     "reached ever", "median delay (steps)", "median delay (days)",
+                     "steps to half", "ahead of own choice"]  # fmt: skip
+    drift_body = [
+        [label.get(r["model"], r["model"]), r["n"], pm(r, "reached_before", 3),
+         pm(r, "reached_after", 3), pm(r, "reached_ever", 3), pm(r, "median_delay_steps", 1),
+         pm(r, "median_delay_days", 1), pm(r, "steps_to_half", 1),
+         pm(r, "ahead_of_own_choice", 3)]
+        for r in drift_summary
+    ]  # fmt: skip
     lines = [
         "# Propagation against the planted ground truth (synthetic world)",
         "",
         f"- Command: `{command}`",
-        f"- Wall-clock: {seconds:.0f} s; window = {window} steps; a message carries a drift's "
+        f"- Wall-clock: {seconds:.0f} s; window W = {window} steps; a message carries a drift's "
         f"new attributes when ≥ {carry_share:.0%} of its sender's community-mapped profile "
         "weight is on them.",
         "- Definitions: `experiments/truth.py` (module docstring). Mean ± sample std over seeds; "
@@ -120,71 +146,11 @@ def report(
         "",
         "## Who received an update vs who should have",
         "",
-        markdown_table(
-            [
-                "Variant",
-                "n",
-                "precision",
-                "recall",
-                "F1",
-                "users: P",
-                "users: R",
-                "accepted: P",
-                "chance P",
-                "recipients/multicast",
-                "topic purity",
-                "NDCG@10",
-                "note",
-            ],
-            [
-                [
-                    label.get(r["model"], r["model"]),
-                    r["n"],
-                    pm(r, "precision", 3),
-                    pm(r, "recall", 3),
-                    pm(r, "f1", 3),
-                    pm(r, "user_precision", 3),
-                    pm(r, "user_recall", 3),
-                    pm(r, "accepted_precision", 3),
-                    pm(r, "chance_precision", 3),
-                    pm(r, "recipients_per_multicast", 1),
-                    pm(r, "topic_purity", 3),
-                    pm(r, "ndcg@10"),
-                    r["note"],
-                ]
-                for r in cast_summary
-            ],
-        ),  # fmt: skip
+        markdown_table(cast_headers, cast_body),
         "",
         "## Time to reach a drifting community (mean over drifts, ± std over drifts and seeds)",
         "",
-        markdown_table(
-            [
-                "Variant",
-                "drifts",
-                "reached in W before",
-                "reached in W after",
-                "reached ever",
-                "median delay (steps)",
-                "median delay (days)",
-                "steps to half",
-                "ahead of own choice",
-            ],
-            [
-                [
-                    label.get(r["model"], r["model"]),
-                    r["n"],
-                    pm(r, "reached_before", 3),
-                    pm(r, "reached_after", 3),
-                    pm(r, "reached_ever", 3),
-                    pm(r, "median_delay_steps", 1),
-                    pm(r, "median_delay_days", 1),
-                    pm(r, "steps_to_half", 1),
-                    pm(r, "ahead_of_own_choice", 3),
-                ]
-                for r in drift_summary
-            ],
-        ),  # fmt: skip
+        markdown_table(drift_headers, drift_body),
         "",
     ]
     path = out / "propagation_truth.md"
@@ -216,8 +182,8 @@ def report(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        choices=[k for k, v in ALL_MODELS.items() if v.kind == "agent"])  # fmt: skip
+    agents = [k for k, v in ALL_MODELS.items() if v.kind == "agent"]
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=agents)
     parser.add_argument("--window", type=int, default=None, help="steps (default 40; smoke 5)")
     parser.add_argument("--carry-share", type=float, default=0.3)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -241,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     spec = SMOKE_SYNTHETIC if args.smoke else SYNTHETIC
     out = args.out or RESULTS / (args.name or ("truth-smoke" if args.smoke else "truth"))
     out.mkdir(parents=True, exist_ok=True)
-    extra = [*args.overrides, "trace.messages=all"]
+    # every message and every changed profile at every step (point-to-point senders' content)
+    extra = [*args.overrides, "trace.messages=all", "trace.profile_every=1"]
     jobs = [
         agent_job(spec, ALL_MODELS[v], seed, out / "traces", extra=extra, keep_trace=True)
         for v in args.variants

@@ -78,7 +78,7 @@ COLUMNS = (
     "recipients_per_multicast",
     "recipient_share",
     "acceptance",
-    "calls_per_inter",
+    "llm_calls_per_inter",
     "tokens_per_inter",
     "n_steps",
     "seconds",

@@ -12,15 +12,19 @@ sender and step, whatever happened to them later (buffered, accepted, rejected, 
    new profile minus its previous version. Each attribute maps to a planted community (genre/tag
    names through ``community_attributes``; ``title:item X`` through the item's community); the
    topic ``T`` is the community holding the largest share of that mass (its share = *purity*). A
-   client sender's topic is the community it stands for: an item's own community, a user's
-   currently preferred community.
+   client sender (point-to-point) is scored the same way on its own profile at that step and its
+   previous version (``profile_versions``; run with ``trace.profile_every=1`` so that every
+   changed profile is written at every step); without a recorded profile its topic falls back to
+   the ground truth (an item's community, a user's currently preferred community).
 2. *Causing clients.* The step's interactions whose item belongs to ``T`` and that were in-taste
    (the user's community preferred ``T`` at that time, per the drift schedule): these are the
    changes perception routed to the router. Noise choices (outside the user's taste) are not
    counted as causes. A client sender is its own cause.
 3. *Should receive* ``S`` = the members of the planted communities of the causing clients: users
    of the causing users' communities, and items of ``T``. When a step has no in-taste causing
-   interaction, the users of the communities preferring ``T`` at the step's end stand in.
+   interaction, the users of the communities preferring ``T`` at the step's end stand in. A
+   client sender is its own cause: a user stands for its community, an item for the communities
+   preferring ``T``.
 
 Precision = |recipients ∩ S| / |recipients|, recall = |recipients ∩ S| / |S|, micro-averaged over
 multicasts (sums, then the ratio). *Chance precision* is the mean |S| / (all clients): what
@@ -133,6 +137,17 @@ class Trace:
     recipients: dict[tuple[str, int], set[str]]  # (sender, step) → recipients
     accepted: dict[tuple[str, int], set[str]]
     clients: set[str] = field(default_factory=set)
+    client_profiles: dict[str, list[tuple[int, dict[str, float]]]] = field(default_factory=dict)
+
+    def client_versions(self, agent: str, step: int) -> tuple[dict[str, float], dict[str, float]]:
+        """A client's recorded profile at ``step`` (latest version at or before it) and the
+        version before that; empty mappings when nothing is recorded."""
+        versions = self.client_profiles.get(agent, [])
+        at = [k for k, (s, _) in enumerate(versions) if s <= step]
+        if not at:
+            return {}, {}
+        k = at[-1]
+        return versions[k][1], versions[k - 1][1] if k > 0 else {}
 
 
 def load_trace(path: Path | str) -> Trace:
@@ -167,9 +182,18 @@ def load_trace(path: Path | str) -> Trace:
             if status == "accepted":
                 accepted[(sender, step)].add(client)
         clients = {a for (a,) in con.execute("select agent_id from agents where kind != 'router'")}
+        senders = {sender for sender, _ in recipients if not sender.startswith("r:")}
+        client_profiles: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
+        if senders:
+            for agent, step, attrs in con.execute(
+                "select agent_id, step, attributes_json from profile_versions "
+                "where kind = 'original' order by agent_id, step, id"
+            ):
+                if agent in senders:
+                    client_profiles[agent].append((step, json.loads(attrs)))
     return Trace(
         step_last_ts, dict(interactions), profiles, previous, dict(recipients), dict(accepted),
-        clients,
+        clients, dict(client_profiles),
     )  # fmt: skip
 
 
@@ -185,6 +209,23 @@ class Multicast:
     should: set[str]
 
 
+def content(
+    world: World, new: dict[str, float], old: dict[str, float], carry_share: float
+) -> tuple[int | None, float, set[int]]:
+    """(topic, purity, carried communities) of a sender's profile ``new`` after ``old``."""
+    delta = world.masses(positive_delta(new, old))
+    mass = delta or world.masses(new)
+    total = sum(mass.values())
+    topic = max(mass, key=mass.__getitem__) if mass else None
+    purity = mass[topic] / total if topic is not None and total else 0.0
+    profile_mass = world.masses(new)
+    profile_total = sum(profile_mass.values())
+    carries = {
+        c for c, m in profile_mass.items() if profile_total and m / profile_total >= carry_share
+    }
+    return topic, purity, carries
+
+
 def positive_delta(new: dict[str, float], old: dict[str, float]) -> dict[str, float]:
     return {a: w - old.get(a, 0.0) for a, w in new.items() if w - old.get(a, 0.0) > 0}
 
@@ -198,18 +239,11 @@ def multicasts(trace: Trace, world: World, carry_share: float = 0.3) -> list[Mul
         last_ts = trace.step_last_ts.get(step, 0)
         if sender.startswith("r:"):
             new = trace.profiles.get((sender, step), {})
-            delta = world.masses(positive_delta(new, trace.previous.get((sender, step), {})))
-            mass = delta or world.masses(new)
-            total = sum(mass.values())
-            topic = max(mass, key=mass.__getitem__) if mass else None
-            purity = mass[topic] / total if topic is not None and total else 0.0
-            profile_mass = world.masses(new)
-            profile_total = sum(profile_mass.values())
-            carries = {
-                c
-                for c, m in profile_mass.items()
-                if profile_total and m / profile_total >= carry_share
-            }
+            old = trace.previous.get((sender, step), {})
+        else:
+            new, old = trace.client_versions(sender, step)
+        topic, purity, carries = content(world, new, old, carry_share)
+        if sender.startswith("r:"):
             causes = [
                 (u, i)
                 for u, i, ts in trace.interactions.get(step, [])
@@ -223,16 +257,19 @@ def multicasts(trace: Trace, world: World, carry_share: float = 0.3) -> list[Mul
                     c for c in set(world.user_comm.values()) if world.preferred(c, last_ts) == topic
                 }
         else:
-            purity = 1.0
+            if topic is None:  # no recorded profile: fall back to the ground truth
+                purity = 1.0
+                if sender in world.user_comm:
+                    topic = world.preferred(world.user_comm[sender], last_ts)
+                else:
+                    topic = world.item_comm.get(sender)
+                carries = {topic} if topic is not None else set()
             if sender in world.user_comm:
                 home = {world.user_comm[sender]}
-                topic = world.preferred(world.user_comm[sender], last_ts)
             else:
-                topic = world.item_comm.get(sender)
                 home = {
                     c for c in set(world.user_comm.values()) if world.preferred(c, last_ts) == topic
                 }
-            carries = {topic} if topic is not None else set()
         should = world.users_of(home) | (world.items_of([topic]) if topic is not None else set())
         out.append(
             Multicast(

@@ -64,18 +64,43 @@ def test_compare_smoke(tmp_path: Path) -> None:
         check_ranking(r)
         if key[1] in ("recnet-no-backward", "agentcf"):
             # every training interaction costs at least one predict and one reflect
-            assert float(r["train_calls_per_inter"]) >= 2.0
-            assert float(r["calls_per_inter"]) >= float(r["train_calls_per_inter"])
-            assert float(r["tokens_per_inter"]) > 100 * float(r["train_calls_per_inter"])
+            assert float(r["train_ops_per_inter"]) >= 2.0
+            assert float(r["ops_per_inter"]) >= float(r["train_ops_per_inter"])
+            assert float(r["llm_calls_per_inter"]) >= 2.0
+            assert float(r["tokens_per_inter"]) > 100 * float(r["llm_calls_per_inter"])
+            assert float(r["tokens_measured_per_inter"]) > 100 * float(r["train_ops_per_inter"])
             assert r["candidates_identical"] == "True"
     # propagation costs operations that AgentCF-style runs do not make
-    assert float(found[("synthetic-smoke", "recnet-no-backward")]["ops_merge"]) > 0
-    assert not found[("synthetic-smoke", "agentcf")].get("ops_merge")
+    assert float(found[("synthetic-smoke", "recnet-no-backward")]["op_merge"]) > 0
+    assert not found[("synthetic-smoke", "agentcf")].get("op_merge")
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
     assert "## synthetic-smoke" in table and "## ml-latest-small-smoke" in table
     assert "Where RecNet stands" in table and "BPR-MF" in table
     summary = rows(tmp_path / "summary.csv")
     assert len(summary) == len(expected)
+
+
+def test_compare_runs_a_recbole_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(12):
+        lines += [f"u{u}\ti{(u * 7 + 3 * t) % 30}\t{1000 + 10 * t + u}" for t in range(6)]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    items = ["item_id:token\ttitle:token_seq\tcategories:token_seq"]
+    items += [f"i{i}\tAlbum {i}\t{('Pop', 'Rock', 'Jazz')[i % 3]}" for i in range(30)]
+    (folder / "tiny.item").write_text("\n".join(items) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    compare.main(["--datasets", "--recbole", str(folder), "--variants", "agentcf",
+                  "--baselines", "popularity", "--seeds", "0", "--workers", "1",
+                  "--set", "evaluation.n_negatives=9", "--out", str(out)])  # fmt: skip
+    found = {r["model"]: r for r in rows(out / "runs.csv")}
+    assert set(found) == {"agentcf", "popularity"}
+    assert {r["dataset"] for r in found.values()} == {"recbole:tiny"}
+    for r in found.values():
+        assert r["status"] == "ok" and r["n_test_users"] == "12"
+        check_ranking(r)
+    assert found["agentcf"]["candidates_identical"] == "True"
 
 
 def test_sensitivity_smoke(tmp_path: Path) -> None:
@@ -190,6 +215,14 @@ def test_point_to_point_sender_is_its_own_cause() -> None:
     assert (cast.topic, cast.carries) == (1, {1})
     assert cast.should == {"u:a", "u:b", "i:y"}
     assert precision_recall([cast], 5)["precision"] == pytest.approx(1 / 2)
+    # with recorded profiles, the content decides: u:b gained a little blue (community 1) but its
+    # profile is still mostly red, so the message does not carry community 1 yet
+    trace.client_profiles = {
+        "u:b": [(0, {"genre:red": 1.0}), (1, {"genre:red": 1.0, "tag:blue": 0.2})]
+    }
+    (cast,) = multicasts(trace, world, carry_share=0.3)
+    assert (cast.topic, cast.purity, cast.carries) == (1, 1.0, {0})
+    assert cast.should == {"u:a", "u:b", "i:y"}
 
 
 def test_aggregate_mean_and_sample_std() -> None:
@@ -214,7 +247,7 @@ def test_token_estimate_grows_with_profiles_and_flags_unknown_operations() -> No
 
 def test_no_op_variants_are_flagged_and_candidates_checked() -> None:
     metrics = dict.fromkeys(RANKING, 0.5)
-    base = {"dataset": "d", "seed": 0, "status": "ok", "ops_merge": 3, **metrics}
+    base = {"dataset": "d", "seed": 0, "status": "ok", "op_merge": 3, **metrics}
     records = [
         {**base, "model": "recnet-no-backward", "note": ""},
         {**base, "model": "top-k-routing", "note": ""},

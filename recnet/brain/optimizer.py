@@ -48,6 +48,7 @@ class OptimizerSettings:
     split_spread: float = 0.6  # split a negative router when 1 − mean cos(member, router) ≥ this
     merge_similarity: float = 0.95  # merge routers whose profile embeddings are at least this close
     min_members_split: int = 8
+    max_router_ops: int = 3  # router rewrites/τ changes/splits per round (merges come on top)
     min_routers: int = 2
     max_routers: int = 60
     max_rules: int = 8
@@ -63,6 +64,7 @@ class OptimizerSettings:
             tau_bounds=(max(-1.0, tau - b.tau_range), min(1.0, tau + b.tau_range)),
             split_spread=b.split_spread,
             merge_similarity=b.merge_similarity,
+            max_router_ops=b.max_router_ops,
             min_routers=w.min_routers,
             max_routers=w.max_routers,
             max_rules=w.filters.max_rules,
@@ -80,6 +82,8 @@ def aggregate(judgements: Iterable[ModuleJudgement]) -> dict[ModuleKey, list[Mod
 
 def net(judgements: Sequence[ModuleJudgement], tolerance: float) -> tuple[Judgement, float]:
     """The batch's verdict: summed effect (offline) or the majority judgement (LLM, no effect)."""
+    if not judgements:
+        return "neutral", 0.0
     effects = [j.effect for j in judgements if j.effect is not None]
     if effects:
         total = float(sum(effects))
@@ -392,6 +396,23 @@ def optimize_router(
                 tau=tau,
             )
     return None
+
+
+def routers_to_optimize(
+    groups: Mapping[str, Sequence[ModuleJudgement]], settings: OptimizerSettings
+) -> list[str]:
+    """Routers whose batched credit is not neutral, strongest net effect first, at most
+    ``max_router_ops`` (each router operation re-wires memberships, so a round changes few)."""
+    scored = []
+    for router_id, judgements in groups.items():
+        verdict, total = net(judgements, settings.tolerance)
+        if verdict != "neutral":
+            strength = (
+                abs(total) if any(j.effect is not None for j in judgements) else len(judgements)
+            )
+            scored.append((-strength, router_id))
+    scored.sort(key=lambda kv: (kv[0], len(kv[1]), kv[1]))
+    return [router_id for _, router_id in scored[: settings.max_router_ops]]
 
 
 def plan_merges(

@@ -99,3 +99,24 @@ def llm(
 ) -> None:
     """List LLM calls: operation, agent, model, tokens, latency, cache hit, attempts, error."""
     _show(file, lambda store: report.llm_calls_table(store, run, limit=limit))
+
+
+@traces_app.command("lineage")
+def lineage(
+    file: FileArg,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="RULE_ID|ROUTER_ID",
+            help="A filter rule id (rule-min_relevance, ...) or a router id (r:<n>).",
+        ),
+    ],
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="For a rule: only the default memory and this agent's copy."),
+    ] = None,
+    run: RunOpt = None,
+    limit: Annotated[int, typer.Option(help="Versions shown.", min=1)] = 200,
+) -> None:
+    """Show how a rule or router evolved: versions, parent versions, the gradient behind each."""
+    _show(file, lambda store: report.lineage_table(store, run, target, agent=agent, limit=limit))

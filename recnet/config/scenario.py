@@ -240,6 +240,11 @@ class BackwardSettings(Section):
     max_calls: int | None = Field(
         None, ge=0, description="Separate LLM call budget for the backward phase."
     )
+    feedback: Literal["step", "next"] = Field(
+        "step", description="Predict on the step's own interactions (already learned by the "
+        "forward phase) or on the next step's, before the forward phase learns them "
+        "(prequential feedback)."
+    )
     feedback_negatives: int = Field(
         4, ge=1, description="Sampled unseen items the true item competes with in a feedback "
         "prediction."
@@ -256,7 +261,7 @@ class BackwardSettings(Section):
         0.02, gt=0.0, description="How far one optimisation moves a router's tau."
     )
     tau_range: float = Field(
-        0.2, ge=0.0, description="Optimised taus stay within propagation.tau +/- this."
+        0.1, ge=0.0, description="Optimised taus stay within propagation.tau +/- this."
     )
     split_spread: float = Field(
         0.6, ge=0.0, le=2.0, description="Split a router with negative credit when "
@@ -265,6 +270,10 @@ class BackwardSettings(Section):
     merge_similarity: float = Field(
         0.95, ge=-1.0, le=1.0, description="Merge two routers whose profile embeddings have at "
         "least this cosine."
+    )
+    max_router_ops: int = Field(
+        3, ge=0, description="Routers rewritten, re-thresholded or split per backward round "
+        "(strongest credit first); merges of near-duplicates come on top."
     )
 
 

@@ -43,7 +43,9 @@ from recnet.brain.credit import (
     GradientInput,
     ModuleJudgement,
     OfflineScorer,
+    ProfileIndex,
     Side,
+    SparseProfile,
     counterfactual_gradient,
 )
 from recnet.brain.optimizer import (
@@ -59,8 +61,10 @@ from recnet.brain.optimizer import (
     optimize_profile,
     optimize_router,
     plan_merges,
+    routers_to_optimize,
 )
 from recnet.context import RunContext
+from recnet.data.types import Interaction
 from recnet.errors import ScenarioError
 from recnet.eval.metrics import rank_of_true
 from recnet.eval.protocol import CandidateSet, true_index
@@ -143,6 +147,7 @@ class BackwardPhase:
         forward: ForwardPhase,
         valid: CandidateSet,
         valid_items: Mapping[str, str],
+        batches: Sequence[Sequence[Interaction]] = (),
     ) -> None:
         if ctx.brain.kind != "offline":
             raise ScenarioError(
@@ -160,8 +165,13 @@ class BackwardPhase:
         self.log = ContributionLog(scenario.propagation.merge_damping)
         self.merge = record_merges(ctx.brain, self.log)
         self.filters_on = getattr(scenario.world.filters, "enabled", True)
+        self.batches = batches  # the training stream by step (feedback="next" reads ahead)
         self.valid = valid  # user → candidates (validation lists)
         self.valid_items = valid_items  # user → the true validation item
+        self._valid_ids = {u: [item_agent_id(i) for i in c] for u, c in valid.items()}
+        self._index = ProfileIndex()
+        # validation items as sparse vectors, with the profile maps they were built from
+        self._item_forms: dict[str, tuple[Weights, Weights, tuple[float, ...], SparseProfile]] = {}
         self.item_users: dict[str, list[str]] = {}
         for user, items in valid.items():
             for item in items:
@@ -172,6 +182,15 @@ class BackwardPhase:
         self.next_operation = store.count("router_operations", run_id) + 1
         self.next_batch = len({r["batch"] for r in store.read("optimizations", run_id)}) + 1
         self.calls = sum(r["calls"] for r in store.read("backward_steps", run_id))
+
+    # checkpoints -------------------------------------------------------------------------------
+    def state(self) -> dict[str, object]:
+        """What a checkpoint must keep to resume identically (ids are re-read from the trace)."""
+        return {"log": self.log.clients, "calls": self.calls}
+
+    def load_state(self, state: Mapping[str, object]) -> None:
+        self.log.clients = state["log"]  # type: ignore[assignment]
+        self.calls = int(state["calls"])  # type: ignore[call-overload]
 
     # the hook ----------------------------------------------------------------------------------
     async def __call__(self, state: StepState) -> None:
@@ -197,6 +216,7 @@ class BackwardPhase:
     async def run(self, state: StepState) -> RoundStats:
         started = self.ctx.clock()
         stats = RoundStats()
+        self._base = None  # the forward step changed profiles
         feedback = await self.predict(state)
         selected = self.select(feedback, state.step)
         gradients = self.gradient(selected, stats)
@@ -236,14 +256,22 @@ class BackwardPhase:
 
     # 1. feedback -------------------------------------------------------------------------------
     async def predict(self, state: StepState) -> list[Feedback]:
-        """Rank each interaction's true item among sampled unseen items; write predictions."""
+        """Rank each interaction's true item among sampled unseen items; write predictions.
+
+        The interactions are the step's own (``feedback="step"``) or the next step's, which the
+        forward phase has not learned yet (``"next"``)."""
         world, ctx = self.world, self.ctx
-        interactions = list(state.interactions)
+        if self.settings.feedback == "next":
+            following = state.step + 1
+            interactions = list(self.batches[following]) if following < len(self.batches) else []
+            first_seq = self.forward.seq
+        else:
+            interactions = list(state.interactions)
+            first_seq = self.forward.seq - len(interactions)
         if not interactions:
             return []
         rng = ctx.seeds.generator("backward-negatives", state.step)
         item_ids = list(world.items)
-        first_seq = self.forward.seq - len(interactions)
         tasks, lists = [], []
         n = min(self.settings.feedback_negatives, len(item_ids) - 1)
         for interaction in interactions:
@@ -454,14 +482,13 @@ class BackwardPhase:
         planned: list[Planned] = []
         k = len(world.routers)
         busy: set[str] = set()
-        targets = sorted(
-            (t for (m, t) in groups if m == "router" and t in world.routers),
-            key=lambda r: int(r.split(":")[1]),
-        )
-        for router_id in targets:
+        judged = {
+            t: [g.judgement for g in gs]
+            for (m, t), gs in groups.items()
+            if m == "router" and t in world.routers
+        }
+        for router_id in routers_to_optimize(judged, self.optimizer):
             gradients = groups[("router", router_id)]
-            if not _any_signal(gradients):
-                continue
             router = world.routers[router_id]
             state = RouterState(
                 router_id,
@@ -621,14 +648,20 @@ class BackwardPhase:
         world = self.world
         clients = {p.target_id for p in planned if p.module != "router"}
         probed = {p.target_id for p in planned if p.module == "filter_memory"}
-        base = await self._gains(sorted(self.valid), {})
-        snapshot = WorldSnapshot.capture(world, clients, vectors=False)
+        if self._base is None:
+            self._base = await self._gains(sorted(self.valid), {})
+        base = self._base
+        has_routers = any(p.module == "router" for p in planned)
+        snapshot = WorldSnapshot.capture(world, clients, vectors=False, routers=has_routers)
         before_routers = {r for p in planned for r in p.routers}
         probe_before = await self._probe(step, before_routers, probed)
         before_profiles = {c: state.propagated for c, state in snapshot.clients.items()}
         before_profiles.update(probe_before)
         for p in planned:
             p.after = p.apply()
+        planned = [p for p in planned if not p.after.get("unchanged")]  # e.g. a refused split
+        if not planned:
+            return
         after_routers = {r for p in planned for r in p.after if r in world.routers}
         probe_after = await self._probe(step, after_routers, probed)
         users = self._affected(set(before_profiles) | set(probe_after))
@@ -639,7 +672,10 @@ class BackwardPhase:
         valid_before = (total + sum(before.values())) / n
         valid_after = (total + sum(after.values())) / n
         kept = valid_after >= valid_before - self.settings.epsilon
-        if not kept:
+        if kept:
+            rewritten = self._affected(p.target_id for p in planned if p.module != "router")
+            base.update(await self._gains(rewritten, {}))
+        else:
             used = world._next_router_number
             snapshot.restore(world)
             world._next_router_number = used  # ids of rolled-back routers are never reused
@@ -737,38 +773,65 @@ class BackwardPhase:
         }
 
     async def _gains(self, users: list[str], propagated: Mapping[str, Weights]) -> dict[str, float]:
-        """NDCG@10 gains of ``users``' validation lists with ``propagated`` swapped in."""
+        """NDCG@10 gains of ``users``' validation lists with ``propagated`` swapped in.
+
+        Scored with ``OfflineScorer.score_lists`` (the offline brain's formula, vectorised, each
+        effective profile built once) rather than ``brain.rank``.
+        """
         if not users:
             return {}
-        world = self.world
-        saved = {c: world.client(c).propagated for c in propagated}
-        try:
-            for c, weights in propagated.items():
-                world.client(c).propagated = weights
-            tasks = []
-            for user in users:
-                items = [world.items[item_agent_id(i)] for i in self.valid[user]]
-                tasks.append(
-                    RankTask(
-                        world.users[user_agent_id(user)],
-                        items,
-                        [self.forward.popularity(a) for a in items],
-                    )
-                )
-            outcomes = await self.ctx.brain.rank(tasks)
-        finally:
-            for c, weights in saved.items():
-                world.client(c).propagated = weights
+        world, scorer, index = self.world, self.scorer, self._index
+
+        def item_form(item_id: str) -> tuple[SparseProfile, float]:
+            agent = world.items[item_id]
+            prior = self.forward.popularity(agent)
+            override = propagated.get(item_id)
+            if override is not None:
+                return index.sparse(scorer.effective(agent.original, override)), prior
+            return self._cached_form(agent), prior
+
+        def user_side(user: str) -> Side:
+            agent = world.users[user_agent_id(user)]
+            return Side(agent.original, propagated.get(agent.agent_id, agent.propagated))
+
+        scores = self.scorer.score_lists(
+            [user_side(u) for u in users], [self._valid_ids[u] for u in users], item_form, index
+        )
         gains = {}
-        for user, outcome in zip(users, outcomes, strict=True):
+        for user, row in zip(users, scores, strict=True):
             candidates = self.valid[user]
-            rank = rank_of_true(
-                np.asarray(outcome.scores), true_index(candidates, self.valid_items[user])
-            )
+            rank = rank_of_true(row, true_index(candidates, self.valid_items[user]))
             gains[user] = 1.0 / math.log2(rank + 1.0) if rank <= NDCG_K else 0.0
         return gains
 
+    def _cached_form(self, agent: ClientAgent) -> SparseProfile:
+        """An item's effective profile as a sparse vector, rebuilt only when its profiles changed.
+
+        Phases replace profile maps rather than edit them; the cache holds the very map objects
+        it was built from and also compares their sizes and sums, so an in-place edit is caught.
+        """
+        original, propagated = agent.original, agent.propagated
+        cached = self._item_forms.get(agent.agent_id)
+        if (
+            cached is not None
+            and cached[0] is original
+            and cached[1] is propagated
+            and cached[2]
+            == (len(original), len(propagated), sum(original.values()), sum(propagated.values()))
+        ):
+            return cached[3]
+        form = self._index.sparse(self.scorer.effective(original, propagated))
+        fingerprint = (
+            len(original),
+            len(propagated),
+            sum(original.values()),
+            sum(propagated.values()),
+        )
+        self._item_forms[agent.agent_id] = (original, propagated, fingerprint, form)
+        return form
+
     _step: int = -1
+    _base: dict[str, float] | None = None  # this round's validation gains per user
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -903,4 +966,4 @@ def make_backward_hook(
         keep = sorted(rng.choice(len(users), limit, replace=False).tolist())
         valid = {users[k]: valid[users[k]] for k in keep}
     truth = {u: held[u].item for u in valid}
-    return BackwardPhase(ctx, world, forward, valid, truth)
+    return BackwardPhase(ctx, world, forward, valid, truth, prepared.batches)  # type: ignore[attr-defined]

@@ -55,13 +55,14 @@ def _initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+_V2_TABLES = ("gradients", "optimizations", "router_operations", "backward_steps")
+
+
 def _backward_lineage(conn: Connection) -> None:
     """Tables of the backward phase: gradients, optimisations, router operations, step summary."""
     tables = [schema.metadata.tables[name] for name in _V2_TABLES]
     schema.metadata.create_all(conn, tables=tables)
 
-
-_V2_TABLES = ("gradients", "optimizations", "router_operations", "backward_steps")
 
 def _checkpoints(conn: Connection) -> None:
     """World checkpoints for ``recnet simulate --resume``."""

@@ -98,8 +98,15 @@ def refresh_memberships(
             if client_id not in wanted_ids:
                 remove_member(world, client_id, router_id)
                 check.add(client_id)
+        edges = world.graph[router_id]
         for client_id, p in wanted_ids.items():
-            add_member(world, client_id, router_id, float(scores[p, j]))
+            score = float(scores[p, j])
+            data = edges.get(client_id)
+            if data is None:
+                add_member(world, client_id, router_id, score)
+            elif data["score"] != score:
+                data["score"] = score
+                world.memberships.setdefault(client_id, {})[router_id] = score
     for client_id in sorted(check, key=world.client_position.__getitem__):
         if not world.memberships.get(client_id):
             p = world.client_position[client_id]

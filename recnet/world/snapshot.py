@@ -76,7 +76,7 @@ class WorldSnapshot:
     """A restorable copy of the backward-phase-mutable state of a ``World``."""
 
     clients: dict[str, ClientState]
-    routers: tuple[RouterAgent, ...]  # in ``world.routers`` order
+    routers: tuple[RouterAgent, ...] | None  # in ``world.routers`` order; None = not captured
     memberships: dict[EdgeKey, dict[str, object]]
     mirror: dict[str, dict[str, float]]  # world.memberships: client → router → score
     client_vectors: np.ndarray | None
@@ -93,20 +93,22 @@ class WorldSnapshot:
         clients: Iterable[str] | None = None,
         *,
         vectors: bool = True,
+        routers: bool = True,
     ) -> WorldSnapshot:
         """Capture ``clients`` (agent ids; None = every client), all routers and memberships.
 
         ``vectors=False`` skips the client embedding matrix (the backward phase never changes
-        original profiles, from which those vectors come).
+        original profiles, from which those vectors come); ``routers=False`` skips routers and
+        memberships (for changes that touch clients only), and restore then leaves them alone.
         """
         ids = (
             [c.agent_id for c in world.clients] if clients is None else list(dict.fromkeys(clients))
         )
         return cls(
             clients={a: ClientState.of(world.client(a)) for a in ids},
-            routers=tuple(_copy_router(r) for r in world.routers.values()),
-            memberships=membership_edges(world),
-            mirror={c: dict(m) for c, m in world.memberships.items()},
+            routers=tuple(_copy_router(r) for r in world.routers.values()) if routers else None,
+            memberships=membership_edges(world) if routers else {},
+            mirror={c: dict(m) for c, m in world.memberships.items()} if routers else {},
             client_vectors=world.client_vectors.copy() if vectors else None,
             step=world.step,
             next_message_id=world._next_message_id,
@@ -119,6 +121,18 @@ class WorldSnapshot:
         """Put ``world`` back into the captured state (the snapshot stays reusable)."""
         for agent_id, state in self.clients.items():
             state.restore(world.client(agent_id))
+        if self.routers is not None:
+            self._restore_routers(world)
+        if self.client_vectors is not None:
+            world.client_vectors = self.client_vectors.copy()
+        world.step = self.step
+        world._next_message_id = self.next_message_id
+        world._next_router_number = self.next_router_number
+        _truncate_vocabulary(world, self.n_attributes)
+        world.default_filters = self.default_filters
+
+    def _restore_routers(self, world: World) -> None:
+        assert self.routers is not None
         wanted = {r.router_id for r in self.routers}
         for router_id in [r for r in world.routers if r not in wanted]:
             world.remove_router(router_id)
@@ -146,13 +160,6 @@ class WorldSnapshot:
         for client_id, routers in self.mirror.items():
             if mirror.get(client_id) != routers:
                 mirror[client_id] = dict(routers)
-        if self.client_vectors is not None:
-            world.client_vectors = self.client_vectors.copy()
-        world.step = self.step
-        world._next_message_id = self.next_message_id
-        world._next_router_number = self.next_router_number
-        _truncate_vocabulary(world, self.n_attributes)
-        world.default_filters = self.default_filters
 
 
 def membership_edges(world: World) -> dict[EdgeKey, dict[str, object]]:
