@@ -89,21 +89,16 @@ def prepare(scenario: Scenario) -> Prepared:
     dataset = load_dataset(scenario.dataset, scenario.seed)
     split = split_leave_one_out(dataset)
     evaluation = scenario.evaluation
-    test = sample_candidates(
-        dataset,
-        split,
-        n_negatives=evaluation.n_negatives,
-        seed=scenario.seed,
-        negatives_from=evaluation.negatives_from,
-        which="test",
-    )
-    valid = sample_candidates(
-        dataset,
-        split,
-        n_negatives=evaluation.n_negatives,
-        seed=scenario.seed,
-        negatives_from=evaluation.negatives_from,
-        which="valid",
+    test, valid = (
+        sample_candidates(
+            dataset,
+            split,
+            n_negatives=evaluation.n_negatives,
+            seed=scenario.seed,
+            negatives_from=evaluation.negatives_from,
+            which=which,
+        )
+        for which in ("test", "valid")
     )
     if evaluation.max_test_users is not None and evaluation.max_test_users < len(test):
         rng = SeedTree(scenario.seed).generator("test-users")
