@@ -54,17 +54,37 @@ def bar_chart(
 
 
 def line_panels(
-    panels: Sequence[dict[str, Any]], path: Path, *, ncols: int = 2, title: str = ""
+    panels: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    ncols: int = 2,
+    title: str = "",
+    panel_size: tuple[float, float] = (5.5, 3.8),
 ) -> Path:
     """Line plots with error bars. Each panel: ``title``, ``xlabel``, ``ylabel``, ``series`` =
-    list of (label, xs, means, stds), optional ``hlines`` = list of (label, y) and ``log_x``."""
+    list of (label, xs, means, stds), optional ``hlines`` = list of (label, y), ``log_x``, ``ymin``,
+    and ``band`` (a shaded ±std band instead of error bars, clipped to ``clip`` = (low, high))."""
     nrows = (len(panels) + ncols - 1) // ncols
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False, constrained_layout=True
+        nrows,
+        ncols,
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+        squeeze=False,
+        constrained_layout=True,
     )
     for ax, panel in zip(axes.ravel(), panels, strict=False):
-        for label, xs, means, stds in panel["series"]:
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        for k, (label, xs, means, stds) in enumerate(panel["series"]):
+            if panel.get("band"):  # many points: a line with a shaded ±std band
+                low = np.clip(
+                    np.asarray(means) - np.asarray(stds), *panel.get("clip", (None, None))
+                )
+                high = np.clip(
+                    np.asarray(means) + np.asarray(stds), *panel.get("clip", (None, None))
+                )
+                ax.plot(xs, means, color=f"C{k}", label=label)
+                ax.fill_between(xs, low, high, color=f"C{k}", alpha=0.15)
+            else:
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
         for k, (label, y) in enumerate(panel.get("hlines", [])):
             ax.axhline(y, linestyle="--", color=f"C{k + 5}", alpha=0.8, label=label)
         ax.set_title(panel["title"], fontsize=10)
@@ -72,6 +92,8 @@ def line_panels(
         ax.set_ylabel(panel["ylabel"])
         if panel.get("log_x"):
             ax.set_xscale("log")
+        if "ymin" in panel:
+            ax.set_ylim(bottom=panel["ymin"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes.ravel()[len(panels) :]:

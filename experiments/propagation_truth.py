@@ -14,7 +14,8 @@ attributes (share reached within ``--window`` steps after vs before the drift, m
 steps until half were reached, share reached before their own first post-drift choice).
 
 Outputs in ``experiments/results/<name>/``: ``propagation_truth.md``, ``multicast.csv``,
-``drifts.csv``, ``reach.png``.
+``drifts.csv``, ``reach_curve.csv`` and ``reach.png`` (per step around a drift, the share of the
+drifting community's users receiving a message that carries its new attributes).
 
 Usage::
 
@@ -156,25 +157,35 @@ def report(
     path = out / "propagation_truth.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     xs = list(range(-window, window))
-    series = []
+    series, curve_rows = [], []
     for model, members in curves.items():
         if members:
             stack = np.vstack(members)
             sd = stack.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(len(xs))
             series.append((label.get(model, model), xs, stack.mean(axis=0), sd))
+            curve_rows += [
+                {"model": model, "steps_since_drift": x, "share_mean": m, "share_std": d}
+                for x, m, d in zip(xs, stack.mean(axis=0).tolist(), sd.tolist(), strict=True)
+            ]
+    if curve_rows:
+        write_csv(curve_rows, out / "reach_curve.csv")
     if series:
         line_panels(
             [
                 {
-                    "title": "Drifting community: share receiving a message with its new "
-                    "attributes, per step",
+                    "title": "Drifting community: share of its users receiving a message that "
+                    "carries its new attributes (mean ± std over drifts and seeds)",
                     "xlabel": "steps since the drift",
                     "ylabel": "share of the community's users",
                     "series": series,
+                    "band": True,
+                    "clip": (0.0, 1.0),
+                    "ymin": 0.0,
                 }
             ],
             out / "reach.png",
             ncols=1,
+            panel_size=(10.0, 4.5),
         )
     return path
 

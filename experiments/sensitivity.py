@@ -56,6 +56,7 @@ from experiments.harness import (
 )
 from experiments.plots import line_panels
 from experiments.tables import aggregate, markdown_table, pm, write_csv
+from recnet.config.loader import load_scenario
 
 SUBSET = DatasetSpec(
     "ml-latest-small-100u",
@@ -107,6 +108,21 @@ SMOKE_SWEEPS = (
     Sweep("update_size", "propagation.update_size", (50, 100), "Updatesize"),
     Sweep("routers", "world.n_routers", (2, 4), "K (initial routers)"),
 )
+
+
+def with_base_point(
+    spec: DatasetSpec, sweeps: Sequence[Sweep], extra: Sequence[str]
+) -> DatasetSpec:
+    """``spec`` with every swept key pinned to the scenario's own value, so that the base point
+    shared by several sweeps is one run (e.g. τ 0.35 in the τ grid is Updatesize 20 and K 25)."""
+    scenario = load_scenario(spec.scenario, [*spec.overrides, *extra])
+    pinned = []
+    for key in dict.fromkeys(s.key for s in sweeps):
+        node: object = scenario
+        for part in key.split("."):
+            node = getattr(node, part)
+        pinned.append(f"{key}={node}")
+    return DatasetSpec(spec.key, spec.scenario, (*spec.overrides, *pinned))
 
 
 def merged(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
@@ -243,6 +259,7 @@ def plot(by: dict, sweeps: Sequence[Sweep], out: Path, reference: Record | None)
                     "xlabel": sweep.label,
                     "ylabel": "share of clients per multicast",
                     "series": [("recipient share", *_series(by, sweep, "recipient_share"))],
+                    "ymin": 0.0,
                 }
             )
         if panels:
@@ -282,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         sweeps = FULL_SWEEPS
         default_name = f"sensitivity-{args.dataset}"
     sweeps = tuple(s for s in sweeps if s.name in args.sweeps)
+    spec = with_base_point(spec, sweeps, args.overrides)
     out = args.out or RESULTS / (args.name or default_name)
     out.mkdir(parents=True, exist_ok=True)
     jobs, points = build_jobs(

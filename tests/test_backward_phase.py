@@ -42,7 +42,13 @@ def hand_scenario(**backward: object) -> Scenario:
             "interaction": {"propagated_weight": 2.0, "popularity_weight": 0.0},
             "propagation": {"merge_damping": 1.0},
             "world": {"filters": {"max_propagated_share": 0.9}},
-            "backward": {"enabled": True, "feedback_negatives": 1, "epsilon": 0.0, **backward},
+            "backward": {
+                "enabled": True,
+                "feedback": "step",
+                "feedback_negatives": 1,
+                "epsilon": 0.0,
+                **backward,
+            },
         }
     )
 
@@ -288,6 +294,9 @@ def test_a_synthetic_run_with_the_backward_phase_writes_lineage(backward_run: Ru
         assert len(gradients) == sum(r["n_gradients"] for r in rounds) > 0
         assert [g["gradient_id"] for g in gradients] == list(range(1, len(gradients) + 1))
         assert {g["module"] for g in gradients} == {"propagated_profile", "filter_memory", "router"}
+        # feedback="next": predictions are on the next step's 20 interactions, not yet learned
+        assert all((g["step"] + 1) * 20 <= g["seq"] < (g["step"] + 2) * 20 for g in gradients)
+        assert rounds[-1]["n_predictions"] == 0  # the last step has no next step
         ids = {g["gradient_id"] for g in gradients}
         optimizations = store.read("optimizations", rid)
         assert optimizations and {o["status"] for o in optimizations} <= {"kept", "rolled_back"}
@@ -388,3 +397,16 @@ def test_backward_state_survives_a_checkpoint_round_trip() -> None:
     assert fresh.calls == phase.calls > 0
     entry = fresh.log.received("u:1")["r:0"]
     assert entry.decision == "accepted" and entry.share == phase.log.received("u:1")["r:0"].share
+
+
+def test_the_backward_phase_is_deterministic(tmp_path: Path, backward_run: RunResult) -> None:
+    again = asyncio.run(simulate(synthetic(tmp_path, split_spread=0.3, merge_similarity=0.9)))
+    assert again.metrics == backward_run.metrics
+
+    def rows(result: RunResult, table: str) -> list[dict[str, object]]:
+        with SQLiteTraceStore(result.trace_path, read_only=True) as store:
+            found = store.read(table, result.run_id)
+        return [{k: v for k, v in r.items() if k not in ("run_id", "id")} for r in found]
+
+    for table in ("gradients", "optimizations", "router_operations"):
+        assert rows(again, table) == rows(backward_run, table)

@@ -226,36 +226,52 @@ class PropagationSettings(Section):
 
 
 class BackwardSettings(Section):
-    """Backward phase (feedback-driven optimisation). Implemented by the backward-phase issue."""
+    """Backward phase: feedback → gradient → optimize, validated (see recnet.phases.backward)."""
 
     enabled: bool = Field(False, description="Run the backward phase after forward steps.")
-    every: int = Field(1, ge=1, description="Run it after every N forward steps.")
+    every: int = Field(
+        10,
+        ge=1,
+        description="Run it after every N forward steps (10 keeps its cost on "
+        "ml-latest-small to about half the forward phase's).",
+    )
     select: Literal["all", "errors", "sample"] = Field(
-        "errors", description="Which of the step's interactions feed the backward phase."
+        "errors",
+        description="Which feedback predictions feed the gradient: all, the wrong "
+        "ones, or a seeded sample of sample_size.",
     )
     sample_size: int = Field(8, ge=1, description="With select=sample: how many per step.")
     epsilon: float = Field(
         0.005, ge=0.0, description="Roll an optimisation back if validation NDCG drops more."
     )
     max_calls: int | None = Field(
-        None, ge=0, description="Separate LLM call budget for the backward phase."
+        None,
+        ge=0,
+        description="Separate budget for the backward phase: gradient and optimize "
+        "operations (LLM calls with an LLM brain); once spent, backward work is skipped.",
     )
     feedback: Literal["step", "next"] = Field(
-        "step", description="Predict on the step's own interactions (already learned by the "
+        "next",
+        description="Predict on the step's own interactions (already learned by the "
         "forward phase) or on the next step's, before the forward phase learns them "
-        "(prequential feedback)."
+        "(prequential feedback).",
     )
     feedback_negatives: int = Field(
-        4, ge=1, description="Sampled unseen items the true item competes with in a feedback "
-        "prediction."
+        4,
+        ge=1,
+        description="Sampled unseen items the true item competes with in a feedback prediction.",
     )
     tolerance: float = Field(
-        0.01, ge=0.0, description="Offline gradient: a module whose removal changes the true "
-        "item's score margin by less than this is judged neutral."
+        0.01,
+        ge=0.0,
+        description="Offline gradient: a module whose removal changes the true "
+        "item's score margin by less than this is judged neutral.",
     )
     validation_users: int | None = Field(
-        None, ge=1, description="Validate optimisations on a seeded sample of this many users' "
-        "validation lists (None = all)."
+        None,
+        ge=1,
+        description="Validate optimisations on a seeded sample of this many users' "
+        "validation lists (None = all).",
     )
     tau_step: float = Field(
         0.02, gt=0.0, description="How far one optimisation moves a router's tau."
@@ -264,16 +280,23 @@ class BackwardSettings(Section):
         0.1, ge=0.0, description="Optimised taus stay within propagation.tau +/- this."
     )
     split_spread: float = Field(
-        0.6, ge=0.0, le=2.0, description="Split a router with negative credit when "
-        "1 - mean cos(member, router) is at least this."
+        0.6,
+        ge=0.0,
+        le=2.0,
+        description="Split a router with negative credit when "
+        "1 - mean cos(member, router) is at least this.",
     )
     merge_similarity: float = Field(
-        0.95, ge=-1.0, le=1.0, description="Merge two routers whose profile embeddings have at "
-        "least this cosine."
+        0.95,
+        ge=-1.0,
+        le=1.0,
+        description="Merge two routers whose profile embeddings have at least this cosine.",
     )
     max_router_ops: int = Field(
-        3, ge=0, description="Routers rewritten, re-thresholded or split per backward round "
-        "(strongest credit first); merges of near-duplicates come on top."
+        3,
+        ge=0,
+        description="Routers rewritten, re-thresholded or split per backward round "
+        "(strongest credit first); merges of near-duplicates come on top.",
     )
 
 

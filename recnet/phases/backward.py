@@ -3,11 +3,13 @@
 Pipeline position: a hook of the phase loop (``recnet.phases.loop``), run after reception and
 before commit, every ``backward.every`` forward steps. One round:
 
-1. *Feedback* — each of the step's users ranks its true item among ``feedback_negatives`` sampled
-   unseen items with the current profiles (``brain.rank``); reward L = 1 when the top item is the
-   true one, plus the rank signal 1/rank. ``backward.select`` picks which predictions feed the
-   gradient (all, errors, or a seeded sample). Every prediction is a ``predictions`` row with
-   split ``feedback``.
+1. *Feedback* — for each interaction, the user ranks the true item among ``feedback_negatives``
+   sampled unseen items with the current profiles (``brain.rank``); reward L = 1 when the top
+   item is the true one, plus the rank signal 1/rank. The interactions are the next step's
+   (``backward.feedback: next``, the default: predicted before the forward phase learns them)
+   or the step's own (``step``: already learned, so nearly all predictions are right and credit
+   is weak). ``backward.select`` picks which predictions feed the gradient (all, errors, or a
+   seeded sample). Every prediction is a ``predictions`` row with split ``feedback``.
 2. *Gradient* — per selected prediction, one judgement per module that shaped it: the user's
    propagated profile and filter memory, and every router whose messages reached the user, the
    true item or the rival (``recnet.brain.credit``). Gradients are ``gradients`` rows.
