@@ -263,7 +263,12 @@ async def resume(
 
     async def body() -> dict[str, dict[str, float]]:
         return await run_loop(
-            ctx, world, prepared, first_step=checkpoint.step + 1, forward_state=checkpoint.forward
+            ctx,
+            world,
+            prepared,
+            first_step=checkpoint.step + 1,
+            forward_state=checkpoint.forward,
+            backward_state=checkpoint.extra.get("backward"),
         )
 
     metrics = await _supervised(ctx, path, body)
@@ -469,6 +474,7 @@ async def run_loop(
     *,
     first_step: int = 0,
     forward_state: dict[str, object] | None = None,
+    backward_state: object | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics.
 
@@ -478,6 +484,9 @@ async def run_loop(
     forward = ForwardPhase(ctx, world)
     if forward_state is not None:
         forward.restore(forward_state)
+    backward = make_backward_hook(ctx, world, prepared, forward)
+    if backward is not None and backward_state is not None:
+        backward.load_state(backward_state)  # type: ignore[attr-defined]
     n_steps = len(prepared.batches)
     every = ctx.scenario.trace.profile_every
     checkpoint_every = checkpoint_interval(ctx)
@@ -491,7 +500,13 @@ async def run_loop(
             store.add("profile_versions", forward.profile_rows(state.step))
         world.step = state.step
         if last or (state.step + 1) % checkpoint_every == 0:
-            add_checkpoint(ctx, world, state.step, forward.state())
+            add_checkpoint(
+                ctx,
+                world,
+                state.step,
+                forward.state(),
+                backward.state() if backward is not None else None,  # type: ignore[attr-defined]
+            )
         store.commit_step(ctx.run_id, state.step)
         if ctx.on_step is not None:
             ctx.on_step(state.step, n_steps)
@@ -527,7 +542,7 @@ async def run_loop(
         prepared.batches,
         on_commit=commit,
         evaluate=evaluate,
-        backward=make_backward_hook(ctx, world, prepared, forward),
+        backward=backward,
         clock=ctx.clock,
     )
     await loop.run(first_step)
@@ -542,7 +557,13 @@ def checkpoint_interval(ctx: RunContext) -> int:
     return 50 if ctx.brain.kind == "offline" else 1
 
 
-def add_checkpoint(ctx: RunContext, world: World, step: int, forward: dict[str, object]) -> None:
+def add_checkpoint(
+    ctx: RunContext,
+    world: World,
+    step: int,
+    forward: dict[str, object],
+    backward: object | None = None,
+) -> None:
     """Queue the state after ``step``; it is written in the step's own transaction."""
     checkpoint = Checkpoint(
         step=step,
@@ -550,7 +571,7 @@ def add_checkpoint(ctx: RunContext, world: World, step: int, forward: dict[str, 
         forward=forward,
         operations=ctx.brain.operations,
         run_stats=dict(ctx.stats),
-        extra={"brain": brain_state(ctx.brain)},
+        extra={"brain": brain_state(ctx.brain), "backward": backward},
     )
     ctx.store.add(
         "checkpoints",

@@ -153,3 +153,22 @@ def test_finished_runs_and_missing_files_are_refused(tmp_path: Path) -> None:
     asyncio.run(simulate(scenario(), trace_path=path))
     with pytest.raises(TraceError, match="already finished"):
         asyncio.run(resume(path))
+
+
+def test_resume_with_the_backward_phase_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    raw = {**SMALL, "backward": {"enabled": True, "every": 2}}
+    config = validate_scenario(raw)
+    whole = tmp_path / "whole.sqlite"
+    asyncio.run(simulate(config, trace_path=whole))
+
+    def stop_at_step_4(step: int, total: int) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(config, trace_path=cut, on_step=stop_at_step_4))
+    asyncio.run(resume(cut))
+    reference = comparable(whole)
+    assert reference.get("gradients"), "the backward phase left no gradients to compare"
+    assert comparable(cut) == reference

@@ -79,7 +79,10 @@ class World:
         self.graph.add_node(router.router_id, kind="router")
 
     def remove_router(self, router_id: str) -> None:
+        """Delete a router, its graph node and edges, and every membership that names it."""
         del self.routers[router_id]
+        for client_id in list(self.graph[router_id]):
+            self.memberships.get(client_id, {}).pop(router_id, None)
         self.graph.remove_node(router_id)
 
     def router_matrix(self) -> tuple[list[str], np.ndarray]:
