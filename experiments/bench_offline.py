@@ -55,8 +55,11 @@ def run_one(overrides: list[str]) -> dict[str, float]:
         "steps": result.n_steps,
         "test_users": result.n_test_users,
         "trace_mb": round(trace_mb, 1),
-        "ndcg@10": round(result.metrics["recnet"]["ndcg@10"], 4),
-        "popularity ndcg@10": round(result.metrics["popularity"]["ndcg@10"], 4),
+        **{
+            f"{model} {metric}": round(result.metrics[model][metric], 4)
+            for model in ("recnet", "popularity")
+            for metric in ("ndcg@1", "ndcg@5", "ndcg@10")
+        },
     }
 
 
@@ -85,10 +88,16 @@ def main() -> None:
         print(
             f"{name:32s} wall {row['wall_seconds']:7.2f} s  peak {row['peak_rss_mb']:7.1f} MB  "
             f"{row['interactions_per_second']:9.1f} interactions/s  "
-            f"trace {row['trace_mb']:6.1f} MB  NDCG@10 {row['ndcg@10']:.4f}",
+            f"trace {row['trace_mb']:6.1f} MB  NDCG@1/5/10 {row['recnet ndcg@1']:.4f} "
+            f"{row['recnet ndcg@5']:.4f} {row['recnet ndcg@10']:.4f}",
             flush=True,
         )
     full = figures["recnet (propagation on)"]
+    print(
+        "popularity on the same candidates: NDCG@1/5/10 "
+        f"{full['popularity ndcg@1']:.4f} {full['popularity ndcg@5']:.4f} "
+        f"{full['popularity ndcg@10']:.4f}"
+    )
     print(
         f"train interactions: {full['train_interactions']}, steps: {full['steps']}, "
         f"test users: {full['test_users']}; propagation costs "
