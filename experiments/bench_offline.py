@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -43,12 +44,16 @@ def run_one(overrides: list[str]) -> dict[str, float]:
     scenario = load_scenario(SCENARIO, overrides)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         result = asyncio.run(simulate(scenario, trace_path=Path(folder) / "bench.sqlite"))
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         trace_mb = (Path(folder) / "bench.sqlite").stat().st_size / 1e6
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "wall_seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # all threads (trace writer included)
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "peak_rss_mb": round(peak_mb, 1),
         "train_interactions": result.n_train,
         "interactions_per_second": round(result.n_train / seconds, 1),
@@ -86,7 +91,8 @@ def main() -> None:
         figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
         row = figures[name]
         print(
-            f"{name:32s} wall {row['wall_seconds']:7.2f} s  peak {row['peak_rss_mb']:7.1f} MB  "
+            f"{name:32s} wall {row['wall_seconds']:7.2f} s  cpu {row['cpu_seconds']:7.2f} s  "
+            f"(load {row['load_average_1min']:.1f})  peak {row['peak_rss_mb']:7.1f} MB  "
             f"{row['interactions_per_second']:9.1f} interactions/s  "
             f"trace {row['trace_mb']:6.1f} MB  NDCG@1/5/10 {row['recnet ndcg@1']:.4f} "
             f"{row['recnet ndcg@5']:.4f} {row['recnet ndcg@10']:.4f}",
