@@ -10,7 +10,7 @@ from recnet.trace import schema
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 REGENERATE = (
-    'python -c "import re; from recnet.cli import options_doc as o; p=\'README.md\'; '
+    "python -c \"import re; from recnet.cli import options_doc as o; p='README.md'; "
     "s=open(p).read(); b=o.markdown(o.option_sections(), heading='####'); "
     "open(p,'w').write(re.sub(r'<!-- options:start -->\\n.*?<!-- options:end -->', "
     "lambda m: '<!-- options:start -->\\n'+b+'<!-- options:end -->', s, flags=re.S))\""

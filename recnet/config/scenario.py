@@ -403,7 +403,8 @@ class TraceSettings(Section):
         0,
         ge=0,
         description="Save a resumable checkpoint every N steps (0 = auto: every step with an "
-        "LLM brain, every 100 steps offline). `recnet simulate --resume` continues from the newest.",
+        "LLM brain, every 100 steps offline). `recnet simulate --resume` continues from the "
+        "newest.",
     )
     dir: Path = Field(Path("runs"), description="Folder for run databases.")
     path: Path | None = Field(None, description="Explicit database file (overrides dir).")

@@ -7,7 +7,7 @@ contract tests hold for both stores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from recnet.errors import TraceError
@@ -59,8 +59,7 @@ class MemoryTraceStore(BufferedTraceStore):
         run = self._run(marker[0]) if marker is not None else None  # check before changing
         self._insert(batches)
         for row in batches.get("checkpoints", []):  # keep only each run's newest checkpoint
-            run_id, newest = row["run_id"], row["step"]
-            self._keep("checkpoints", lambda r: r["run_id"] != run_id or r["step"] >= newest)
+            self._keep("checkpoints", _not_older_than(row["run_id"], row["step"]))
         if run is not None and marker is not None:
             run["last_completed_step"] = marker[1]
 
@@ -110,8 +109,8 @@ class MemoryTraceStore(BufferedTraceStore):
         for name in DECIDED_STEP_TABLES:
             self._keep(
                 name,
-                lambda r: not (
-                    mine(r) and r["decided_step"] is not None and r["decided_step"] > step
+                lambda r: (
+                    not (mine(r) and r["decided_step"] is not None and r["decided_step"] > step)
                 ),
             )
         run["last_completed_step"] = min(run["last_completed_step"], step)
@@ -163,3 +162,8 @@ def _equal(stored: Any, wanted: Any) -> bool:
     if wanted is None or stored is None:
         return stored is wanted
     return bool(stored == wanted)
+
+
+def _not_older_than(run_id: str, newest: int) -> Callable[[Row], bool]:
+    """Row filter keeping every checkpoint except ``run_id``'s older than ``newest``."""
+    return lambda r: r["run_id"] != run_id or r["step"] >= newest

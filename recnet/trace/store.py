@@ -21,8 +21,8 @@ Reads (``read``, ``count``, ``runs``) see flushed rows only, ordered by primary 
 from __future__ import annotations
 
 import abc
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
