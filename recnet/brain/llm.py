@@ -62,6 +62,7 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
+from recnet.brain.offline import OfflineBrain, score_weighted_mean
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
 from recnet.llm.factory import build_backend
@@ -80,7 +81,7 @@ from recnet.llm.structured import CallMeta, StructuredResult, call_structured, r
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
-from recnet.world.profile import Weights, add_scaled, cosine, norm, normalized, render, top
+from recnet.world.profile import Weights, add_scaled, norm, normalized, render, top
 from recnet.world.rules import Decision
 
 Record = dict[str, Any]
@@ -131,6 +132,7 @@ class LLMBrain:
         self.run_id = run_id
         self.operations = OperationCounts()
         self.interaction = scenario.interaction
+        self._reference = OfflineBrain(scenario)  # the fallback score when an answer is unusable
         self.propagation = scenario.propagation
         self.filtering = scenario.world.filters.enabled
         self.profile_size = scenario.world.profile_size
@@ -217,9 +219,7 @@ class LLMBrain:
 
     def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
         """The offline brain's score (cosine of effective profiles + prior): the fallback."""
-        weight = self.interaction.propagated_weight
-        similarity = cosine(user.effective(weight), item.effective(weight))
-        return similarity + self.interaction.popularity_weight * popularity
+        return self._reference.score(user, item, popularity)
 
     def _order(self, step: int, owner: str, candidates: Sequence[ClientAgent]) -> list[int]:
         """Positions of ``candidates`` in a seeded hash order (the order shown to the model)."""
@@ -646,17 +646,3 @@ def attributes_to_weights(attributes: Mapping[str, Sequence[str]], size: int) ->
             if len(weights) >= size:
                 return weights
     return weights
-
-
-def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
-    """Mean of the messages' router weights, weighted by routing score."""
-    if len(messages) == 1:
-        return dict(messages[0].attributes)
-    total = 0.0
-    incoming: Weights = {}
-    for message in messages:
-        weight = max(message.score, 1e-3)
-        total += weight
-        for a, w in message.attributes.items():
-            incoming[a] = incoming.get(a, 0.0) + weight * w
-    return {a: w / total for a, w in incoming.items()}

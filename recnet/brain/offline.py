@@ -154,7 +154,7 @@ class OfflineBrain:
                 accepted.append(message)
         if not accepted:
             return MergeOutcome(decisions, None)
-        incoming = _score_weighted_mean(accepted)
+        incoming = score_weighted_mean(accepted)
         scale = norm(client.original)
         damping = self.propagation.merge_damping
         propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
@@ -177,10 +177,11 @@ class OfflineBrain:
         return None
 
 
-def _score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
-    """Mean of the messages' router profiles, weighted by routing score."""
+def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
+    """Mean of the messages' router profiles, weighted by routing score (always a new map: the
+    messages' attribute snapshots are shared by every recipient and must stay untouched)."""
     if len(messages) == 1:
-        return messages[0].attributes
+        return dict(messages[0].attributes)
     total = 0.0
     incoming: Weights = {}
     for message in messages:
