@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,8 +64,10 @@ from experiments.tables import (
     aggregate,
     group_records,
     markdown_table,
+    mean_std,
     number,
     pm,
+    read_csv,
     write_csv,
 )
 
@@ -145,8 +149,8 @@ def flag_no_ops(records: list[Record]) -> None:
         if same and all(same):
             for r in members:
                 r["note"] = (
-                    "identical to RecNet w/o backward on every seed: the option has no effect "
-                    "in this version"
+                    "identical to RecNet w/o backward on every seed (same metrics and operation "
+                    "counts): the option changed nothing on this dataset"
                 )
 
 
@@ -155,7 +159,7 @@ def add_per_operation(records: list[Record]) -> list[str]:
     ops: dict[str, None] = {}
     for r in records:
         for key in list(r):
-            if key.startswith("op_"):
+            if key.startswith("op_") and r[key] is not None:
                 op = key[3:]
                 ops[op] = None
                 r[f"per_inter_{op}"] = r[key] / max(r.get("n_train", 1), 1)
@@ -167,31 +171,59 @@ def ordered(rows: list[Record], models: Sequence[str]) -> list[Record]:
     return sorted(rows, key=lambda r: rank.get(r["model"], len(rank)))
 
 
-def standing(rows: list[Record]) -> list[str]:
-    """Plain sentences: where the best RecNet row stands against BPR-MF, ItemKNN and Pop."""
+def standing(rows: list[Record], records: list[Record]) -> list[str]:
+    """Plain sentences: where the best RecNet row stands against BPR-MF, ItemKNN, Pop and AgentCF.
+
+    Differences are paired by seed (same candidate lists): the mean per-seed difference ± its
+    sample std; the verdict says whether NDCG@10 is higher on every seed, lower on every seed,
+    or mixed (within seed noise)."""
     by_model = {r["model"]: r for r in rows if r.get("n", 0) > 0}
     recnet_key = next((k for k in ("recnet-full", "recnet-no-backward") if k in by_model), None)
     if recnet_key is None:
         return ["No RecNet variant finished on this dataset."]
-    mine = by_model[recnet_key]
+    per_seed = {
+        (r["model"], r["seed"]): r for r in records if r.get("status") == "ok" and "ndcg@10" in r
+    }
     label = ALL_MODELS[recnet_key].label
     lines = []
     for other in ("bprmf", "itemknn", "popularity", "agentcf"):
         if other not in by_model:
             continue
-        theirs = by_model[other]
+        seeds = sorted(s for (m, s) in per_seed if m == recnet_key and (other, s) in per_seed)
+        if not seeds:
+            continue
         parts = []
         for metric in ("ndcg@10", "ndcg@5", "hr@10", "mrr"):
-            a, b = mine[f"{metric}_mean"], theirs[f"{metric}_mean"]
-            rel = (a - b) / b * 100 if b else math.nan
-            parts.append(f"{metric.upper()} {a:.4f} vs {b:.4f} ({a - b:+.4f}, {rel:+.1f}%)")
-        verdict = "beats" if mine["ndcg@10_mean"] > theirs["ndcg@10_mean"] else "trails"
-        lines.append(f"- {label} {verdict} {ALL_MODELS[other].label}: " + "; ".join(parts) + ".")
+            a = [per_seed[(recnet_key, s)][metric] for s in seeds]
+            b = [per_seed[(other, s)][metric] for s in seeds]
+            diff, sd = mean_std([x - y for x, y in zip(a, b, strict=True)])
+            ma, mb = mean_std(a)[0], mean_std(b)[0]
+            rel = diff / mb * 100 if mb else math.nan
+            spread = f" ± {sd:.4f}" if len(seeds) > 1 else ""
+            parts.append(
+                f"{metric.upper()} {ma:.4f} vs {mb:.4f} ({diff:+.4f}{spread}, {rel:+.1f}%)"
+            )
+        signs = {
+            (per_seed[(recnet_key, s)]["ndcg@10"] > per_seed[(other, s)]["ndcg@10"]) for s in seeds
+        }
+        every = "on every seed" if len(seeds) > 1 else f"on seed {seeds[0]}"
+        verdict = (
+            f"beats {ALL_MODELS[other].label} {every}"
+            if signs == {True}
+            else f"trails {ALL_MODELS[other].label} {every}"
+            if signs == {False}
+            else f"is within seed noise of {ALL_MODELS[other].label} (mixed across seeds)"
+        )
+        lines.append(f"- {label} {verdict}: " + "; ".join(parts) + ".")
+    lines.append(
+        "- Differences are paired by seed: mean of per-seed differences ± their sample std; the "
+        "verdict is on NDCG@10."
+    )
     return lines
 
 
 def dataset_line(records: list[Record]) -> str:
-    classic = [r for r in records if r.get("status") == "ok" and "n_users" in r]
+    classic = [r for r in records if r.get("status") == "ok" and r.get("n_users") is not None]
     if not classic:
         agent = [r for r in records if r.get("status") == "ok"]
         if not agent:
@@ -286,12 +318,12 @@ def write_report(
     records: list[Record],
     out: Path,
     *,
-    command: str,
-    seconds: float,
-    workers: int,
+    meta: dict[str, Any],
     models: Sequence[str],
     problems: Sequence[str],
 ) -> tuple[Path, list[Record]]:
+    """Write runs.csv, summary.csv, table.md and ndcg.png; ``meta`` holds the command, wall-clock
+    seconds, workers, start revision and finish time of the run (``meta.json``)."""
     ops = add_per_operation(records)
     columns = [*METRICS, *COST_COLUMNS, *[f"per_inter_{op}" for op in ops]]
     summary = aggregate(records, ("dataset", "model"), columns)
@@ -300,9 +332,11 @@ def write_report(
     lines = [
         "# RecNet main comparison",
         "",
-        f"- Command: `{command}`",
-        f"- Wall-clock: {seconds:.0f} s with {workers} worker(s); finished "
-        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; recnet revision {git_revision()}",
+        f"- Command: `{meta.get('command', '?')}`",
+        f"- Wall-clock: {meta.get('seconds', math.nan):.0f} s with {meta.get('workers', '?')} "
+        f"worker(s); finished {meta.get('finished', '?')}; recnet revision at start "
+        f"{meta.get('revision', '?')}"
+        + (f"; tables re-rendered from runs.csv {meta['rendered']}" if "rendered" in meta else ""),
         "- Protocol: leave-one-out by time; per test user 1 true item + sampled unseen negatives "
         "(the scenario's `evaluation.n_negatives`), identical lists for every model of a "
         "(dataset, seed); mean ± sample std over seeds (n = finished seeds).",
@@ -329,7 +363,8 @@ def write_report(
         info = dataset_line([r for r in records if r["dataset"] == dataset])
         if info:
             lines += [info, ""]
-        lines += [main_table(rows), "", "### Where RecNet stands", "", *standing(rows), ""]
+        mine = [r for r in records if r["dataset"] == dataset]
+        lines += [main_table(rows), "", "### Where RecNet stands", "", *standing(rows, mine), ""]
         lines += [
             "### Cost breakdown (operations per training interaction, mean over seeds)",
             "",
@@ -362,6 +397,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="results sub-folder (default: main/smoke)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (overrides --name)")
     parser.add_argument("--keep-traces", action="store_true", help="keep every run's trace DB")
+    parser.add_argument("--from-runs", type=Path, default=None, metavar="DIR",
+                        help="re-render DIR's tables and plot from DIR/runs.csv")  # fmt: skip
     parser.add_argument(
         "--smoke", action="store_true",
         help="seconds: tiny synthetic world (two variants) + 30-user MovieLens (one), one seed",
@@ -376,35 +413,64 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def parse_value(text: str) -> Any:
+    """A CSV cell back to a Python value (None, bool, int, float or str)."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_records(path: Path) -> list[Record]:
+    records = [{k: parse_value(v) for k, v in row.items()} for row in read_csv(path)]
+    for r in records:  # notes written by flag_no_ops are recomputed
+        if str(r.get("note") or "").startswith("identical to RecNet"):
+            r["note"] = ""
+    return records
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.smoke:
-        specs = [SMOKE_SYNTHETIC, SMOKE_MOVIELENS]
-    else:
-        specs = [DATASETS[d] for d in args.datasets]
-    specs += [recbole_spec(p) for p in args.recbole]
-    out = args.out or RESULTS / (args.name or ("smoke" if args.smoke else "main"))
-    out.mkdir(parents=True, exist_ok=True)
+    given = list(sys.argv[1:] if argv is None else argv)
     models = [*args.baselines, *args.variants]
-    jobs = build_jobs(
-        specs, args.seeds, args.variants, args.baselines, out, args.overrides, args.keep_traces
-    )
-    print(f"{len(jobs)} jobs, {min(args.workers, 2)} worker(s), results in {out}", flush=True)
-    records = run_jobs(jobs, workers=args.workers)
+    if args.from_runs is not None:
+        out = args.from_runs
+        records = load_records(out / "runs.csv")
+        meta_path = out / "meta.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        meta["rendered"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    else:
+        revision = git_revision()
+        if args.smoke:
+            specs = [SMOKE_SYNTHETIC, SMOKE_MOVIELENS]
+        else:
+            specs = [DATASETS[d] for d in args.datasets]
+        specs += [recbole_spec(p) for p in args.recbole]
+        out = args.out or RESULTS / (args.name or ("smoke" if args.smoke else "main"))
+        out.mkdir(parents=True, exist_ok=True)
+        jobs = build_jobs(
+            specs, args.seeds, args.variants, args.baselines, out, args.overrides, args.keep_traces
+        )
+        print(f"{len(jobs)} jobs, {min(args.workers, 2)} worker(s), results in {out}", flush=True)
+        records = run_jobs(jobs, workers=args.workers)
+        meta = {
+            "command": ("python experiments/compare.py " + " ".join(given)).strip(),
+            "seconds": time.perf_counter() - started,
+            "workers": min(args.workers, 2),
+            "revision": revision,
+            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     problems = check_candidates(records)
     flag_no_ops(records)
-    seconds = time.perf_counter() - started
-    command = "python experiments/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report, _ = write_report(
-        records,
-        out,
-        command=command.strip(),
-        seconds=seconds,
-        workers=min(args.workers, 2),
-        models=models,
-        problems=problems,
-    )
+    report, _ = write_report(records, out, meta=meta, models=models, problems=problems)
     print(report.read_text(encoding="utf-8"))
     print(f"\nwrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'}, {out / 'ndcg.png'}")
     return out
