@@ -78,6 +78,13 @@ def test_compare_smoke(tmp_path: Path) -> None:
     assert "Where RecNet stands" in table and "BPR-MF" in table
     summary = rows(tmp_path / "summary.csv")
     assert len(summary) == len(expected)
+    # the tables can be re-rendered from runs.csv alone, with the same numbers
+    compare.main(["--from-runs", str(tmp_path)])
+    assert "re-rendered from runs.csv" in (tmp_path / "table.md").read_text(encoding="utf-8")
+    again = rows(tmp_path / "summary.csv")
+    assert [(r["model"], r["ndcg@10_mean"]) for r in again] == [
+        (r["model"], r["ndcg@10_mean"]) for r in summary
+    ]
 
 
 def test_compare_runs_a_recbole_folder(tmp_path: Path) -> None:
@@ -258,7 +265,7 @@ def test_no_op_variants_are_flagged_and_candidates_checked() -> None:
         r.update({f"inner_{m}": 0.5 for m in RANKING})
     records[1]["inner_mrr"] = 0.25  # this run saw other candidate lists
     compare.flag_no_ops(records)
-    assert "no effect" in records[1]["note"] and records[2]["note"] == ""
+    assert "changed nothing" in records[1]["note"] and records[2]["note"] == ""
     problems = compare.check_candidates(records)
     assert problems == ["d seed 0 top-k-routing: popularity differs"]
     assert records[0]["candidates_identical"] and not records[1]["candidates_identical"]
