@@ -36,6 +36,8 @@ LLM_CALLS_PER_OPERATION: Mapping[str, Mapping[str, float]] = {
     "summarize": {"summarize": 1},
     "merge": {"merge": 1},
     "rank": {"rank": 1},
+    "gradient": {"gradient": 1},  # backward phase (when enabled)
+    "optimize": {"optimize": 1},
 }
 
 
