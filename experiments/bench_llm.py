@@ -10,7 +10,8 @@ client with the same prompt (``raw_sdk_baseline``), which separates recnet's ove
 SDK's own per-call CPU cost (about 1.5-2 ms on a 2-core machine, the real ceiling at 64).
 
     python experiments/bench_llm.py [--latency 0.1] [--levels 1 8 32 64] [--repeats 3]
-                                    [--in-process] [--cost-users 20] [--cost-per-user 20]
+                                    [--rounds 30] [--in-process] [--cost-users 20]
+                                    [--cost-per-user 20] [--skip-cost]
 
 It then measures LLM calls and tokens per training interaction of the movielens scenario on a
 seeded user subsample, run by the LLM brain against the same kind of local server.
@@ -216,7 +217,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--rounds", type=int, default=10, help="Calls per level = rounds x c.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=30,
+        help="Calls per level = rounds x c. The first rounds after the warm-up still carry the "
+        "start burst (all c requests leave at once); 30 rounds measure the steady state.",
+    )
     parser.add_argument("--min-calls", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="Runs per level; the median.")
     parser.add_argument("--in-process", action="store_true")
@@ -225,12 +232,13 @@ def main() -> None:
         "--cost-users", type=int, default=20, help="Users of the movielens cost measurement."
     )
     parser.add_argument("--cost-per-user", type=int, default=20)
+    parser.add_argument(
+        "--skip-cost", action="store_true", help="Only the throughput levels, no movielens cost."
+    )
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
-    costs = [
-        movielens_llm_cost(args.cost_users, args.cost_per_user, name)
-        for name in ("movielens.yaml", "movielens-llm.yaml")
-    ]
+    scenarios = () if args.skip_cost else ("movielens.yaml", "movielens-llm.yaml")
+    costs = [movielens_llm_cost(args.cost_users, args.cost_per_user, name) for name in scenarios]
     for cost in costs:
         print(
             f"{cost['scenario']} ({cost['users']} users x {cost['interactions_per_user']} "

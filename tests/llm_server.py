@@ -51,7 +51,9 @@ import pytest
 
 Responder = Callable[[dict[str, Any]], str]
 
-FaultKind = Literal["rate_limit", "server_error", "delay", "malformed", "reject_format", "status"]
+FaultKind = Literal[
+    "rate_limit", "server_error", "delay", "malformed", "reject_format", "status", "not_completion"
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ class Fault:
     def reject_format(cls) -> Fault:
         """A 400 complaining about response_format (one request only)."""
         return cls("reject_format", status=400)
+
+    @classmethod
+    def not_completion(cls) -> Fault:
+        """A 200 whose JSON body is not a chat completion at all (no ``choices``)."""
+        return cls("not_completion")
 
     @classmethod
     def http_status(cls, status: int, message: str = "injected failure") -> Fault:
@@ -198,6 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
                     param="response_format",
                 ),
             )
+            return
+        if fault is not None and fault.kind == "not_completion":
+            self._send_json(200, {"object": "list", "data": []})
             return
         if fault is not None and fault.kind == "malformed":
             text = fault.text

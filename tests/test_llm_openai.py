@@ -178,6 +178,20 @@ async def test_client_errors_are_not_retried(
     assert stats.retries == 0
 
 
+async def test_body_that_is_not_a_completion_is_a_clear_error(
+    server: LLMTestServer, pack: PromptPack
+) -> None:
+    stats = LLMStats()
+    backend = build_backend(settings_for(server), stats=stats, sleep=FakeSleep())
+    server.plan(Fault.not_completion())
+    with pytest.raises(BackendError) as info:
+        await call_structured(backend, pack, "predict", variables(), meta=META, stats=stats)
+    await backend.aclose()
+    assert "not a chat completion" in str(info.value)
+    assert "llm.base_url" in (info.value.remedy or "")
+    assert server.count() == 1 and stats.retries == 0
+
+
 async def test_malformed_answer_is_repaired(server: LLMTestServer, pack: PromptPack) -> None:
     stats = LLMStats()
     backend = build_backend(settings_for(server), stats=stats)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -49,6 +50,29 @@ SCHEMA_INSTRUCTION = (
     "Answer with one JSON object and nothing else (no prose, no code fences). "
     "It must validate against this JSON schema:\n"
 )
+
+
+CHAT_PATH = "/chat/completions"
+
+
+def parse_completion(raw: httpx2.Response, what: str) -> dict[str, Any]:
+    """Text, usage and model of a chat completion body; ``FatalProviderError`` when unreadable."""
+    try:
+        data = json.loads(raw.content)
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        model = data.get("model")
+        if not isinstance(text, str) or not isinstance(usage, dict):
+            raise TypeError("content must be a string and usage an object")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise FatalProviderError(
+            f"the server's answer to {what} is not a chat completion ({type(exc).__name__}: "
+            f"{exc}): {raw.text[:200]!r}",
+            "check that llm.base_url is an OpenAI-compatible chat endpoint",
+            kind="response",
+        ) from None
+    return {"text": text, "usage": usage, "model": model if isinstance(model, str) else None}
 
 
 def with_schema_in_text(messages: tuple[Message, ...], schema: dict[str, Any]) -> list[Message]:
@@ -173,31 +197,29 @@ class OpenAIBackend:
                 messages = with_schema_in_text(request.messages, request.response_schema)
         if request.seed is not None:
             kwargs["seed"] = request.seed
-        started = time.perf_counter()
-        completion = await self._client.chat.completions.create(
-            model=request.model,
-            messages=messages,  # type: ignore[arg-type]
-            temperature=request.temperature,
-            **{self._token_param: request.max_tokens},
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "temperature": request.temperature,
+            self._token_param: request.max_tokens,
             **kwargs,
-        )
+        }
+        started = time.perf_counter()
+        # The SDK's low-level post: same transport, auth, timeouts and status-error mapping as
+        # ``chat.completions.create`` but no typed-model construction of the answer, which is most
+        # of the SDK's per-call CPU (``experiments/bench_llm.py`` measures both).
+        raw = await self._client.post(CHAT_PATH, cast_to=httpx2.Response, body=body)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if not completion.choices:
-            raise FatalProviderError(
-                f"the server returned no choices for {request.describe()}",
-                "check that llm.base_url is an OpenAI-compatible chat endpoint",
-                kind="response",
-            )
-        text = completion.choices[0].message.content or ""
-        usage = completion.usage
-        tokens_in = usage.prompt_tokens if usage else estimate_prompt_tokens(messages)
-        tokens_out = usage.completion_tokens if usage else max(1, len(text) // 4)
+        completion = parse_completion(raw, request.describe())
+        text, usage = completion["text"], completion["usage"]
+        tokens_in = usage.get("prompt_tokens") if usage else None
+        tokens_out = usage.get("completion_tokens") if usage else None
         return LLMResponse(
             text=text,
-            tokens_in=int(tokens_in),
-            tokens_out=int(tokens_out),
+            tokens_in=int(tokens_in if tokens_in is not None else estimate_prompt_tokens(messages)),
+            tokens_out=int(tokens_out if tokens_out is not None else max(1, len(text) // 4)),
             latency_ms=latency_ms,
-            model=completion.model or request.model,
+            model=completion["model"] or request.model,
             attempts=attempts,
         )
 
