@@ -12,10 +12,13 @@ rendered prompt, so it is tied to the default pack's wording (``agents/default``
 - extract: ``genres:`` of an item description as genres, other words as themes, ``not for``
   words as dislikes; summarize / merge: word lists of what they fold in (merge rejects messages
   sharing no word with the original profile, naming ``rule-min_relevance``);
-- gradient: every module neutral; optimize: ``none``.
+- gradient: right predictions credit every module positive; wrong ones blame the propagated
+  profile, the filter memory and the routers that share more words with the wrong item;
+  optimize: follows the critique (see ``optimize``).
 
 Answer faults are injected on request: ``bad_predicts`` / ``bad_ranks`` answer a fresh
 (non-repair) request naming a non-candidate once (the repair is then answered well);
+``bad_gradients`` judges a module that was not shown, once per fresh request;
 ``stubborn_predicts`` / ``stubborn_ranks`` keep answering that conversation badly, so the brain
 falls back. ``skip_predicts`` / ``skip_ranks`` leave that many fresh requests alone first.
 ``injected`` counts what was done; thread-safe (the test server answers from several threads).
@@ -108,10 +111,12 @@ class FakeLLM:
         stubborn_ranks: int = 0,
         skip_predicts: int = 0,
         skip_ranks: int = 0,
+        bad_gradients: int = 0,
     ) -> None:
         self.plan = {
             "predict": {"skip": skip_predicts, "stubborn": stubborn_predicts, "bad": bad_predicts},
             "rank": {"skip": skip_ranks, "stubborn": stubborn_ranks, "bad": bad_ranks},
+            "gradient": {"skip": 0, "stubborn": 0, "bad": bad_gradients},
         }
         self.injected: Counter[str] = Counter()  # "bad_predict", "stubborn_rank", ...
         self.answered: Counter[str] = Counter()  # operation → answers given
@@ -168,6 +173,8 @@ class FakeLLM:
     def _bad(operation: str, prompt: str) -> str:
         if operation == "predict":
             return json.dumps({"chosen": NOT_A_CANDIDATE, "reasoning": "injected"})
+        if operation == "gradient":
+            return json.dumps({"judgements": [{"module": "not-a-module", "judgement": "negative"}]})
         ids = [cid for cid, _ in candidates_of(prompt)]
         return json.dumps({"ranking": [NOT_A_CANDIDATE, *ids[1:]], "reasoning": "injected"})
 
@@ -287,24 +294,117 @@ def merge(prompt: str) -> dict[str, Any]:
     }
 
 
+MODULE = re.compile(r"^\[([^\]]+)\] (.*)$")
+
+
 def gradient(prompt: str) -> dict[str, Any]:
+    """Right prediction: every module positive. Wrong: the propagated profile and filter memory
+    negative, and each router negative when it shares more words with the predicted item than
+    with the true one (else neutral)."""
     block = section(prompt, "square brackets:", "The candidates:")
-    modules = re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
-    return {
-        "judgements": [
+    predicted = section(prompt, "The user agent predicted:", "(").strip()
+    true = section(prompt, "The item the user really chose:", "\n")
+    true_id, _, true_text = true.partition(": ")
+    chosen = dict(candidates_of_gradient(prompt)).get(predicted, "")
+    wrong = predicted != true_id.strip()
+    judgements = []
+    for line in block.splitlines():
+        match = MODULE.match(line.strip())
+        if match is None:
+            continue
+        module, text = match.group(1), match.group(2)
+        if not wrong:
+            judgement, suggestion = "positive", "no adjustment"
+        elif module == "propagated_profile":
+            judgement = "negative"
+            suggestion = "Drop " + ", ".join(words(chosen)[:3]) + " from the propagated profile."
+        elif module == "filter_memory":
+            judgement, suggestion = "negative", "Raise the minimum similarity of updates."
+        else:
+            mine = set(words(text))
+            pushed = len(mine & set(words(chosen))) > len(mine & set(words(true_text)))
+            judgement = "negative" if pushed else "neutral"
+            suggestion = "Narrow this router to its core." if pushed else "no adjustment"
+        judgements.append(
             {
-                "module": m,
-                "judgement": "neutral",
-                "reason": "no effect",
-                "suggestion": "no adjustment",
+                "module": module,
+                "judgement": judgement,
+                "reason": f"predicted {predicted}, chosen {true_id}",
+                "suggestion": suggestion,
             }
-            for m in modules
-        ]
-    }
+        )
+    return {"judgements": judgements}
+
+
+def candidates_of_gradient(prompt: str) -> list[tuple[str, str]]:
+    block = section(prompt, "The candidates:", "The user agent predicted:")
+    out = []
+    for line in block.splitlines():
+        head, sep, rest = line.partition(": ")
+        if sep:
+            out.append((head.strip(), rest))
+    return out
+
+
+THRESHOLD = re.compile(
+    r"\[([^\]]+)\] Reject community updates whose similarity .*?below (-?[\d.]+)"
+)
+TAU = re.compile(r"Similarity threshold \(tau\): (-?[\d.]+)")
 
 
 def optimize(prompt: str) -> dict[str, Any]:
-    return {"operation": "none", "reason": "no adjustment suggested"}
+    """Negative propagated profile: rewrite it without the suggestion's words. Negative filter
+    memory: raise the minimum-relevance rule by 0.05 (canonical wording, so it stays executable).
+    Negative router: split when allowed and its number is even, else rewrite without its first
+    attribute and raise tau by 0.05. Positive router: lower tau by 0.01. Otherwise none."""
+    kind = section(prompt, "Module kind:", "\n")
+    module_id = section(prompt, "Module id:", "\n")
+    content = section(prompt, "Current content:", "Critique:")
+    verdict = section(prompt, "Critique:", " ")
+    allowed = section(prompt, "Allowed operations for this module:", "\n")
+    none = {"operation": "none", "reason": "nothing to change"}
+    if kind == "propagated_profile" and verdict == "negative":
+        drop = set(words(section(prompt, "Suggested revision:", "\n")))
+        kept = [w for w in words(section(content, "Propagated profile:", "\n")) if w not in drop]
+        return {
+            "operation": "rewrite",
+            "content": "Community: " + ", ".join(kept) + ".",
+            "reason": "dropped what misled the user",
+        }
+    if kind == "filter_memory" and verdict == "negative":
+        found = THRESHOLD.search(content)
+        if found is None:
+            return none
+        value = float(found.group(2).rstrip(".")) + 0.05
+        text = f"Reject community updates whose similarity to my own profile is below {value:.2f}."
+        return {
+            "operation": "modify",
+            "target": found.group(1),
+            "content": text,
+            "reason": "stricter relevance",
+        }
+    if kind == "router":
+        tau_found = TAU.search(content)
+        tau = float(tau_found.group(1)) if tau_found else 0.3
+        if verdict == "positive":
+            return {"operation": "tau", "tau": tau - 0.01, "reason": "reach a few more clients"}
+        if verdict != "negative":
+            return none
+        attributes = words(section(content, "Strongest attributes:", "\n"))
+        if '"split"' in allowed and int(module_id.split(":")[1]) % 2 == 0:
+            half = max(1, len(attributes) // 2)
+            parts = [
+                ", ".join(attributes[:half]) or "first",
+                ", ".join(attributes[half:]) or "second",
+            ]
+            return {
+                "operation": "split",
+                "parts": ["Community: " + p for p in parts],
+                "reason": "two communities",
+            }
+        text = "Community: " + ", ".join(attributes[1:]) + "."
+        return {"operation": "rewrite", "content": text, "tau": tau + 0.05, "reason": "narrowed"}
+    return none
 
 
 ANSWERS = {

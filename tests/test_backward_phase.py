@@ -16,7 +16,7 @@ from recnet.cli.app import app
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext
 from recnet.data.types import Interaction
-from recnet.errors import ScenarioError, TraceError
+from recnet.errors import TraceError
 from recnet.phases.backward import BackwardPhase
 from recnet.phases.forward import ForwardPhase, StepState
 from recnet.rng import SeedTree
@@ -237,16 +237,6 @@ def test_the_budget_stops_backward_work_and_says_so() -> None:
     assert [s["skipped"] for s in summaries] == ["budget", "budget"]
     assert sum(s["calls"] for s in summaries) == 2
     assert ctx.brain.operations.counts["gradient"] + ctx.brain.operations.counts["optimize"] == 2
-
-
-def test_the_llm_brain_is_refused_until_it_is_wired() -> None:
-    scenario = hand_scenario()
-    world = hand_world(scenario, DRAMA, HORROR)
-    brain = OfflineBrain(scenario)
-    brain.kind = "llm"  # type: ignore[misc]
-    ctx = RunContext(scenario, brain, MemoryTraceStore(), RUN, SeedTree(0))
-    with pytest.raises(ScenarioError, match="offline brain"):
-        BackwardPhase(ctx, world, ForwardPhase(ctx, world), {}, {})
 
 
 # -- a whole run ----------------------------------------------------------------------------------

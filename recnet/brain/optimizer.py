@@ -156,7 +156,8 @@ def optimize_profile(
 class RuleEdit:
     """One change to a filter memory.
 
-    ``modify`` sets ``params`` (and/or ``text``) of ``rule_id``; ``add`` inserts a rule of
+    ``modify`` sets ``params`` (and/or ``text``) of ``rule_id`` — with a ``kind`` other than the
+    rule's, the rule becomes that kind with exactly ``params``; ``add`` inserts a rule of
     ``kind`` at ``position`` (end when None); ``delete`` removes ``rule_id``; ``reorder`` moves
     ``rule_id`` to ``position``.
     """
@@ -196,9 +197,10 @@ def apply_rule_edits(memory: FilterMemory, edits: Sequence[RuleEdit], owner: str
         if edit.op == "modify":
             k = find(edit.rule_id)
             old = rules[k]
-            params = {**old.params, **edit.params}
-            text = edit.text or (describe(old.kind, params) if old.kind != "text" else old.text)
-            rules[k] = replace(old, params=params, text=text, version=old.version + 1)
+            kind = edit.kind or old.kind
+            params = {**old.params, **edit.params} if kind == old.kind else dict(edit.params)
+            text = edit.text or (describe(kind, params) if kind != "text" else old.text)
+            rules[k] = replace(old, kind=kind, params=params, text=text, version=old.version + 1)
         elif edit.op == "add":
             if any(r.rule_id == edit.rule_id for r in rules):
                 raise ValueError(f"filter memory of {owner} already has rule {edit.rule_id!r}")
@@ -336,7 +338,8 @@ class RouterState:
 @dataclass(frozen=True, slots=True)
 class RouterDecision:
     """``rewrite`` (``profile``), ``tau`` (``tau``), ``rewrite_tau`` (both), ``split`` or
-    ``merge`` (with ``partner``)."""
+    ``merge`` (with ``partner``). An LLM optimizer also gives the rewritten profile's ``text`` and,
+    for a split, the new routers' texts (``parts``)."""
 
     op: Literal["rewrite", "tau", "rewrite_tau", "split", "merge"]
     router_id: str
@@ -345,6 +348,8 @@ class RouterDecision:
     tau: float | None = None
     partner: str | None = None
     dampened: tuple[str, ...] = ()
+    text: str | None = None
+    parts: tuple[str, ...] = ()
 
 
 def optimize_router(

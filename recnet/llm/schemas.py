@@ -94,7 +94,7 @@ class GradientOutput(OutputModel):
 
 
 OptimizeOperation = Literal[
-    "rewrite", "split", "merge", "modify", "reorder", "add", "delete", "none"
+    "rewrite", "tau", "split", "merge", "modify", "reorder", "add", "delete", "none"
 ]
 
 
@@ -111,6 +111,9 @@ class OptimizeOutput(OutputModel):
     order: list[str] | None = Field(None, description="reorder: all rule ids in the new order.")
     parts: list[str] | None = Field(
         None, description="split: the profile of each new router (two or more)."
+    )
+    tau: float | None = Field(
+        None, description="tau (and optionally rewrite): the router's new similarity threshold."
     )
     reason: str = Field("", description="Why this edit follows from the gradient.")
 

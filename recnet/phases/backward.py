@@ -12,18 +12,22 @@ before commit, every ``backward.every`` forward steps. One round:
    seeded sample). Every prediction is a ``predictions`` row with split ``feedback``.
 2. *Gradient* — per selected prediction, one judgement per module that shaped it: the user's
    propagated profile and filter memory, and every router whose messages reached the user, the
-   true item or the rival (``recnet.brain.credit``). Gradients are ``gradients`` rows.
-3. *Optimize* — judgements are batched per module and each module is optimised once
-   (``recnet.brain.optimizer``), in two validated batches: clients (propagated profiles, filter
-   rules) and routers (rewrite, τ, split, merge).
+   true item or the rival (offline: counterfactual, ``recnet.brain.credit``; LLM brain: the
+   ``gradient`` template, ``recnet.brain.llm_backward``). Gradients are ``gradients`` rows.
+3. *Optimize* — judgements are batched per module and each module is optimised once (offline:
+   ``recnet.brain.optimizer``; LLM brain: one ``optimize`` call per module, sent concurrently), in
+   two validated batches: clients (propagated profiles, filter rules) and routers (rewrite, τ,
+   split, merge).
 
 Safeguard: before a batch is applied the touched state is captured (``WorldSnapshot``); after it,
 validation NDCG@10 on the validation candidates is recomputed and the batch is rolled back exactly
 when it dropped by more than ``backward.epsilon``. Filter rules and routers act through future
 propagation, so validation *probes* it: the touched routers multicast once and the touched
 clients re-merge their recent messages (through the brain, nothing kept), before and after the
-change, and the two probed states are compared. Budget: gradient and optimize operations count
-against ``backward.max_calls``; once spent, the rest is skipped and recorded.
+change, and the two probed states are compared. Validation scores with the offline formula and
+probes with the offline merge for every brain, so with an LLM brain it costs no calls (it is a
+proxy for the LLM's ranking). Budget: gradient and optimize operations count against
+``backward.max_calls``; once spent, the rest is skipped and recorded.
 
 The contributions the gradient needs (which routers' messages each client accepted or rejected)
 are recorded from every merge of the forward phase by a ``ContributionLog``.
@@ -32,6 +36,7 @@ are recorded from every merge of the forward phase by a ``ContributionLog``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +55,22 @@ from recnet.brain.credit import (
     SparseProfile,
     counterfactual_gradient,
 )
+from recnet.brain.llm_backward import (
+    Contributor,
+    GradientRequest,
+    LLMBackward,
+    OptimizeRequest,
+    assign_texts,
+    filter_content,
+    filter_operations,
+    filter_rewrite_from,
+    profile_content,
+    profile_rewrite_from,
+    router_content,
+    router_decision_from,
+    router_operations,
+)
+from recnet.brain.offline import OfflineBrain
 from recnet.brain.optimizer import (
     FilterRewrite,
     ModuleKey,
@@ -67,7 +88,6 @@ from recnet.brain.optimizer import (
 )
 from recnet.context import RunContext
 from recnet.data.types import Interaction
-from recnet.errors import ScenarioError
 from recnet.eval.metrics import rank_of_true
 from recnet.eval.protocol import CandidateSet, true_index
 from recnet.phases.forward import ForwardPhase, StepState, profile_row, router_version_row
@@ -80,6 +100,7 @@ from recnet.world.rules import FilterMemory
 from recnet.world.snapshot import WorldSnapshot
 from recnet.world.world import World
 
+log = logging.getLogger(__name__)
 MergeFn = Callable[[Sequence[MergeTask]], Awaitable[list[MergeOutcome]]]
 NDCG_K = 10
 
@@ -151,12 +172,6 @@ class BackwardPhase:
         valid_items: Mapping[str, str],
         batches: Sequence[Sequence[Interaction]] = (),
     ) -> None:
-        if ctx.brain.kind != "offline":
-            raise ScenarioError(
-                "backward.enabled: the backward phase is only available with the offline brain "
-                "so far",
-                "set llm.backend=offline, or backward.enabled=false",
-            )
         scenario = ctx.scenario
         self.ctx, self.world, self.forward = ctx, world, forward
         self.settings = scenario.backward
@@ -166,6 +181,11 @@ class BackwardPhase:
         )
         self.log = ContributionLog(scenario.propagation.merge_damping)
         self.merge = record_merges(ctx.brain, self.log)
+        # With an LLM brain, gradient and optimize are LLM calls, while validation probes merge
+        # with the offline brain's executable rules (free, deterministic; see the module doc).
+        self.llm = LLMBackward(ctx.brain) if ctx.brain.kind == "llm" else None  # type: ignore[arg-type]
+        if self.llm is not None:
+            self.merge = OfflineBrain(scenario).merge
         self.filters_on = getattr(scenario.world.filters, "enabled", True)
         self.batches = batches  # the training stream by step (feedback="next" reads ahead)
         self.valid = valid  # user → candidates (validation lists)
@@ -212,7 +232,8 @@ class BackwardPhase:
             return False
         self.calls += 1
         stats.calls += 1
-        self.ctx.brain.operations.add(operation)
+        if self.llm is None:  # an LLM brain counts its calls (and their tokens) itself
+            self.ctx.brain.operations.add(operation)
         return True
 
     async def run(self, state: StepState) -> RoundStats:
@@ -221,12 +242,12 @@ class BackwardPhase:
         self._base = None  # the forward step changed profiles
         feedback = await self.predict(state)
         selected = self.select(feedback, state.step)
-        gradients = self.gradient(selected, stats)
+        gradients = await self.gradient(selected, stats)
         groups: dict[ModuleKey, list[Gradient]] = {}
         for g in gradients:
             groups.setdefault((g.judgement.module, g.judgement.target_id), []).append(g)
-        await self._batch(state.step, self.plan_clients(groups, stats), stats)
-        await self._batch(state.step, self.plan_routers(groups, stats, state.step), stats)
+        await self._batch(state.step, await self.plan_clients(groups, stats, state.step), stats)
+        await self._batch(state.step, await self.plan_routers(groups, stats, state.step), stats)
         self.ctx.count("backward_rounds")
         self.ctx.count("backward_rollbacks", stats.n_rolled_back)
         self.ctx.count("backward_kept", stats.n_kept)
@@ -370,16 +391,28 @@ class BackwardPhase:
             rule_ids=tuple(r.rule_id for r in user.filters.rules),
         )
 
-    def gradient(self, selected: list[Feedback], stats: RoundStats) -> list[Gradient]:
+    async def gradient(self, selected: list[Feedback], stats: RoundStats) -> list[Gradient]:
         """One gradient operation per selected prediction; ``gradients`` rows."""
-        out: list[Gradient] = []
-        rows = []
+        chosen = []
         for fb in selected:
             if not self._spend(stats, "gradient"):
                 break
-            for judgement in counterfactual_gradient(
-                self.gradient_input(fb), self.scorer, self.settings.tolerance
-            ):
+            chosen.append(fb)
+        inputs = [self.gradient_input(fb) for fb in chosen]
+        if self.llm is None:
+            judged: list[list[ModuleJudgement] | None] = [
+                counterfactual_gradient(task, self.scorer, self.settings.tolerance)
+                for task in inputs
+            ]
+        else:
+            judged = await self.llm.gradient([self.gradient_request(t) for t in inputs])
+        out: list[Gradient] = []
+        rows = []
+        for fb, judgements in zip(chosen, judged, strict=True):
+            if judgements is None:  # the LLM's answer stayed unusable (recorded in llm_calls)
+                self.ctx.count("backward_gradient_failed")
+                continue
+            for judgement in judgements:
                 g = Gradient(self.next_gradient, fb, judgement)
                 self.next_gradient += 1
                 out.append(g)
@@ -389,11 +422,34 @@ class BackwardPhase:
         self.ctx.store.add("gradients", rows)
         return out
 
+    def gradient_request(self, task: GradientInput) -> GradientRequest:
+        """The LLM gradient's view of one prediction: the agents and every module involved."""
+        world, fb = self.world, task.feedback
+        sides = {"user": "the user", "true": "the true item", "rival": "the item ranked above it"}
+        reached: dict[str, list[str]] = {}
+        for side, parts in task.router_parts.items():
+            for router_id in parts:
+                reached.setdefault(router_id, []).append(sides[side])
+        contributors = [
+            Contributor(world.routers[r], " and ".join(how), len(world.members(r)))
+            for r, how in sorted(reached.items(), key=lambda kv: _number(kv[0]))
+        ]
+        return GradientRequest(
+            feedback=fb,
+            user=world.users[fb.user_id],
+            candidates=[world.items[c] for c in fb.candidates],
+            contributors=contributors,
+            rejected=[e.message for e in task.missed_messages],
+            step=fb.step,
+        )
+
     # 3. optimize: clients ----------------------------------------------------------------------
-    def plan_clients(
-        self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats
+    async def plan_clients(
+        self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats, step: int
     ) -> list[Planned]:
         """One optimisation per user's propagated profile and per user's filter memory."""
+        if self.llm is not None:
+            return await self._plan_clients_llm(groups, stats, step)
         planned: list[Planned] = []
         users = sorted(
             {t for (m, t) in groups if m in ("propagated_profile", "filter_memory")},
@@ -422,6 +478,64 @@ class BackwardPhase:
                     break
                 if edits is not None:
                     planned.append(self._plan_filters(agent, edits, profile_g + filter_g))
+        return planned
+
+    async def _plan_clients_llm(
+        self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats, step: int
+    ) -> list[Planned]:
+        """The LLM path: one ``optimize`` call per module with signal, sent concurrently."""
+        assert self.llm is not None
+        jobs: list[tuple[ClientAgent, list[Gradient], OptimizeRequest]] = []
+        users = sorted(
+            {t for (m, t) in groups if m in ("propagated_profile", "filter_memory")},
+            key=self.world.client_position.__getitem__,
+        )
+        for user_id in users:
+            agent = self.world.users[user_id]
+            for module in ("propagated_profile", "filter_memory"):
+                gradients = groups.get((module, user_id), [])
+                if module == "filter_memory" and not self.filters_on:
+                    continue
+                if not _any_signal(gradients):
+                    continue
+                if not self._spend(stats, "optimize"):
+                    break
+                if module == "propagated_profile":
+                    content, allowed, rule_ids = profile_content(agent), ("rewrite", "none"), ()
+                else:
+                    content = filter_content(agent.filters)
+                    allowed = filter_operations(agent.filters)
+                    rule_ids = tuple(r.rule_id for r in agent.filters.rules)
+                judgements = [g.judgement for g in gradients]
+                request = OptimizeRequest(
+                    module,
+                    user_id,
+                    content,
+                    judgements,
+                    allowed,
+                    step,
+                    rule_ids,  # type: ignore[arg-type]
+                )
+                jobs.append((agent, gradients, request))
+        answers = await self.llm.optimize([request for _, _, request in jobs])
+        planned: list[Planned] = []
+        for (agent, gradients, request), answer in zip(jobs, answers, strict=True):
+            if answer is None:
+                self.ctx.count("backward_optimize_failed")
+                continue
+            if request.module == "propagated_profile":
+                rewrite = profile_rewrite_from(answer, agent, self.optimizer)
+                if rewrite is not None:
+                    planned.append(self._plan_profile(agent, rewrite, gradients))
+                continue
+            edits = filter_rewrite_from(answer, agent.filters, agent.agent_id)
+            if edits is None:
+                continue
+            try:
+                planned.append(self._plan_filters(agent, edits, gradients))
+            except ValueError as exc:  # e.g. an added rule beyond max_rules
+                self.ctx.count("backward_optimize_failed")
+                log.warning("optimize of %s's filter memory not applied: %s", agent.agent_id, exc)
         return planned
 
     def _plan_profile(
@@ -476,10 +590,12 @@ class BackwardPhase:
         return planned
 
     # 3. optimize: routers ----------------------------------------------------------------------
-    def plan_routers(
+    async def plan_routers(
         self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats, step: int
     ) -> list[Planned]:
         """Split/rewrite/τ per router with gradients, then merges of near-duplicates."""
+        if self.llm is not None:
+            return await self._plan_routers_llm(groups, stats, step)
         world = self.world
         planned: list[Planned] = []
         k = len(world.routers)
@@ -514,6 +630,65 @@ class BackwardPhase:
             planned.append(self._plan_router(decision, [], step))
         return planned
 
+    async def _plan_routers_llm(
+        self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats, step: int
+    ) -> list[Planned]:
+        """The LLM path: one ``optimize`` call per router chosen by ``routers_to_optimize``;
+        near-duplicates are then merged as in the offline path (no call)."""
+        assert self.llm is not None
+        world, settings = self.world, self.optimizer
+        judged = {
+            t: [g.judgement for g in gs]
+            for (m, t), gs in groups.items()
+            if m == "router" and t in world.routers
+        }
+        k = len(world.routers)
+        jobs: list[tuple[RouterState, list[Gradient], OptimizeRequest]] = []
+        for router_id in routers_to_optimize(judged, settings):
+            if not self._spend(stats, "optimize"):
+                break
+            router = world.routers[router_id]
+            state = RouterState(
+                router_id,
+                dict(router.profile),
+                router.tau,
+                len(world.members(router_id)),
+                router_ops.spread(world, router_id),
+            )
+            partners = [world.routers[r] for r in router_ops.most_similar(world, router_id, 3)]
+            partner_ids = tuple(p.router_id for p in partners)
+            request = OptimizeRequest(
+                "router",
+                router_id,
+                router_content(router, state, settings, partners),
+                judged[router_id],
+                router_operations(state, settings, k, partner_ids),
+                step,
+                partners=partner_ids,
+            )
+            jobs.append((state, groups[("router", router_id)], request))
+        answers = await self.llm.optimize([request for _, _, request in jobs])
+        planned: list[Planned] = []
+        busy: set[str] = set()
+        for (state, gradients, request), answer in zip(jobs, answers, strict=True):
+            if answer is None:
+                self.ctx.count("backward_optimize_failed")
+                continue
+            decision = router_decision_from(answer, state, settings, request.partners)
+            if decision is None or busy & {decision.router_id, decision.partner}:
+                continue  # nothing to do, or a router another decision of this round changes
+            if decision.op == "split" and k >= settings.max_routers:
+                continue
+            if decision.op == "merge" and k - 1 < settings.min_routers:
+                continue
+            k += {"split": 1, "merge": -1}.get(decision.op, 0)
+            busy.update(r for r in (decision.router_id, decision.partner) if r)
+            planned.append(self._plan_router(decision, gradients, step))
+        pairs = router_ops.near_duplicates(world, settings.merge_similarity)
+        for decision in plan_merges(pairs, k, settings, busy):
+            planned.append(self._plan_router(decision, [], step))
+        return planned
+
     def _plan_router(
         self, decision: RouterDecision, gradients: list[Gradient], step: int
     ) -> Planned:
@@ -545,13 +720,19 @@ class BackwardPhase:
                 if decision.tau is not None:
                     router.tau = decision.tau
                 if decision.profile is not None:
-                    change = router_ops.rewrite(world, decision.router_id, decision.profile)
+                    text = decision.text if decision.text is not None else router.text
+                    change = router_ops.rewrite(world, decision.router_id, decision.profile, text)
                 else:
                     change = router_ops.set_tau(world, decision.router_id, router.tau)
                 if decision.op == "rewrite_tau":
                     change = router_ops.RouterChange("rewrite_tau", change.removed, change.created)
             if change is None:
                 return {"unchanged": True}
+            if decision.op == "split" and decision.parts:
+                profiles = [world.routers[r].profile for r in change.created]
+                texts = assign_texts(profiles, decision.parts)
+                for r, text in zip(change.created, texts, strict=True):
+                    world.routers[r].text = text
             result.append(change)
             return {r: router_json(world, r) for r in change.created}
 

@@ -227,6 +227,17 @@ def near_duplicates(world: World, threshold: float) -> list[tuple[str, str, floa
     return pairs
 
 
+def most_similar(world: World, router_id: str, n: int) -> list[str]:
+    """The ``n`` routers whose profile embeddings are closest to ``router_id``'s, closest first."""
+    ids, vectors = world.router_matrix()
+    if router_id not in ids or len(ids) < 2:
+        return []
+    k = ids.index(router_id)
+    similarity = vectors @ vectors[k]
+    order = sorted((j for j in range(len(ids)) if j != k), key=lambda j: (-similarity[j], j))
+    return [ids[j] for j in order[:n]]
+
+
 def check_invariants(
     world: World, scored: Iterable[str] = (), tolerance: float = 1e-4
 ) -> list[str]:

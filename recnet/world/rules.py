@@ -9,6 +9,7 @@ memory until one of them is optimised (copy on write).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -66,6 +67,41 @@ def describe(kind: RuleKind, params: Mapping[str, float]) -> str:
             f"{100 * params['share']:.0f}% of my propagated preferences."
         )
     raise ValueError(f"rule kind {kind!r} has no generated text")
+
+
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+_RULE_PATTERNS: tuple[tuple[RuleKind, str, re.Pattern[str]], ...] = (
+    ("recency", "max_age", re.compile(rf"older than {_NUMBER} steps?", re.IGNORECASE)),
+    (
+        "min_relevance",
+        "threshold",
+        re.compile(rf"similarity\b.*?\bbelow {_NUMBER}", re.IGNORECASE | re.DOTALL),
+    ),
+    ("conflict", "threshold", re.compile(rf"weight below -?{_NUMBER}", re.IGNORECASE)),
+    ("max_share", "share", re.compile(rf"at most {_NUMBER} ?%", re.IGNORECASE)),
+)
+
+
+def parse_rule(text: str) -> tuple[RuleKind, dict[str, float]]:
+    """The executable form of a rule text written like ``describe``'s, else ``("text", {})``.
+
+    This is how an LLM-written rule stays executable: "Reject community updates whose similarity
+    to my own profile is below 0.45." becomes ``min_relevance`` with threshold 0.45; a rule in
+    other words ("Ignore updates about horror films") is a text rule that only LLMs apply.
+    """
+    for kind, name, pattern in _RULE_PATTERNS:
+        found = pattern.search(text)
+        if found is None:
+            continue
+        value = float(found.group(1))
+        if kind == "max_share":
+            value /= 100.0
+            if not 0.0 < value <= 1.0:
+                continue
+        if kind == "conflict":
+            value = abs(value)
+        return kind, {name: value}
+    return "text", {}
 
 
 def default_rules(settings: FilterSettings) -> tuple[FilterRule, ...]:
