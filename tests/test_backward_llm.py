@@ -430,3 +430,35 @@ def test_the_backward_budget_caps_llm_calls(tmp_path: Path) -> None:
     assert n_calls == 3
     skipped = query(trace, "SELECT count(*) FROM backward_steps WHERE skipped = 'budget'")[0][0]
     assert skipped >= 1
+
+
+BACKWARD_TABLES = {
+    "gradients": "SELECT gradient_id, step, seq, user_id, module, target_id, judgement, reason, "
+    "suggestion FROM gradients ORDER BY gradient_id",
+    "optimizations": "SELECT optimization_id, module, target_id, operation, before_json, "
+    "after_json, status, valid_before, valid_after FROM optimizations ORDER BY optimization_id",
+    "router_operations": "SELECT operation_id, operation, router_ids_json, result_ids_json, "
+    "after_json FROM router_operations ORDER BY operation_id",
+    "rules": "SELECT agent_id, rule_id, step, version, text, executable_json FROM "
+    "filter_rule_versions ORDER BY agent_id, rule_id, step, version",
+    "routers": "SELECT router_id, version, tau, text FROM router_versions "
+    "ORDER BY router_id, version",
+}
+
+
+def test_a_recorded_llm_backward_run_replays_identically(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    with LLMTestServer(FakeLLM(bad_gradients=1)) as server:
+        recorded = llm_backward_scenario(server, tmp_path / "a")
+        recorded.llm.cache.enabled, recorded.llm.cache.path = True, str(cache)
+        first = asyncio.run(simulate(recorded))
+        n_requests = server.count()
+        replay = llm_backward_scenario(server, tmp_path / "b")
+        replay.llm.backend, replay.llm.cache.path = "replay", str(cache)
+        second = asyncio.run(simulate(replay))
+        assert server.count() == n_requests  # nothing was asked again
+    assert second.metrics == first.metrics
+    for name, sql in BACKWARD_TABLES.items():
+        recorded_rows = query(first.trace_path, sql)
+        assert recorded_rows, name
+        assert query(second.trace_path, sql) == recorded_rows, name

@@ -31,7 +31,10 @@ VOLATILE = {
 }  # fmt: skip
 
 
-def scenario(tmp: Path, max_calls: int | None) -> Scenario:
+BACKWARD = {"enabled": True, "every": 1, "select": "errors", "feedback": "step", "epsilon": 1.0}
+
+
+def scenario(tmp: Path, max_calls: int | None, backward: bool = False) -> Scenario:
     return validate_scenario(
         {
             "name": "budget",
@@ -43,6 +46,7 @@ def scenario(tmp: Path, max_calls: int | None) -> Scenario:
             "world": {"n_routers": 3},
             "propagation": {"update_size": 8},
             "evaluation": {"n_negatives": 4},
+            "backward": BACKWARD if backward else {"enabled": False},
             "llm": {
                 "backend": "scripted",
                 "options": {"responder": "test_budget_resume:answer"},
@@ -69,15 +73,22 @@ def comparable(path: Path) -> dict[str, list[tuple]]:
     return out
 
 
-def test_budget_stop_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "with-backward"])
+def test_budget_stop_then_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, backward: bool
+) -> None:
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir()
     cut.mkdir()
-    reference = asyncio.run(simulate(scenario(whole, None), trace_path=whole / "t.sqlite"))
+    reference = asyncio.run(
+        simulate(scenario(whole, None, backward), trace_path=whole / "t.sqlite")
+    )
     total_calls = reference.llm_stats.calls  # type: ignore[union-attr]
     assert total_calls > 20
+    if backward:  # the LLM's gradient and optimize calls are part of the run
+        assert reference.operations["gradient"] > 0 and reference.operations["optimize"] > 0
 
-    capped = scenario(cut, total_calls // 2)
+    capped = scenario(cut, total_calls // 2, backward)
     with pytest.raises(BudgetExceeded) as stopped:
         asyncio.run(simulate(capped, trace_path=cut / "t.sqlite"))
     assert "--resume" in str(stopped.value)
