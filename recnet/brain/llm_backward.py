@@ -261,6 +261,47 @@ def router_operations(
     return (*ops, "none")
 
 
+def client_request(
+    agent: ClientAgent, module: ModuleKind, judgements: Sequence[ModuleJudgement], step: int
+) -> OptimizeRequest:
+    """The optimize request for a user's propagated profile or filter memory."""
+    if module == PROFILE_MODULE:
+        content, allowed = profile_content(agent), ("rewrite", "none")
+        return OptimizeRequest(module, agent.agent_id, content, judgements, allowed, step)
+    memory = agent.filters
+    return OptimizeRequest(
+        module,
+        agent.agent_id,
+        filter_content(memory),
+        judgements,
+        filter_operations(memory),
+        step,
+        rule_ids=tuple(r.rule_id for r in memory.rules),
+    )
+
+
+def router_request(
+    router: RouterAgent,
+    state: RouterState,
+    settings: OptimizerSettings,
+    n_routers: int,
+    partners: Sequence[RouterAgent],
+    judgements: Sequence[ModuleJudgement],
+    step: int,
+) -> OptimizeRequest:
+    """The optimize request for a router, offering ``partners`` for a merge."""
+    partner_ids = tuple(p.router_id for p in partners)
+    return OptimizeRequest(
+        "router",
+        router.router_id,
+        router_content(router, state, settings, partners),
+        judgements,
+        router_operations(state, settings, n_routers, partner_ids),
+        step,
+        partners=partner_ids,
+    )
+
+
 # -- answers → typed values -----------------------------------------------------------------------
 
 

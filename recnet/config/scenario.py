@@ -83,6 +83,13 @@ class DatasetSettings(Section):
 class BufferSettings(Section):
     """A client's bounded buffer of incoming router messages."""
 
+    enabled: bool = Field(
+        True,
+        description="Hold router messages in the buffer and merge them in batches (see "
+        "flush_on); false removes the buffer: every message is merged on its own, in arrival "
+        "order (one merge per message; capacity, flush_on and overflow are ignored). With "
+        "filters.enabled: false this is the 'without buffer and filter' ablation.",
+    )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
     flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
         default_factory=lambda: ["full", "before_act", "step_end"],
@@ -101,8 +108,9 @@ class FilterSettings(Section):
 
     enabled: bool = Field(
         True,
-        description="Apply filter rules at reception; false merges every buffered message "
-        "(the 'without buffer and filter' ablation, together with buffer.capacity: 1).",
+        description="Apply filter rules at reception; false accepts every message and skips "
+        "the max-share cap (the 'without buffer and filter' ablation, together with "
+        "buffer.enabled: false).",
     )
     min_relevance: float = Field(
         0.05,

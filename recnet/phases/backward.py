@@ -61,14 +61,11 @@ from recnet.brain.llm_backward import (
     LLMBackward,
     OptimizeRequest,
     assign_texts,
-    filter_content,
-    filter_operations,
+    client_request,
     filter_rewrite_from,
-    profile_content,
     profile_rewrite_from,
-    router_content,
     router_decision_from,
-    router_operations,
+    router_request,
 )
 from recnet.brain.offline import OfflineBrain
 from recnet.brain.optimizer import (
@@ -490,33 +487,19 @@ class BackwardPhase:
             {t for (m, t) in groups if m in ("propagated_profile", "filter_memory")},
             key=self.world.client_position.__getitem__,
         )
+        modules = (
+            ("propagated_profile", "filter_memory") if self.filters_on else ("propagated_profile",)
+        )
         for user_id in users:
+            if stats.skipped is not None:
+                break  # the backward budget is spent
             agent = self.world.users[user_id]
-            for module in ("propagated_profile", "filter_memory"):
+            for module in modules:
                 gradients = groups.get((module, user_id), [])
-                if module == "filter_memory" and not self.filters_on:
+                if not _any_signal(gradients) or not self._spend(stats, "optimize"):
                     continue
-                if not _any_signal(gradients):
-                    continue
-                if not self._spend(stats, "optimize"):
-                    break
-                if module == "propagated_profile":
-                    content, allowed, rule_ids = profile_content(agent), ("rewrite", "none"), ()
-                else:
-                    content = filter_content(agent.filters)
-                    allowed = filter_operations(agent.filters)
-                    rule_ids = tuple(r.rule_id for r in agent.filters.rules)
                 judgements = [g.judgement for g in gradients]
-                request = OptimizeRequest(
-                    module,
-                    user_id,
-                    content,
-                    judgements,
-                    allowed,
-                    step,
-                    rule_ids,  # type: ignore[arg-type]
-                )
-                jobs.append((agent, gradients, request))
+                jobs.append((agent, gradients, client_request(agent, module, judgements, step)))
         answers = await self.llm.optimize([request for _, _, request in jobs])
         planned: list[Planned] = []
         for (agent, gradients, request), answer in zip(jobs, answers, strict=True):
@@ -607,14 +590,7 @@ class BackwardPhase:
         }
         for router_id in routers_to_optimize(judged, self.optimizer):
             gradients = groups[("router", router_id)]
-            router = world.routers[router_id]
-            state = RouterState(
-                router_id,
-                dict(router.profile),
-                router.tau,
-                len(world.members(router_id)),
-                router_ops.spread(world, router_id),
-            )
+            state = self._router_state(router_id)
             if not self._spend(stats, "optimize"):
                 return planned
             decision = optimize_router(state, [g.judgement for g in gradients], self.optimizer, k)
@@ -629,6 +605,17 @@ class BackwardPhase:
                 break
             planned.append(self._plan_router(decision, [], step))
         return planned
+
+    def _router_state(self, router_id: str) -> RouterState:
+        world = self.world
+        router = world.routers[router_id]
+        return RouterState(
+            router_id,
+            dict(router.profile),
+            router.tau,
+            len(world.members(router_id)),
+            router_ops.spread(world, router_id),
+        )
 
     async def _plan_routers_llm(
         self, groups: Mapping[ModuleKey, list[Gradient]], stats: RoundStats, step: int
@@ -647,25 +634,9 @@ class BackwardPhase:
         for router_id in routers_to_optimize(judged, settings):
             if not self._spend(stats, "optimize"):
                 break
-            router = world.routers[router_id]
-            state = RouterState(
-                router_id,
-                dict(router.profile),
-                router.tau,
-                len(world.members(router_id)),
-                router_ops.spread(world, router_id),
-            )
+            router, state = world.routers[router_id], self._router_state(router_id)
             partners = [world.routers[r] for r in router_ops.most_similar(world, router_id, 3)]
-            partner_ids = tuple(p.router_id for p in partners)
-            request = OptimizeRequest(
-                "router",
-                router_id,
-                router_content(router, state, settings, partners),
-                judged[router_id],
-                router_operations(state, settings, k, partner_ids),
-                step,
-                partners=partner_ids,
-            )
+            request = router_request(router, state, settings, k, partners, judged[router_id], step)
             jobs.append((state, groups[("router", router_id)], request))
         answers = await self.llm.optimize([request for _, _, request in jobs])
         planned: list[Planned] = []

@@ -8,7 +8,8 @@ applies the outcomes, and writes trace rows:
 2. ``perceive``  — attributes that changed go to their nearest router.
 3. ``integrate`` — routers that received attributes summarise them into a new profile.
 4. ``multicast`` — each updated router sends its profile to clients with cos ≥ τ.
-5. ``receive``   — flushed buffers are merged into propagated profiles through filter memories.
+5. ``receive``   — flushed buffers are merged into propagated profiles through filter memories;
+   with ``world.buffer.enabled: false`` every message is merged on its own, in arrival order.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class ForwardPhase:
         self.world = world
         self.settings = ctx.scenario.propagation
         self.flush_on = set(ctx.scenario.world.buffer.flush_on)
+        # False = no buffer: messages skip it and are merged one by one (see ``receive``)
+        self.buffering = ctx.scenario.world.buffer.enabled
         self.item_ids = list(world.items)
         self.max_count = 0
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
@@ -265,6 +268,9 @@ class ForwardPhase:
                 text=text if text is not None else "",
             )
             state.n_messages += 1
+            if not self.buffering:  # no buffer: straight to reception, in arrival order
+                state.to_flush.setdefault(client.agent_id, []).append(message)
+                continue
             dropped = client.buffer.push(message)
             self.buffered.add(client.agent_id)
             if dropped is not None:
@@ -279,8 +285,24 @@ class ForwardPhase:
 
     # 5. reception ------------------------------------------------------------------------------
     async def receive(self, state: StepState) -> None:
+        """Merge what flushed this step (``state.to_flush``) into propagated profiles.
+
+        With the buffer (default) each client's flushed messages are merged together, in one merge
+        per client and step. This holds for ``capacity: 1`` too: a buffer that flushes when full
+        hands its messages to ``state.to_flush``, where all of the step's flushes of one client
+        are collected into that single merge. The capacity decides what overflow drops and when
+        messages leave the buffer, not how many merges a step makes.
+
+        Without the buffer (``world.buffer.enabled: false``) ``state.to_flush`` holds each
+        client's messages of the step in arrival order, and every message is its own merge, in
+        that order (``_merge_each``).
+        """
         flush = state.to_flush
         state.to_flush = {}
+        if not self.buffering:
+            if flush:
+                await self._merge_each(state, flush)
+            return
         if "step_end" in self.flush_on:
             for agent_id in self.buffered:
                 buffer = self.world.client(agent_id).buffer
@@ -289,6 +311,24 @@ class ForwardPhase:
             self.buffered.clear()
         if flush:
             await self._merge(state, flush)
+
+    async def _merge_each(self, state: StepState, arrived: dict[str, list[RouterMessage]]) -> None:
+        """One merge per message, each client's messages in arrival order.
+
+        Equivalent to merging every message the moment multicast delivers it: a merge reads and
+        writes only its own client's propagated profile, and nothing between multicast and
+        reception reads propagated profiles (routing scores embed original profiles). So merges
+        run in rounds: round r merges the r-th message of every client that received more than r,
+        one batched brain call per round, clients independent within a round. With the offline
+        brain each message is therefore damped into the propagated profile on its own
+        (``(1 - d) * P + d * |original| * message``, repeated), so order and damping matter,
+        instead of the score-weighted mean of the step's messages being damped in once.
+        """
+        depth = max(len(messages) for messages in arrived.values())
+        for r in range(depth):
+            await self._merge(
+                state, {a: [messages[r]] for a, messages in arrived.items() if len(messages) > r}
+            )
 
     async def _merge(self, state: StepState, flush: dict[str, list[RouterMessage]]) -> None:
         ctx, world = self.ctx, self.world
