@@ -187,7 +187,9 @@ def module_blocks(request: GradientRequest) -> dict[str, str]:
         PROFILE_MODULE: f"[{PROFILE_MODULE}] What the user took in from its communities: "
         f"{_flat(propagated)}",
     }
-    rules = "; ".join(f"{n}. ({r.rule_id}) {r.text}" for n, r in enumerate(user.filters.rules, 1))
+    rules = "; ".join(
+        f"{n}. ({r.rule_id}) {r.text.rstrip('.')}" for n, r in enumerate(user.filters.rules, 1)
+    )
     rejected = "; ".join(
         f"router {m.router_id} (similarity {m.score:.2f}): "
         f"{_flat(m.text or render(m.attributes, limit=8))}"
