@@ -165,7 +165,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]
     return report
 
 
-def movielens_llm_cost(users: int, per_user: int, scenario_name: str) -> dict[str, Any]:
+def movielens_llm_cost(
+    users: int, per_user: int, scenario_name: str, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """LLM calls and tokens per training interaction of the movielens scenario, measured.
 
     Runs ``scenarios/movielens.yaml`` on a seeded subsample (``users`` users, their last
@@ -192,14 +194,19 @@ def movielens_llm_cost(users: int, per_user: int, scenario_name: str) -> dict[st
                 "llm.max_concurrency=32",
                 "propagation.update_size=20",
                 "llm.budget.max_calls=null",
+                *extra,
             ],
         )
         result = asyncio.run(simulate(scenario, trace_path=Path(folder) / "t.sqlite"))
     stats = result.llm_stats
     assert stats is not None
     tokens = stats.tokens_in + stats.tokens_out  # type: ignore[attr-defined]
+    rounds = result.stats.get("backward_rounds", 0)
+    backward_calls = sum(result.operations.get(op, 0) for op in ("gradient", "optimize"))
     return {
-        "scenario": scenario_name,
+        "scenario": scenario_name + "".join(f" --set {o}" for o in extra),
+        "backward_rounds": rounds,
+        "backward_calls_per_round": backward_calls / rounds if rounds else None,
         "users": users,
         "interactions_per_user": per_user,
         "train_interactions": result.n_train,
@@ -237,8 +244,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
-    scenarios = () if args.skip_cost else ("movielens.yaml", "movielens-llm.yaml")
-    costs = [movielens_llm_cost(args.cost_users, args.cost_per_user, name) for name in scenarios]
+    backward = ("backward.enabled=true", "backward.every=2")
+    scenarios: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ()
+        if args.skip_cost
+        else (
+            ("movielens.yaml", ()),
+            ("movielens-llm.yaml", ()),
+            ("movielens-llm.yaml", backward),
+        )
+    )
+    costs = [
+        movielens_llm_cost(args.cost_users, args.cost_per_user, name, extra)
+        for name, extra in scenarios
+    ]
     for cost in costs:
         print(
             f"{cost['scenario']} ({cost['users']} users x {cost['interactions_per_user']} "
@@ -246,7 +265,13 @@ def main() -> None:
             f"{cost['llm_calls']} LLM calls, {cost['tokens']:,} tokens = "
             f"{cost['calls_per_train_interaction']:.2f} calls and "
             f"{cost['tokens_per_train_interaction']:,.0f} tokens per training interaction "
-            f"({cost['calls_by_operation']})",
+            f"({cost['calls_by_operation']})"
+            + (
+                f"; {cost['backward_calls_per_round']:.1f} gradient+optimize calls per backward "
+                f"round ({cost['backward_rounds']} rounds)"
+                if cost["backward_rounds"]
+                else ""
+            ),
             flush=True,
         )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
