@@ -80,7 +80,7 @@ AGENT_VARIANTS: tuple[Variant, ...] = (
         "no-buffer-filter",
         "RecNet w/o buffer & filter",
         "agent",
-        ("world.filters.enabled=false", "world.buffer.capacity=1"),
+        ("world.filters.enabled=false", "world.buffer.enabled=false"),
     ),
     Variant(
         "point-to-point",

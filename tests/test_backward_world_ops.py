@@ -95,6 +95,17 @@ def test_merge_of_near_duplicates_keeps_invariants() -> None:
     assert router_ops.near_duplicates(world, 0.99) == []
 
 
+def test_most_similar_routers_come_closest_first_without_the_router_itself() -> None:
+    world = two_community_world(n_routers=1)
+    for attributes in (GROUP_A, GROUP_B, GROUP_A[:3] + GROUP_B[:1]):
+        world.add_router(RouterAgent(world.new_router_id(), dict.fromkeys(attributes, 1.0), 0.2))
+    # r:1 is western, r:2 anime, r:3 mostly western
+    assert router_ops.most_similar(world, "r:1", 2) == ["r:3", "r:0"]
+    assert router_ops.most_similar(world, "r:2", 1) == ["r:0"]
+    assert "r:1" not in router_ops.most_similar(world, "r:1", 10)
+    assert len(router_ops.most_similar(world, "r:1", 10)) == 3
+
+
 def test_raising_tau_drops_members_but_nobody_is_orphaned() -> None:
     world = two_community_world(n_routers=1)
     split = router_ops.split(world, "r:0", np.random.default_rng(0), step=0, profile_size=16)
