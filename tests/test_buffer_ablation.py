@@ -54,7 +54,9 @@ def run(
             inner = OfflineBrain.merge
 
             async def merge(self: OfflineBrain, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
-                merges.append([(t.client.agent_id, [m.message_id for m in t.messages]) for t in tasks])
+                merges.append(
+                    [(t.client.agent_id, [m.message_id for m in t.messages]) for t in tasks]
+                )
                 return await inner(self, tasks)
 
             patch.setattr(OfflineBrain, "merge", merge)
