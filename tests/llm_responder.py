@@ -77,9 +77,11 @@ def id_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def candidates_of(prompt: str) -> list[tuple[str, str]]:
-    """``(id, description)`` per line of the candidates block of a predict/rank prompt."""
-    block = section(prompt, '"<id>: <description>":', "\n\n")
+def candidates_of(
+    prompt: str, start: str = '"<id>: <description>":', end: str = "\n\n"
+) -> list[tuple[str, str]]:
+    """``(id, description)`` per line of a candidates block (by default a predict/rank prompt's)."""
+    block = section(prompt, start, end)
     out = []
     for line in block.splitlines():
         head, sep, rest = line.partition(": ")
@@ -305,7 +307,8 @@ def gradient(prompt: str) -> dict[str, Any]:
     predicted = section(prompt, "The user agent predicted:", "(").strip()
     true = section(prompt, "The item the user really chose:", "\n")
     true_id, _, true_text = true.partition(": ")
-    chosen = dict(candidates_of_gradient(prompt)).get(predicted, "")
+    shown = candidates_of(prompt, "The candidates:", "The user agent predicted:")
+    chosen = dict(shown).get(predicted, "")
     wrong = predicted != true_id.strip()
     judgements = []
     for line in block.splitlines():
@@ -334,16 +337,6 @@ def gradient(prompt: str) -> dict[str, Any]:
             }
         )
     return {"judgements": judgements}
-
-
-def candidates_of_gradient(prompt: str) -> list[tuple[str, str]]:
-    block = section(prompt, "The candidates:", "The user agent predicted:")
-    out = []
-    for line in block.splitlines():
-        head, sep, rest = line.partition(": ")
-        if sep:
-            out.append((head.strip(), rest))
-    return out
 
 
 THRESHOLD = re.compile(

@@ -187,8 +187,8 @@ def test_the_gradient_validator_wants_every_module_once() -> None:
     with pytest.raises(ValueError) as info:
         check(bad)
     message = str(info.value)
-    assert "unknown modules: r:9" in message and "judged twice: propagated_profile" in message
-    assert "not judged: filter_memory, r:3" in message
+    assert "unknown: r:9" in message and "twice: propagated_profile" in message
+    assert "missing: filter_memory, r:3" in message
 
 
 def test_the_optimize_validator_names_what_is_wrong() -> None:

@@ -334,7 +334,7 @@ async def test_rank_that_is_not_a_permutation_is_repaired_then_falls_back() -> N
     expected = [offline.score(task.user, c, 0.0) for c in task.candidates]
     assert outcome.scores == pytest.approx(expected)
     feedback = prompt(backend.requests[1])
-    assert "not candidates: i:42" in feedback and "listed twice: i:7" in feedback
+    assert "unknown: i:42" in feedback and "twice: i:7" in feedback
     assert "missing: i:9, i:3" in feedback
     assert brain.stats.repairs == 1 and brain.stats.fallbacks == 1
 

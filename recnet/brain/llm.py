@@ -583,30 +583,37 @@ def _one_of(ids: Sequence[str]) -> Callable[[PredictOutput], None]:
     return check
 
 
+def exactly_once(
+    answers: Sequence[str], ids: Sequence[str], match: Callable[[str], str | None]
+) -> list[str]:
+    """What keeps ``answers`` from naming every one of ``ids`` exactly once (``match`` maps an
+    answer to the id it names, or None): "unknown: …", "twice: …", "missing: …" (empty = fine)."""
+    unknown: list[str] = []
+    repeated: list[str] = []
+    seen: set[str] = set()
+    for answer in answers:
+        matched = match(answer)
+        if matched is None:
+            unknown.append(answer)
+        elif matched in seen:
+            repeated.append(matched)
+        else:
+            seen.add(matched)
+    missing = [i for i in ids if i not in seen]
+    problems = []
+    for label, names in (("unknown", unknown), ("twice", repeated), ("missing", missing)):
+        if names:
+            problems.append(f"{label}: {', '.join(names)}")
+    return problems
+
+
 def _permutation_of(ids: Sequence[str]) -> Callable[[RankOutput], None]:
     def check(value: RankOutput) -> None:
-        unknown: list[str] = []
-        repeated: list[str] = []
-        seen: set[str] = set()
-        for answer in value.ranking:
-            matched = match_id(answer, ids)
-            if matched is None:
-                unknown.append(answer)
-            elif matched in seen:
-                repeated.append(matched)
-            else:
-                seen.add(matched)
-        missing = [i for i in ids if i not in seen]
-        if unknown or repeated or missing:
-            problems = []
-            if unknown:
-                problems.append(f"not candidates: {', '.join(unknown)}")
-            if repeated:
-                problems.append(f"listed twice: {', '.join(repeated)}")
-            if missing:
-                problems.append(f"missing: {', '.join(missing)}")
+        problems = exactly_once(value.ranking, ids, lambda answer: match_id(answer, ids))
+        if problems:
             raise ValueError(
-                f"'ranking' must list every candidate id exactly once ({'; '.join(problems)})"
+                "'ranking' must list every candidate id exactly once "
+                f"({'; '.join(problems)}); the candidates are: {', '.join(ids)}"
             )
 
     return check

@@ -456,25 +456,13 @@ def assign_texts(profiles: Sequence[Mapping[str, float]], texts: Sequence[str]) 
 
 
 def _judges_each(modules: Sequence[str]) -> Any:
+    from recnet.brain.llm import exactly_once
+
     expected = {_key(m): m for m in modules}
 
     def check(value: GradientOutput) -> None:
-        seen: list[str] = []
-        unknown = []
-        for j in value.judgements:
-            key = _key(j.module)
-            if key not in expected:
-                unknown.append(j.module)
-            seen.append(key)
-        repeated = sorted({expected.get(k, k) for k in seen if seen.count(k) > 1})
-        missing = [m for k, m in expected.items() if k not in seen]
-        problems = []
-        if unknown:
-            problems.append(f"unknown modules: {', '.join(unknown)}")
-        if repeated:
-            problems.append(f"judged twice: {', '.join(repeated)}")
-        if missing:
-            problems.append(f"not judged: {', '.join(missing)}")
+        answers = [j.module for j in value.judgements]
+        problems = exactly_once(answers, modules, lambda answer: expected.get(_key(answer)))
         if problems:
             raise ValueError(
                 "'judgements' must judge every module exactly once, by its id "
