@@ -88,3 +88,32 @@ def test_flush_triggers_keep_messages_buffered_until_they_fire(
     buffered = scalar(db, "SELECT count(*) FROM messages WHERE status = 'buffered'")
     decided = scalar(db, "SELECT count(*) FROM messages WHERE status != 'buffered'")
     assert buffered > 0 and decided > 0
+
+
+def test_message_rows_are_tuples_in_the_trace_insert_order() -> None:
+    from recnet.phases.forward import MESSAGE_COLUMNS, message_row
+    from recnet.trace.store import SPECS
+    from recnet.world.buffer import RouterMessage
+
+    assert SPECS["messages"].insert_columns == MESSAGE_COLUMNS
+    message = RouterMessage(
+        message_id=1,
+        router_id="r:2",
+        client_id="u:3",
+        step=4,
+        score=0.1234567,
+        attributes={},
+        text="",
+    )
+    row = dict(zip(MESSAGE_COLUMNS, message_row("run", message, "accepted", None, 5), strict=True))
+    assert row == {
+        "run_id": "run",
+        "step": 4,
+        "router_id": "r:2",
+        "client_id": "u:3",
+        "score": 0.123457,
+        "status": "accepted",
+        "rule_id": None,
+        "decided_step": 5,
+    }
+    assert message_row("run", message, "buffered", None, 5)[-1] is None

@@ -584,3 +584,97 @@ def test_only_the_newest_checkpoint_is_kept(store: TraceStore) -> None:
     assert [row["step"] for row in store.read("checkpoints", "r1")] == [2]
     store.truncate_after("r1", 1)
     assert store.read("checkpoints", "r1") == []
+
+
+# -- tuple rows and value checks (every store) ------------------------------------------------
+
+
+def test_tuple_rows_in_insert_order_round_trip(store: TraceStore) -> None:
+    from recnet.trace.store import SPECS
+
+    columns = SPECS["messages"].insert_columns
+    assert columns == (
+        "run_id",
+        "step",
+        "router_id",
+        "client_id",
+        "score",
+        "status",
+        "rule_id",
+        "decided_step",
+    )
+    as_tuple = tuple({**message(0, "u:1"), "rule_id": "r", "decided_step": 1}[c] for c in columns)
+    store.add("messages", [as_tuple, message(1, "i:2")])  # tuples and dicts mix
+    store.flush()
+    rows = store.read("messages", "r1")
+    assert [(r["id"], r["client_id"], r["rule_id"], r["decided_step"]) for r in rows] == [
+        (1, "u:1", "r", 1),
+        (2, "i:2", None, None),
+    ]
+
+
+def test_bad_tuple_rows_are_clear_errors(store: TraceStore) -> None:
+    good = ("r1", 0, "r:0", "u:1", 0.5, "accepted", None, 1)
+    with pytest.raises(TraceError, match=r"7 values, not 8") as info:
+        store.add("messages", [good, good[:7]])
+    assert "run_id, step, router_id" in (info.value.remedy or "")
+    with pytest.raises(TraceError, match=r"NOT NULL.*'status'"):
+        store.add("messages", [good, (*good[:5], None, None, 1)])
+    with pytest.raises(TraceError, match="single tuple"):
+        store.add("messages", good)  # type: ignore[arg-type]
+    with pytest.raises(TraceError, match="dict or a tuple"):
+        store.add("messages", [["r1", 0]])  # type: ignore[list-item]
+    with pytest.raises(TraceError, match=r"assigns 'id' itself"):
+        store.add("messages", [{**message(0), "id": 7}])
+    store.flush()
+    assert store.count("messages") == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "row", "column"),
+    [
+        ("interactions", {**interaction(0, 0), "correct": "maybe"}, "correct"),
+        ("interactions", {**interaction(0, 0), "correct": 2}, "correct"),
+        ("interactions", {**interaction(0, 0), "seq": 1.5}, "seq"),
+        ("interactions", {**interaction(0, 0), "timestamp": "noon"}, "timestamp"),
+        ("messages", {**message(0), "score": "high"}, "score"),
+        ("messages", {**message(0), "client_id": 3}, "client_id"),
+        ("messages", {**message(0), "rule_id": ["a"]}, "rule_id"),
+        ("messages", {**message(0), "score": True}, "score"),
+    ],
+)
+def test_a_bad_value_is_a_trace_error_naming_its_column(
+    make_store: MakeStore, table: str, row: dict, column: str
+) -> None:
+    store = make_store()
+    store.create_run(run_row())
+    store.add("steps", [step_row(0)])
+    store.add(table, [row])
+    with pytest.raises(TraceError, match=rf"rejected a value: column '{column}' of .*'{table}'"):
+        store.commit_step("r1", 0)
+        store.wait()
+    # Nothing of the step was written, and the bad row does not linger.
+    assert store.count(table) == 0
+    assert store.count("steps") == 0
+    assert store.runs()[0]["last_completed_step"] == -1
+    store.commit_step("r1", 0)
+    assert store.count(table) == 0
+
+
+def test_values_of_every_kind_are_accepted(store: TraceStore) -> None:
+    store.add(
+        "interactions",
+        [
+            {**interaction(0, 0), "correct": np.bool_(False), "seq": np.uint32(0)},
+            {**interaction(1, 0), "correct": 1, "timestamp": None},
+        ],
+    )
+    store.add("messages", [{**message(0), "score": 1}, {**message(0), "score": np.float64(0.5)}])
+    store.add(
+        "checkpoints",
+        [{"run_id": "r1", "step": 0, "created_at": "t", "format": "f", "state": b"\x00\x01"}],
+    )
+    store.commit_step("r1", 0)
+    assert [bool(r["correct"]) for r in store.read("interactions", "r1")] == [False, True]
+    assert sorted(float(r["score"]) for r in store.read("messages", "r1")) == [0.5, 1.0]
+    assert store.read("checkpoints", "r1")[0]["state"] == b"\x00\x01"

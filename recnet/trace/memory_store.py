@@ -20,6 +20,7 @@ from recnet.trace.store import (
     TABLES,
     BufferedTraceStore,
     Row,
+    Values,
     check_filter,
     check_run_fields,
     unknown_run,
@@ -39,8 +40,8 @@ class MemoryTraceStore(BufferedTraceStore):
 
     def create_run(self, row: Mapping[str, Any]) -> None:
         self._check_writable()
-        run = SPECS["runs"].normalise(row)
-        self._insert({"runs": [run]})
+        runs = SPECS["runs"]
+        self._insert({"runs": [runs.ordered(runs.normalise(row))]})
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self._check_writable()
@@ -55,15 +56,15 @@ class MemoryTraceStore(BufferedTraceStore):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _write(self, batches: dict[str, list[Row]], marker: tuple[str, int] | None) -> None:
+    def _write(self, batches: dict[str, list[Values]], marker: tuple[str, int] | None) -> None:
         run = self._run(marker[0]) if marker is not None else None  # check before changing
         self._insert(batches)
-        for row in batches.get("checkpoints", []):  # keep only each run's newest checkpoint
+        for row in map(SPECS["checkpoints"].as_dict, batches.get("checkpoints", [])):
             self._keep("checkpoints", _not_older_than(row["run_id"], row["step"]))
         if run is not None and marker is not None:
             run["last_completed_step"] = marker[1]
 
-    def _insert(self, batches: dict[str, list[Row]]) -> None:
+    def _insert(self, batches: dict[str, list[Values]]) -> None:
         """Insert all rows or none: keys are checked before anything is stored."""
         staged: dict[str, list[tuple[tuple[Any, ...], Row]]] = {}
         next_id = dict(self._next_id)
@@ -73,11 +74,10 @@ class MemoryTraceStore(BufferedTraceStore):
             out = staged.setdefault(name, [])
             auto = table_spec.autoincrement
             for row in rows:
-                stored = dict(row)
+                stored = table_spec.as_dict(row)
                 if auto is not None:
-                    if stored.get(auto) is None:
-                        stored[auto] = next_id[name]
-                    next_id[name] = max(next_id[name], int(stored[auto]) + 1)
+                    stored[auto] = next_id[name]
+                    next_id[name] += 1
                 key = tuple(stored[c] for c in table_spec.primary_key)
                 if key in existing or key in new:
                     raise TraceError(

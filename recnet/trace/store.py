@@ -7,9 +7,11 @@ follow one contract: ``SQLiteTraceStore`` (the real one) and ``MemoryTraceStore`
 Write model, the same for every store:
 
 * ``create_run`` / ``update_run`` write at once.
-* ``add`` validates rows against ``recnet.trace.schema`` and buffers them; once ``batch_size``
-  rows are buffered (all tables together) they are flushed.
-* ``flush`` writes every buffered row of every table in one transaction.
+* ``add`` checks the shape of rows (dicts, or tuples in insert order: ``recnet.trace.rows``)
+  against ``recnet.trace.schema`` and buffers them as tuples; once ``batch_size`` rows are
+  buffered (all tables together) they are written (by a background writer: without waiting).
+* ``flush`` checks the values of every buffered row (a bad one is a TraceError naming its column;
+  the batch is dropped) and writes them all in one transaction.
 * ``commit_step`` flushes and sets ``runs.last_completed_step`` in the same transaction, so a
   step's rows and its completion marker land together.
 * ``truncate_after`` removes what a crashed run wrote after its last completed step, so a resumed
@@ -23,16 +25,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-from sqlalchemy import Column, Integer, Table
+from sqlalchemy import Table
 
 from recnet.errors import TraceError
 from recnet.trace import schema
-
-Row = dict[str, Any]
+from recnet.trace.rows import Row, TableSpec, Values
 
 #: Every table of the trace, by name.
 TABLES: dict[str, Table] = dict(schema.metadata.tables)
@@ -41,95 +41,6 @@ NOT_ADDABLE: dict[str, str] = {
     "runs": "use create_run() / update_run() for the runs table",
     "schema_migrations": "schema_migrations is maintained by the store itself",
 }
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """What the stores need to know about one table to validate and complete rows."""
-
-    table: Table
-    columns: tuple[str, ...]
-    column_set: frozenset[str]
-    primary_key: tuple[str, ...]
-    autoincrement: str | None  # integer surrogate key the database assigns, if any
-    required: frozenset[str]  # NOT NULL, no default, not assigned by the database
-    not_null: frozenset[str]
-    defaults: Mapping[str, Any]  # value used when a row leaves a nullable/defaulted column out
-
-    @classmethod
-    def of(cls, table: Table) -> TableSpec:
-        pk = tuple(c.name for c in table.primary_key.columns)
-        auto = _autoincrement_column(table)
-        defaults: dict[str, Any] = {}
-        required: set[str] = set()
-        not_null: set[str] = set()
-        for col in table.columns:
-            if col.name == auto:
-                continue
-            default = col.default
-            has_default = default is not None and getattr(default, "is_scalar", False)
-            if has_default:
-                defaults[col.name] = default.arg  # type: ignore[union-attr]
-            elif col.nullable:
-                defaults[col.name] = None
-            if not col.nullable:
-                not_null.add(col.name)
-                if not has_default:
-                    required.add(col.name)
-        return cls(
-            table=table,
-            columns=tuple(c.name for c in table.columns),
-            column_set=frozenset(c.name for c in table.columns),
-            primary_key=pk,
-            autoincrement=auto,
-            required=frozenset(required),
-            not_null=frozenset(not_null),
-            defaults=defaults,
-        )
-
-    def normalise(self, row: Mapping[str, Any]) -> Row:
-        """Return a complete copy of ``row``; raise TraceError on unknown or missing columns."""
-        if type(row) is not dict and not isinstance(row, Mapping):
-            raise TraceError(
-                f"a row for trace table {self.table.name!r} must be a dict, "
-                f"got {type(row).__name__}",
-                "pass an iterable of dicts mapping column names to values",
-            )
-        keys = row.keys()
-        # Fast path first (this runs for every traced row); details only when something is off.
-        if not keys <= self.column_set or not keys >= self.required or None in row.values():
-            self._check(row)
-        out: Row = {**self.defaults, **row}
-        if self.autoincrement is not None and out.get(self.autoincrement, 0) is None:
-            del out[self.autoincrement]
-        return out
-
-    def _check(self, row: Mapping[str, Any]) -> None:
-        name = self.table.name
-        unknown = [key for key in row if key not in self.column_set]
-        if unknown:
-            raise TraceError(
-                f"unknown column(s) {', '.join(map(repr, unknown))} for trace table {name!r}",
-                f"columns of {name!r}: {', '.join(self.columns)}",
-            )
-        missing = sorted(self.required - row.keys())
-        nulls = sorted(c for c in self.not_null if c in row and row[c] is None)
-        if missing or nulls:
-            bad = ", ".join(map(repr, missing + nulls))
-            raise TraceError(
-                f"row for trace table {name!r} lacks a value for NOT NULL column(s) {bad}",
-                "fill every required column (see the Trace schema section of the README)",
-            )
-
-
-def _autoincrement_column(table: Table) -> str | None:
-    cols = list(table.primary_key.columns)
-    if len(cols) != 1:
-        return None
-    col: Column[Any] = cols[0]
-    if isinstance(col.type, Integer) and col.autoincrement in (True, "auto"):
-        return col.name
-    return None
 
 
 SPECS: dict[str, TableSpec] = {name: TableSpec.of(table) for name, table in TABLES.items()}
@@ -203,7 +114,7 @@ class TraceStore(Protocol):
 
     def update_run(self, run_id: str, **fields: Any) -> None: ...
 
-    def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None: ...
+    def add(self, table: str, rows: Iterable[Mapping[str, Any] | Values]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -249,7 +160,7 @@ class BufferedTraceStore(abc.ABC):
                 "set trace.batch_size to a positive number of rows",
             )
         self.batch_size = batch_size
-        self._buffers: dict[str, list[Row]] = {}
+        self._buffers: dict[str, list[Values]] = {}
         self._pending = 0
         self._closed = False
         # With ``background``, batches are written by one worker thread while the simulation goes
@@ -267,15 +178,18 @@ class BufferedTraceStore(abc.ABC):
         """Rows buffered and not yet written."""
         return self._pending
 
-    def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def add(self, table: str, rows: Iterable[Mapping[str, Any] | Values]) -> None:
+        """Check and buffer ``rows``: dicts, or tuples in ``SPECS[table].insert_columns`` order."""
         self._check_writable()
         table_spec = spec(table, for_add=True)
-        if isinstance(rows, Mapping):
+        single = type(rows) is tuple and len(rows) > 0 and not isinstance(rows[0], tuple | Mapping)
+        if isinstance(rows, Mapping) or single:
             raise TraceError(
-                f"add({table!r}, ...) expects an iterable of rows, got a single dict",
+                f"add({table!r}, ...) expects an iterable of rows, got a single "
+                f"{type(rows).__name__}",
                 "wrap the row in a list",
             )
-        checked = [table_spec.normalise(row) for row in rows]  # all or nothing
+        checked = table_spec.tuples(rows)  # all or nothing
         start = 0
         while start < len(checked):
             room = self.batch_size - self._pending
@@ -284,7 +198,7 @@ class BufferedTraceStore(abc.ABC):
             self._pending += len(chunk)
             start += len(chunk)
             if self._pending >= self.batch_size:
-                self.flush()
+                self._write_buffers(None)  # a background writer takes it; no wait here
 
     def flush(self) -> None:
         self._check_writable()
@@ -313,6 +227,8 @@ class BufferedTraceStore(abc.ABC):
         # its rows (a programming error such as a duplicate key) must not poison later flushes.
         self._buffers = {}
         self._pending = 0
+        for name, rows in batches.items():
+            SPECS[name].check_values(rows)
         if self._executor is None:
             self._write(batches, marker)
             return
@@ -365,8 +281,9 @@ class BufferedTraceStore(abc.ABC):
     # -- for subclasses ------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _write(self, batches: dict[str, list[Row]], marker: tuple[str, int] | None) -> None:
-        """Insert ``batches`` and, if given, set the run's last completed step; one transaction."""
+    def _write(self, batches: dict[str, list[Values]], marker: tuple[str, int] | None) -> None:
+        """Insert ``batches`` (checked row tuples in insert order) and, if given, set the run's
+        last completed step; one transaction."""
 
     @abc.abstractmethod
     def _truncate(self, run_id: str, step: int) -> None:
