@@ -26,11 +26,11 @@ module is left as it is (the failure is in ``llm_calls``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from recnet.brain.credit import NO_ADJUSTMENT, Feedback, ModuleJudgement, ModuleKind
+from recnet.brain.llm import LLMBrain, _Calls, candidate_lines, exactly_once
 from recnet.brain.optimizer import (
     FilterRewrite,
     OptimizerSettings,
@@ -46,9 +46,6 @@ from recnet.world.agents import ClientAgent, RouterAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, normalized, render
 from recnet.world.rules import FilterMemory, parse_rule
-
-if TYPE_CHECKING:
-    from recnet.brain.llm import LLMBrain
 
 PHASE = "backward"
 PROFILE_MODULE = "propagated_profile"
@@ -104,18 +101,14 @@ class LLMBackward:
         self, requests: Sequence[GradientRequest]
     ) -> list[list[ModuleJudgement] | None]:
         """Judgements per request (module order as shown); None when the answer was unusable."""
-        from recnet.brain.llm import _Calls
-
         calls = [_Calls() for _ in requests]
         return await self.brain._batch(
             [self._gradient_one(r, c) for r, c in zip(requests, calls, strict=True)], calls
         )
 
     async def _gradient_one(
-        self, request: GradientRequest, calls: Any
+        self, request: GradientRequest, calls: _Calls
     ) -> list[ModuleJudgement] | None:
-        from recnet.brain.llm import candidate_lines
-
         modules = module_blocks(request)
         fb = request.feedback
         ranking = [fb.candidates[k] for k in fb.order]
@@ -141,14 +134,12 @@ class LLMBackward:
 
     async def optimize(self, requests: Sequence[OptimizeRequest]) -> list[OptimizeOutput | None]:
         """One validated edit per request; None when the answer was unusable."""
-        from recnet.brain.llm import _Calls
-
         calls = [_Calls() for _ in requests]
         return await self.brain._batch(
             [self._optimize_one(r, c) for r, c in zip(requests, calls, strict=True)], calls
         )
 
-    async def _optimize_one(self, request: OptimizeRequest, calls: Any) -> OptimizeOutput | None:
+    async def _optimize_one(self, request: OptimizeRequest, calls: _Calls) -> OptimizeOutput | None:
         verdict, _ = net(request.judgements, 0.0)
         reasons = _distinct(j.reason for j in request.judgements if j.judgement == verdict)
         suggestions = _distinct(
@@ -455,9 +446,7 @@ def assign_texts(profiles: Sequence[Mapping[str, float]], texts: Sequence[str]) 
 # -- validators (their messages go back to the model in a re-ask) ---------------------------------
 
 
-def _judges_each(modules: Sequence[str]) -> Any:
-    from recnet.brain.llm import exactly_once
-
+def _judges_each(modules: Sequence[str]) -> Callable[[GradientOutput], None]:
     expected = {_key(m): m for m in modules}
 
     def check(value: GradientOutput) -> None:
@@ -472,7 +461,7 @@ def _judges_each(modules: Sequence[str]) -> Any:
     return check
 
 
-def _fits(request: OptimizeRequest) -> Any:
+def _fits(request: OptimizeRequest) -> Callable[[OptimizeOutput], None]:
     rules = {r.lower() for r in request.rule_ids}
     partners = {p.lower() for p in request.partners}
 
@@ -508,7 +497,7 @@ def _fits(request: OptimizeRequest) -> Any:
     return check
 
 
-def _distinct(texts: Any) -> list[str]:
+def _distinct(texts: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))[:_SHOWN_REASONS]
 
 
