@@ -91,11 +91,11 @@ def test_flush_triggers_keep_messages_buffered_until_they_fire(
 
 
 def test_message_rows_are_tuples_in_the_trace_insert_order() -> None:
-    from recnet.phases.forward import MESSAGE_COLUMNS, message_row
+    from recnet.phases.forward import message_row
     from recnet.trace.store import SPECS
     from recnet.world.buffer import RouterMessage
 
-    assert SPECS["messages"].insert_columns == MESSAGE_COLUMNS
+    columns = SPECS["messages"].insert_columns
     message = RouterMessage(
         message_id=1,
         router_id="r:2",
@@ -105,7 +105,7 @@ def test_message_rows_are_tuples_in_the_trace_insert_order() -> None:
         attributes={},
         text="",
     )
-    row = dict(zip(MESSAGE_COLUMNS, message_row("run", message, "accepted", None, 5), strict=True))
+    row = dict(zip(columns, message_row("run", message, "accepted", None, 5), strict=True))
     assert row == {
         "run_id": "run",
         "step": 4,

@@ -583,11 +583,7 @@ class BackwardPhase:
         planned: list[Planned] = []
         k = len(world.routers)
         busy: set[str] = set()
-        judged = {
-            t: [g.judgement for g in gs]
-            for (m, t), gs in groups.items()
-            if m == "router" and t in world.routers
-        }
+        judged = self._router_judgements(groups)
         for router_id in routers_to_optimize(judged, self.optimizer):
             gradients = groups[("router", router_id)]
             state = self._router_state(router_id)
@@ -605,6 +601,16 @@ class BackwardPhase:
                 break
             planned.append(self._plan_router(decision, [], step))
         return planned
+
+    def _router_judgements(
+        self, groups: Mapping[ModuleKey, list[Gradient]]
+    ) -> dict[str, list[ModuleJudgement]]:
+        """Each still-existing router's judgements of this round."""
+        return {
+            t: [g.judgement for g in gs]
+            for (m, t), gs in groups.items()
+            if m == "router" and t in self.world.routers
+        }
 
     def _router_state(self, router_id: str) -> RouterState:
         world = self.world
@@ -624,11 +630,7 @@ class BackwardPhase:
         near-duplicates are then merged as in the offline path (no call)."""
         assert self.llm is not None
         world, settings = self.world, self.optimizer
-        judged = {
-            t: [g.judgement for g in gs]
-            for (m, t), gs in groups.items()
-            if m == "router" and t in world.routers
-        }
+        judged = self._router_judgements(groups)
         k = len(world.routers)
         jobs: list[tuple[RouterState, list[Gradient], OptimizeRequest]] = []
         for router_id in routers_to_optimize(judged, settings):

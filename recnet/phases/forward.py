@@ -31,17 +31,7 @@ from recnet.world.routing import nearest_router, select_recipients
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
-#: The order of a ``message_row`` tuple: the messages table's insert columns (all but ``id``).
-MESSAGE_COLUMNS = (
-    "run_id",
-    "step",
-    "router_id",
-    "client_id",
-    "score",
-    "status",
-    "rule_id",
-    "decided_step",
-)
+#: A ``messages`` row in the trace's insert order (``SPECS["messages"].insert_columns``).
 MessageRow = tuple[str, int, str, str, float, str, str | None, int | None]
 
 
@@ -425,7 +415,7 @@ def conflict_free_rounds(
 def message_row(
     run_id: str, message: RouterMessage, status: str, rule_id: str | None, decided_step: int
 ) -> MessageRow:
-    """A ``messages`` trace row as a tuple in ``MESSAGE_COLUMNS`` order (the hottest trace row:
+    """A ``messages`` trace row as a tuple in the table's insert order (the hottest trace row:
     one per delivered message, so it skips the dict a store would only take apart again)."""
     return (
         run_id,
