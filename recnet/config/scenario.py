@@ -340,7 +340,18 @@ class EmbedderSettings(Section):
 class RetrySettings(Section):
     """Retry wrapper (tenacity): 429, 5xx, timeouts and connection errors only."""
 
-    max_attempts: int = Field(5, ge=1, description="Attempts per request, first included.")
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts per request, first included, for 5xx, timeouts and connection "
+        "errors (rate limits are bounded by rate_limit_deadline instead).",
+    )
+    rate_limit_deadline: float = Field(
+        120.0,
+        ge=0.0,
+        description="Seconds a request keeps retrying rate limits (429), waiting as Retry-After "
+        "says; a provider's rate-limit window is about a minute.",
+    )
     initial_wait: float = Field(0.5, ge=0.0, description="Seconds before the first retry.")
     max_wait: float = Field(30.0, ge=0.0, description="Cap on one backoff wait.")
     jitter: float = Field(0.5, ge=0.0, description="Random extra wait, seconds.")

@@ -38,9 +38,26 @@ class ProviderError(BackendError):
 
 
 class RetryableError(ProviderError):
-    """Transient: rate limited (429), server error (5xx), timeout or connection failure."""
+    """Transient: rate limited (429), server error (5xx), timeout or connection failure.
+
+    A custom backend raises ``RetryableError.rate_limited(message, retry_after=seconds)`` for a
+    rate limit (retried until ``llm.retry.rate_limit_deadline``) and ``RetryableError(message)``
+    for any other transient failure (retried up to ``llm.retry.max_attempts`` attempts).
+    """
 
     retryable = True
+
+    @classmethod
+    def rate_limited(
+        cls, message: str, *, retry_after: float | None = None, remedy: str | None = None
+    ) -> RetryableError:
+        """A rate-limit failure (HTTP 429), optionally with the server's wait in seconds."""
+        return cls(message, remedy, status_code=429, retry_after=retry_after, kind="rate_limit")
+
+    @property
+    def is_rate_limit(self) -> bool:
+        """Whether the server asked to slow down (429) rather than failed."""
+        return self.kind == "rate_limit" or self.status_code == 429
 
 
 class FatalProviderError(ProviderError):
@@ -49,27 +66,40 @@ class FatalProviderError(ProviderError):
     retryable = False
 
 
+# Where servers put the wait, most precise first. A LiteLLM proxy forwards the provider's
+# headers with an ``llm_provider-`` prefix and does not always add a plain ``Retry-After``.
+_WAIT_HEADER_PREFIXES = ("", "llm_provider-")
+
+
 def parse_retry_after(
     headers: Mapping[str, str] | None, *, now: datetime | None = None
 ) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms``.
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), also
+    under LiteLLM's ``llm_provider-`` prefix.
 
     Returns None when absent or unreadable; negative waits become 0.
     """
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-            if math.isfinite(value):
-                return max(0.0, value)
-        except ValueError:
-            pass
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
+    for prefix in _WAIT_HEADER_PREFIXES:
+        millis = lowered.get(f"{prefix}retry-after-ms")
+        if millis is not None:
+            try:
+                value = float(millis) / 1000.0
+                if math.isfinite(value):
+                    return max(0.0, value)
+            except ValueError:
+                pass
+        raw = lowered.get(f"{prefix}retry-after")
+        if raw is not None:
+            seconds = _parse_seconds_or_date(raw, now)
+            if seconds is not None:
+                return seconds
+    return None
+
+
+def _parse_seconds_or_date(raw: str, now: datetime | None) -> float | None:
     raw = raw.strip()
     try:
         value = float(raw)
