@@ -189,6 +189,8 @@ RESUMABLE_OVERRIDES = (
     "llm.max_concurrency",
     "llm.base_url",
     "llm.api_key_env",
+    "llm.structured_output",
+    "llm.fallback.",
     "trace.batch_size",
 )
 
@@ -357,6 +359,12 @@ def _brain_for(scenario: Scenario, store: TraceStore, path: Path, run_id: str) -
         store.add("llm_calls", [{**row, "run_id": run_id}])
 
     return build_brain(scenario, on_record=record, cache_path=cache_path(scenario, path))
+
+
+def llm_flag(brain: Brain) -> str | None:
+    """The mark for metrics an LLM brain produced from fallback or foreign answers, or None."""
+    stats = getattr(brain, "stats", None)
+    return stats.flag() if stats is not None and hasattr(stats, "flag") else None
 
 
 def restore_brain_state(brain: Brain, state: object) -> None:
@@ -534,7 +542,8 @@ async def run_loop(
                 step=step,
             )
         )
-        ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results))
+        flags = {"recnet": llm_flag(ctx.brain)}
+        ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results, flags))
         ctx.store.flush()
 
     loop = PhaseLoop(

@@ -140,9 +140,30 @@ def result_lines(result: RunResult) -> list[str]:
     ]
 
 
+def answer_warnings(result: RunResult) -> list[str]:
+    """Why the run's LLM answers are not all the model's own (fallbacks per operation, answers
+    replayed from another server); empty for a clean run or an offline brain."""
+    warnings = getattr(result.llm_stats, "warnings", None)
+    return list(warnings()) if callable(warnings) else []
+
+
 def show_result(console: Console, result: RunResult) -> None:
-    console.print(metrics_table(result.metrics))
+    warnings = answer_warnings(result)
+    title = "Test metrics (NOT the model's alone: see the warning below)" if warnings else None
+    console.print(metrics_table(result.metrics, title) if title else metrics_table(result.metrics))
     if result.llm_stats is not None:  # calls, cache hits, retries, repairs, fallbacks
         console.print(result.llm_stats.table())  # type: ignore[attr-defined]
+    for line in warnings:
+        console.print(Text(f"warning: {line}", style="bold red"), highlight=False, soft_wrap=True)
+    if warnings:
+        console.print(
+            Text(
+                "warning: recnet's metrics above mix in the reference policy's or another "
+                "server's answers (metrics.flag marks them in the trace)",
+                style="bold red",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
     for line in result_lines(result):
         console.print(Text(line), highlight=False, soft_wrap=True)

@@ -384,6 +384,35 @@ class CacheSettings(Section):
     path: Path | None = Field(
         None, description="Cache file; default: <run folder>/llm-cache.sqlite."
     )
+    namespace: str | None = Field(
+        None,
+        description="Names the source of answers in the cache key instead of llm.base_url "
+        "(e.g. to share answers between replicas of one model server). Answers are keyed on "
+        "backend, namespace or base URL, model, parameters, prompt pack and prompt.",
+    )
+    replay_from: str | None = Field(
+        None,
+        description="Also replay answers recorded from this other source (as the error listing "
+        "the recorded sources names it). Explicit only; the run's metrics are then marked as "
+        "replayed.",
+    )
+
+
+class FallbackSettings(Section):
+    """When the model's answers are mostly unusable, stop (resumably) instead of measuring the
+    fallback policy."""
+
+    max_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Stop the run when more than this share of one operation's answers fell "
+        "back (1 = never stop; every fallback is still reported at the end of the run).",
+    )
+    window: int = Field(50, ge=1, description="Calls per operation the share is taken over.")
+    min_calls: int = Field(
+        20, ge=1, description="Calls of an operation seen before its share is judged."
+    )
 
 
 class LLMSettings(Section):
@@ -413,6 +442,7 @@ class LLMSettings(Section):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
 
 
 class TraceSettings(Section):

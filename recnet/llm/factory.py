@@ -13,7 +13,8 @@ waits for a slot. ``llm.backend`` chooses the provider:
 - ``offline`` is not an LLM backend (the offline brain needs none): asking for one is an error.
 
 The cache is used when ``llm.cache.enabled`` and a path is known (``cache_path`` argument, else
-``llm.cache.path``).
+``llm.cache.path``); its answers are keyed on the source (``cache.source_of``) as well as the
+request. ``build_backend`` also attaches the mass-fallback guard (``llm.fallback``) to the stats.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 from recnet.config.scenario import LLMSettings
 from recnet.errors import BackendError
 from recnet.llm.budget import BudgetedBackend
-from recnet.llm.cache import CachingBackend
+from recnet.llm.cache import CachingBackend, endpoint_of, source_of
+from recnet.llm.fallbacks import FallbackGuard
 from recnet.llm.loader import build_custom_backend
 from recnet.llm.protocol import LLMBackend
 from recnet.llm.ratelimit import RateLimitedBackend
@@ -63,6 +65,8 @@ def build_backend(
 ) -> LLMBackend:
     """The full stack for ``settings``. ``rng`` drives retry jitter; ``sleep`` is for tests."""
     stats = stats if stats is not None else LLMStats()
+    if stats.guard is None:
+        stats.guard = FallbackGuard(settings.fallback)
     path = cache_path if cache_path is not None else settings.cache.path
     if settings.backend == "replay":
         if path is None:
@@ -70,12 +74,27 @@ def build_backend(
                 "llm.backend is 'replay' but no cache file is known",
                 "set llm.cache.path to the recorded llm-cache.sqlite",
             )
-        return CachingBackend(None, Path(path), mode="replay", stats=stats)
+        return CachingBackend(
+            None,
+            Path(path),
+            mode="replay",
+            stats=stats,
+            endpoint=endpoint_of(settings),
+            replay_from=settings.cache.replay_from,
+        )
     backend: LLMBackend = build_provider(settings, stats=stats)
     backend = RetryingBackend(backend, settings.retry, stats=stats, sleep=sleep, rng=rng)
     if settings.rate_limit.requests_per_minute or settings.rate_limit.tokens_per_minute:
         backend = RateLimitedBackend(backend, settings.rate_limit)
     backend = BudgetedBackend(backend, settings.budget, stats=stats, model=settings.model)
     if settings.cache.enabled and path is not None:
-        backend = CachingBackend(backend, Path(path), mode="record", stats=stats)
+        backend = CachingBackend(
+            backend,
+            Path(path),
+            mode="record",
+            stats=stats,
+            source=source_of(settings),
+            endpoint=endpoint_of(settings),
+            replay_from=settings.cache.replay_from,
+        )
     return backend

@@ -261,9 +261,11 @@ async def call_structured(
             ]
             continue
         emit(request, response, repair)
+        if stats is not None:
+            stats.note_outcome(operation, fell_back=False)
         return StructuredResult(True, value, raw, None, repair + 1, repair, records)
-    if stats is not None:
-        stats.fallbacks += 1
+    if stats is not None:  # the guard may stop the run here (FallbackLimitExceeded)
+        stats.note_outcome(operation, fell_back=True, error=error)
     return StructuredResult(False, None, raw, error, max_repairs + 1, max_repairs, records)
 
 

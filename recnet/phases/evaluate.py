@@ -157,8 +157,13 @@ def evaluate_baselines(
 
 
 def metric_rows(
-    run_id: str, step: int, which: str, results: Mapping[str, Mapping[str, float]]
+    run_id: str,
+    step: int,
+    which: str,
+    results: Mapping[str, Mapping[str, float]],
+    flags: Mapping[str, str | None] | None = None,
 ) -> list[dict]:
+    """``metrics`` rows; ``flags[model]`` marks values that are not its own (``metrics.flag``)."""
     return [
         {
             "run_id": run_id,
@@ -167,6 +172,7 @@ def metric_rows(
             "model": model,
             "metric": metric,
             "value": value,
+            "flag": (flags or {}).get(model),
         }
         for model, summary in results.items()
         for metric, value in summary.items()

@@ -69,10 +69,18 @@ def _checkpoints(conn: Connection) -> None:
     schema.checkpoints.create(conn)
 
 
+def _metrics_flag(conn: Connection) -> None:
+    """``metrics.flag``: marks values produced by fallback or replayed-from-elsewhere answers."""
+    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
+    if "flag" not in columns:  # version 1 creates ``metrics`` from today's schema
+        conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN flag VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
     Migration(3, "checkpoints", _checkpoints),
+    Migration(4, "metrics_flag", _metrics_flag),
 ]
 
 #: The schema version this code writes and understands.

@@ -198,6 +198,9 @@ metrics = Table(
     Column("model", String, primary_key=True),
     Column("metric", String, primary_key=True),  # ndcg@10, hr@5, mrr, ...
     Column("value", Float, nullable=False),
+    # Why the value is not the model's own: answers that fell back, answers replayed from another
+    # server (``fallback: rank 84/84``); NULL when every answer was the model's.
+    Column("flag", String),
 )
 
 Index("ix_profile_versions_agent", profile_versions.c.run_id, profile_versions.c.agent_id)
