@@ -24,6 +24,8 @@ from recnet.config.scenario import Scenario
 from recnet.errors import BackendError, BudgetExceeded
 from recnet.llm.fallbacks import FallbackLimitExceeded
 from recnet.runner import resume, simulate
+from recnet.trace import report
+from recnet.trace.sqlite_store import SQLiteTraceStore
 
 RETRY = {"max_attempts": 2, "initial_wait": 0.0, "max_wait": 0.01, "jitter": 0.0, "timeout": 5.0}
 
@@ -96,6 +98,10 @@ async def test_a_run_with_fallbacks_warns_per_operation_and_marks_its_metrics(
     shown = console.export_text()
     assert f"warning: predict: 2 of {predicts} answers fell back" in shown
     assert "NOT the model's alone" in shown
+    store = SQLiteTraceStore(tmp_path / "t.sqlite", read_only=True)
+    caption = str(report.metrics_table(store, None).caption)  # what `recnet traces metrics` shows
+    store.close()
+    assert f"NOT the model's own answers · recnet: fallback: predict 2/{predicts}" in caption
 
 
 async def test_a_clean_run_has_no_warning_and_no_flag(

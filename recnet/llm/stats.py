@@ -102,7 +102,8 @@ class LLMStats:
         table.add_column("value", justify="right")
         for name, value in self.as_dict().items():
             if isinstance(value, dict):
-                continue
-            shown = f"${value:.4f}" if name == "cost" else f"{value:,}"
+                shown = ", ".join(f"{key} {n:,}" for key, n in sorted(value.items())) or "–"
+            else:
+                shown = f"${value:.4f}" if name == "cost" else f"{value:,}"
             table.add_row(name, shown)
         return table

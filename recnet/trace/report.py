@@ -353,6 +353,10 @@ def metrics_table(
                 cells.append(Text(f"{value:.4f}", style="bold" if value == best[name] else ""))
         table.add_row(*cells)
     table.caption = "best per column in bold"
+    flagged = sorted({(str(r["model"]), str(r["flag"])) for r in rows if r.get("flag")})
+    if flagged:  # values that are not the model's own: say so under the table
+        marks = "; ".join(f"{model}: {flag}" for model, flag in flagged)
+        table.caption = f"best per column in bold · NOT the model's own answers · {marks}"
     return table
 
 
