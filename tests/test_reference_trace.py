@@ -33,6 +33,9 @@ TABLES = ("metrics", "messages", "profile_versions", "filter_rule_versions", "ro
 VOLATILE = {"run_id", "id", "created_at", "started_at", "finished_at"}
 #: ``routers.retired_step`` was never written before issue 12; the rest of the row is compared.
 ROUTER_COLUMNS = ("router_id", "created_step", "origin")
+#: Columns added after the reference: left out of the hash only while they are NULL in every row
+#: (``metrics.flag``, issue 11: set only when an LLM brain's answers fell back or were replayed).
+ADDED_LATER = {"metrics": {"flag"}}
 
 
 def pinned(case: str, trace_path: Path) -> Scenario:
@@ -50,8 +53,14 @@ def table_hashes(path: Path) -> dict[str, str]:
     for table in TABLES:
         cursor = db.execute(f"SELECT * FROM {table}")
         names = [d[0] for d in cursor.description]
-        keep = [i for i, name in enumerate(names) if name not in VOLATILE]
-        rows = sorted(repr(tuple(row[i] for i in keep)) for row in cursor)
+        found = cursor.fetchall()
+        unset = {
+            name
+            for name in ADDED_LATER.get(table, set())
+            if name in names and all(row[names.index(name)] is None for row in found)
+        }
+        keep = [i for i, name in enumerate(names) if name not in VOLATILE | unset]
+        rows = sorted(repr(tuple(row[i] for i in keep)) for row in found)
         out[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     rows = sorted(repr(r) for r in db.execute(f"SELECT {', '.join(ROUTER_COLUMNS)} FROM routers"))
     out["routers"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
