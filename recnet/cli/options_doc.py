@@ -14,7 +14,7 @@ import types
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -102,6 +102,8 @@ def format_type(annotation: Any) -> str:
         return "null"
     origin = get_origin(annotation)
     args = get_args(annotation)
+    if origin is Annotated:  # constraints (min length, checks) are in the description
+        return format_type(args[0])
     if origin is Literal:
         return " | ".join(json.dumps(a) if isinstance(a, str) else str(a) for a in args)
     if origin is Union or origin is types.UnionType:

@@ -9,15 +9,28 @@ option table is generated from these models (``recnet options``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from recnet.config.checks import (
+    INITIAL_FILTER_RULES,
+    MAX_SEED,
+    Cutoffs,
+    EnvName,
+    NonEmpty,
+    backend_name,
+    communities_fit,
+    file_name_part,
+    non_negative_prices,
+    unique,
+)
 
 
 class Section(BaseModel):
     """Base for every scenario block: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticSettings(Section):
@@ -37,6 +50,11 @@ class SyntheticSettings(Section):
         2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
     )
 
+    @model_validator(mode="after")
+    def _fits(self) -> SyntheticSettings:
+        communities_fit(self.n_communities, self.n_users, self.n_items, self.n_drifts)
+        return self
+
 
 class DatasetSettings(Section):
     """Where interactions and item metadata come from."""
@@ -52,7 +70,7 @@ class DatasetSettings(Section):
         description="Explicit zip or folder. For recbole: the folder holding <name>.inter etc. "
         "Relative paths are resolved against the scenario file's folder.",
     )
-    name: str | None = Field(
+    name: NonEmpty | None = Field(
         None, description="RecBole dataset name (file stem); defaults to the folder name."
     )
     data_dir: Path | None = Field(
@@ -79,6 +97,14 @@ class DatasetSettings(Section):
     )
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
+    @model_validator(mode="after")
+    def _recbole_path(self) -> DatasetSettings:
+        if self.kind == "recbole" and self.path is None:
+            raise ValueError(
+                "kind=recbole needs dataset.path (the folder holding <name>.inter, .item, ...)"
+            )
+        return self
+
 
 class BufferSettings(Section):
     """A client's bounded buffer of incoming router messages."""
@@ -91,10 +117,12 @@ class BufferSettings(Section):
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
-    flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
-        default_factory=lambda: ["full", "before_act", "step_end"],
-        description="When a buffer is merged into the propagated profile: when full, just "
-        "before its owner acts, and/or at the end of every step.",
+    flush_on: Annotated[list[Literal["full", "before_act", "step_end"]], AfterValidator(unique)] = (
+        Field(
+            default_factory=lambda: ["full", "before_act", "step_end"],
+            description="When a buffer is merged into the propagated profile: when full, just "
+            "before its owner acts, and/or at the end of every step.",
+        )
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -133,7 +161,11 @@ class FilterSettings(Section):
         description="Reject messages that push an attribute the client strongly "
         "dislikes (weight below minus this).",
     )
-    max_rules: int = Field(8, ge=1, description="Upper bound on rules in one filter memory.")
+    max_rules: int = Field(
+        8,
+        ge=INITIAL_FILTER_RULES,
+        description="Upper bound on rules in one filter memory (at least the 4 initial rules).",
+    )
 
 
 class WorldSettings(Section):
@@ -162,6 +194,13 @@ class WorldSettings(Section):
             raise ValueError(
                 "need min_routers <= n_routers <= max_routers "
                 f"(got {self.min_routers}, {self.n_routers}, {self.max_routers})"
+            )
+        if self.user_init == "history" and self.user_init_items < 1:
+            raise ValueError("user_init: history needs user_init_items >= 1")
+        if self.user_init_items > 0 and self.user_init != "history":
+            raise ValueError(
+                f"user_init_items={self.user_init_items} is used only with user_init: history "
+                f"(got user_init: {self.user_init})"
             )
         return self
 
@@ -312,8 +351,10 @@ class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
     n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
-    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
-    baselines: list[Literal["popularity", "random"]] = Field(
+    ks: Cutoffs = Field(
+        default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics (each >= 1, once)."
+    )
+    baselines: Annotated[list[Literal["popularity", "random"]], AfterValidator(unique)] = Field(
         default_factory=lambda: ["popularity", "random"],
         description="Baselines scored on the same candidates.",
     )
@@ -332,9 +373,9 @@ class EmbedderSettings(Section):
         "hashing", description="Hashing embedder (no download) or an OpenAI-compatible /embeddings."
     )
     dim: int = Field(256, ge=8, description="Hashing embedder dimension.")
-    model: str = Field("text-embedding-3-small", description="Model for kind=openai.")
-    base_url: str | None = Field(None, description="Endpoint for kind=openai.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("text-embedding-3-small", description="Model for kind=openai.")
+    base_url: NonEmpty | None = Field(None, description="Endpoint for kind=openai.")
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
 
 
 class RetrySettings(Section):
@@ -360,7 +401,7 @@ class BudgetSettings(Section):
     max_calls: int | None = Field(None, ge=0, description="Network calls (cache hits are free).")
     max_tokens: int | None = Field(None, ge=0, description="Prompt + completion tokens.")
     max_cost: float | None = Field(None, ge=0, description="US dollars, from the price table.")
-    prices: dict[str, tuple[float, float]] = Field(
+    prices: Annotated[dict[str, tuple[float, float]], AfterValidator(non_negative_prices)] = Field(
         default_factory=dict,
         description="model → (USD per 1M input tokens, USD per 1M output tokens).",
     )
@@ -378,21 +419,23 @@ class CacheSettings(Section):
 class LLMSettings(Section):
     """The brain's backend. ``offline`` is the deterministic reference policy (no network)."""
 
-    backend: str = Field(
+    backend: Annotated[str, AfterValidator(backend_name)] = Field(
         "offline",
         description="offline | openai | replay | scripted | module:Class | an entry point name "
         "in the group recnet.backends.",
     )
-    model: str = Field("gpt-4o-mini", description="Model name sent to the backend.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
+    base_url: NonEmpty | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama...)."
+    )
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     max_tokens: int = Field(512, ge=1, description="Completion token cap per call.")
     structured_output: Literal["json_schema", "json_text", "auto"] = Field(
         "auto",
         description="json_schema response format, JSON in text, or auto (schema, then fall back).",
     )
-    pack: str = Field("default", description="Prompt pack: a name under agents/ or a folder.")
+    pack: NonEmpty = Field("default", description="Prompt pack: a name under agents/ or a folder.")
     max_concurrency: int = Field(8, ge=1, description="Concurrent calls within one phase.")
     max_repairs: int = Field(2, ge=0, description="Re-asks with the validation error.")
     options: dict[str, object] = Field(
@@ -434,9 +477,14 @@ class TraceSettings(Section):
 class Scenario(Section):
     """A whole simulation: data, world, phases, brain, evaluation and trace."""
 
-    name: str = Field("scenario", description="Name used in run ids and file names.")
+    name: Annotated[str, AfterValidator(file_name_part)] = Field(
+        "scenario", description="Name used in run ids and file names."
+    )
     seed: int = Field(
-        0, ge=0, description="The one seed that drives every random choice in the run."
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="The one seed that drives every random choice in the run.",
     )
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
