@@ -397,8 +397,14 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
             for a in world.clients
         ]
         + [
-            {"run_id": run_id, "agent_id": r, "kind": "router", "label": None, "created_step": -1}
-            for r in world.routers
+            {
+                "run_id": run_id,
+                "agent_id": router.router_id,
+                "kind": "router",
+                "label": router.label(),
+                "created_step": -1,
+            }
+            for router in world.routers.values()
         ],
     )
     if ctx.scenario.trace.profiles == "changed":

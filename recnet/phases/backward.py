@@ -755,7 +755,7 @@ class BackwardPhase:
                         "run_id": ctx.run_id,
                         "agent_id": r,
                         "kind": "router",
-                        "label": None,
+                        "label": world.routers[r].label() if r in world.routers else None,
                         "created_step": step,
                     }
                     for r in change.created
