@@ -85,7 +85,7 @@ def test_client_inbox_says_what_a_client_received_and_why(trace: Path) -> None:
         step,
     )
     assert len(inbox) == n
-    for router_id, label, profile, score, status, rule_id, rule_text in inbox:
+    for router_id, label, profile, _score, status, rule_id, rule_text in inbox:
         assert label and profile  # which router, and what it said at that step
         version_text = rows(
             trace,
@@ -108,9 +108,10 @@ def test_module_changes_says_which_rules_and_routers_changed_and_why(trace: Path
     )
     modules = {module for module, *_ in changes}
     assert "router" in modules
-    expected = rows(trace, "SELECT count(*) FROM router_versions WHERE step >= 0")[0][0] + rows(
-        trace, "SELECT count(*) FROM filter_rule_versions WHERE step >= 0"
-    )[0][0]
+    expected = (
+        rows(trace, "SELECT count(*) FROM router_versions WHERE step >= 0")[0][0]
+        + rows(trace, "SELECT count(*) FROM filter_rule_versions WHERE step >= 0")[0][0]
+    )
     assert len(changes) == expected
     optimised = [c for c in changes if c[4] is not None]
     assert optimised, "the backward phase changed nothing"

@@ -5,9 +5,10 @@ by experiments and by anyone with ``sqlite3``. Every table carries ``run_id`` so
 share a file. ``SCHEMA_VERSION`` increases with every named migration in ``MIGRATIONS``.
 
 Foreign keys are declared (``run_id`` → ``runs``; agent, router and optimisation ids → their
-tables; ``candidates`` and ``predictions`` hold dataset ids, not agent ids, so only their run) so tools such as datasette link rows to their pages; SQLite does not enforce them (recnet
-never turns ``PRAGMA foreign_keys`` on), and ``PRAGMA foreign_key_check`` finds none broken.
-``VIEWS`` answer the common questions in SQL (see ``recnet.trace.views``).
+tables; ``candidates`` and ``predictions`` hold dataset ids, not agent ids, so only their run),
+so tools such as datasette link rows to their pages. SQLite does not enforce them (recnet never
+turns ``PRAGMA foreign_keys`` on) and ``PRAGMA foreign_key_check`` finds none broken. The views
+of ``recnet.trace.views`` answer the common questions in SQL.
 """
 
 from __future__ import annotations
