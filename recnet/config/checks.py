@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from recnet.registry import BASELINES, DATASETS, PERCEPTION, ROUTING, Registry
+
 #: Rules every filter memory starts with (recency, conflict, min relevance, max share).
 INITIAL_FILTER_RULES = 4
 #: SQLite integers are signed 64-bit: the seed is stored in the trace.
@@ -74,3 +76,46 @@ def communities_fit(n_communities: int, n_users: int, n_items: int, n_drifts: in
 
 #: Metric cut-offs: at least one, each >= 1, none repeated.
 Cutoffs = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1), AfterValidator(unique)]
+
+
+def _registered(registry: Registry) -> AfterValidator:
+    """A validator: the value must be a name ``registry`` knows (the error lists them)."""
+
+    def check(value: str) -> str:
+        if not registry.knows(value):
+            raise ValueError(str(registry.unknown(value)))
+        return value
+
+    return AfterValidator(check)
+
+
+# The registry itself rides along as metadata so ``recnet options`` can list the built-in names.
+DatasetName = Annotated[str, _registered(DATASETS), DATASETS]
+PerceptionName = Annotated[str, _registered(PERCEPTION), PERCEPTION]
+RoutingName = Annotated[str, _registered(ROUTING), ROUTING]
+BaselineName = Annotated[str, _registered(BASELINES), BASELINES]
+
+
+def needs_path(kind: str, path: object) -> None:
+    if kind == "recbole" and path is None:
+        raise ValueError(
+            "kind=recbole needs dataset.path (the folder holding <name>.inter, .item, ...)"
+        )
+
+
+def world_bounds(min_routers: int, n_routers: int, max_routers: int) -> None:
+    if not min_routers <= n_routers <= max_routers:
+        raise ValueError(
+            "need min_routers <= n_routers <= max_routers "
+            f"(got {min_routers}, {n_routers}, {max_routers})"
+        )
+
+
+def user_init_fits(user_init: str, user_init_items: int) -> None:
+    if user_init == "history" and user_init_items < 1:
+        raise ValueError("user_init: history needs user_init_items >= 1")
+    if user_init_items > 0 and user_init != "history":
+        raise ValueError(
+            f"user_init_items={user_init_items} is used only with user_init: history "
+            f"(got user_init: {user_init})"
+        )

@@ -16,14 +16,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from recnet.config.checks import (
     INITIAL_FILTER_RULES,
     MAX_SEED,
+    BaselineName,
     Cutoffs,
+    DatasetName,
     EnvName,
     NonEmpty,
+    PerceptionName,
+    RoutingName,
     backend_name,
     communities_fit,
     file_name_part,
+    needs_path,
     non_negative_prices,
     unique,
+    user_init_fits,
+    world_bounds,
 )
 
 
@@ -59,8 +66,10 @@ class SyntheticSettings(Section):
 class DatasetSettings(Section):
     """Where interactions and item metadata come from."""
 
-    kind: Literal["movielens", "recbole", "synthetic"] = Field(
-        "movielens", description="Loader: MovieLens archive, RecBole atomic files, or synthetic."
+    kind: DatasetName = Field(
+        "movielens",
+        description="Loader: MovieLens archive (movielens), RecBole atomic files (recbole), "
+        "synthetic, or a registered name (recnet.registry.DATASETS).",
     )
     variant: Literal["ml-latest-small", "ml-100k", "ml-1m"] = Field(
         "ml-latest-small", description="MovieLens release (kind=movielens)."
@@ -99,10 +108,7 @@ class DatasetSettings(Section):
 
     @model_validator(mode="after")
     def _recbole_path(self) -> DatasetSettings:
-        if self.kind == "recbole" and self.path is None:
-            raise ValueError(
-                "kind=recbole needs dataset.path (the folder holding <name>.inter, .item, ...)"
-            )
+        needs_path(self.kind, self.path)
         return self
 
 
@@ -190,18 +196,8 @@ class WorldSettings(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> WorldSettings:
-        if not self.min_routers <= self.n_routers <= self.max_routers:
-            raise ValueError(
-                "need min_routers <= n_routers <= max_routers "
-                f"(got {self.min_routers}, {self.n_routers}, {self.max_routers})"
-            )
-        if self.user_init == "history" and self.user_init_items < 1:
-            raise ValueError("user_init: history needs user_init_items >= 1")
-        if self.user_init_items > 0 and self.user_init != "history":
-            raise ValueError(
-                f"user_init_items={self.user_init_items} is used only with user_init: history "
-                f"(got user_init: {self.user_init})"
-            )
+        world_bounds(self.min_routers, self.n_routers, self.max_routers)
+        user_init_fits(self.user_init, self.user_init_items)
         return self
 
 
@@ -254,8 +250,16 @@ class PropagationSettings(Section):
         "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
         "embeddings.",
     )
-    routing: Literal["threshold", "top_k"] = Field(
-        "threshold", description="Multicast to clients above tau, or to each router's top-k."
+    perception: PerceptionName = Field(
+        "nearest_router",
+        description="Perception policy: which router hears of each changed attribute "
+        "(nearest_router = argmax cos(attribute, router); or a registered name, see "
+        "recnet.registry.PERCEPTION).",
+    )
+    routing: RoutingName = Field(
+        "threshold",
+        description="Routing policy: multicast to clients above tau (threshold), to each "
+        "router's top-k (top_k), or a registered name (recnet.registry.ROUTING).",
     )
     top_k: int = Field(50, ge=1, description="Recipients per router when routing=top_k.")
     max_recipients: int = Field(
@@ -354,9 +358,10 @@ class EvaluationSettings(Section):
     ks: Cutoffs = Field(
         default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics (each >= 1, once)."
     )
-    baselines: Annotated[list[Literal["popularity", "random"]], AfterValidator(unique)] = Field(
+    baselines: Annotated[list[BaselineName], AfterValidator(unique)] = Field(
         default_factory=lambda: ["popularity", "random"],
-        description="Baselines scored on the same candidates.",
+        description="Baselines scored on the same candidates: popularity, random, itemknn, "
+        "bprmf, or a registered name (recnet.registry.BASELINES).",
     )
     negatives_from: Literal["unseen", "all"] = Field(
         "unseen", description="Sample negatives among items the user never chose, or any item."
@@ -481,10 +486,7 @@ class Scenario(Section):
         "scenario", description="Name used in run ids and file names."
     )
     seed: int = Field(
-        0,
-        ge=0,
-        le=MAX_SEED,
-        description="The one seed that drives every random choice in the run.",
+        0, ge=0, le=MAX_SEED, description="The one seed that drives every random choice in the run."
     )
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
