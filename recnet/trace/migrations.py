@@ -93,9 +93,11 @@ def _rebuild(conn: Connection, table: Table) -> None:
     ).fetchall()
     for (index,) in indexes:
         conn.exec_driver_sql(f'DROP INDEX "{index}"')
+    kept = {str(r[1]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old}"')
     table.create(conn)
-    columns = ", ".join(f'"{column.name}"' for column in table.columns)
+    # Columns a later migration adds are created now (from today's schema) and left empty.
+    columns = ", ".join(f'"{column.name}"' for column in table.columns if column.name in kept)
     conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{old}"')
     conn.exec_driver_sql(f'DROP TABLE "{old}"')
 
