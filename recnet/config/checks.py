@@ -8,11 +8,11 @@ allowed; the loader prefixes it with the key path.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from recnet.registry import BASELINES, DATASETS, PERCEPTION, ROUTING, Registry
+from recnet.registry import BASELINES, CRITICS, DATASETS, PERCEPTION, ROUTING, Registry
 
 #: Rules every filter memory starts with (recency, conflict, min relevance, max share).
 INITIAL_FILTER_RULES = 4
@@ -94,6 +94,7 @@ DatasetName = Annotated[str, _registered(DATASETS), DATASETS]
 PerceptionName = Annotated[str, _registered(PERCEPTION), PERCEPTION]
 RoutingName = Annotated[str, _registered(ROUTING), ROUTING]
 BaselineName = Annotated[str, _registered(BASELINES), BASELINES]
+CriticName = Annotated[str, _registered(CRITICS), CRITICS]
 
 
 def needs_path(kind: str, path: object) -> None:
@@ -119,3 +120,9 @@ def user_init_fits(user_init: str, user_init_items: int) -> None:
             f"user_init_items={user_init_items} is used only with user_init: history "
             f"(got user_init: {user_init})"
         )
+
+
+#: When buffers flush: each moment at most once.
+FlushOn = Annotated[list[Literal["full", "before_act", "step_end"]], AfterValidator(unique)]
+#: A scenario name: it becomes part of run ids and trace file names.
+RunName = Annotated[str, AfterValidator(file_name_part)]

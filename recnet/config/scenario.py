@@ -17,15 +17,17 @@ from recnet.config.checks import (
     INITIAL_FILTER_RULES,
     MAX_SEED,
     BaselineName,
+    CriticName,
     Cutoffs,
     DatasetName,
     EnvName,
+    FlushOn,
     NonEmpty,
     PerceptionName,
     RoutingName,
+    RunName,
     backend_name,
     communities_fit,
-    file_name_part,
     needs_path,
     non_negative_prices,
     unique,
@@ -123,12 +125,10 @@ class BufferSettings(Section):
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
-    flush_on: Annotated[list[Literal["full", "before_act", "step_end"]], AfterValidator(unique)] = (
-        Field(
-            default_factory=lambda: ["full", "before_act", "step_end"],
-            description="When a buffer is merged into the propagated profile: when full, just "
-            "before its owner acts, and/or at the end of every step.",
-        )
+    flush_on: FlushOn = Field(
+        default_factory=lambda: ["full", "before_act", "step_end"],
+        description="When a buffer is merged into the propagated profile: when full, just "
+        "before its owner acts, and/or at the end of every step.",
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -168,9 +168,7 @@ class FilterSettings(Section):
         "dislikes (weight below minus this).",
     )
     max_rules: int = Field(
-        8,
-        ge=INITIAL_FILTER_RULES,
-        description="Upper bound on rules in one filter memory (at least the 4 initial rules).",
+        8, ge=INITIAL_FILTER_RULES, description="Upper bound on rules in one filter memory."
     )
 
 
@@ -280,6 +278,12 @@ class BackwardSettings(Section):
     """Backward phase: feedback → gradient → optimize, validated (see recnet.phases.backward)."""
 
     enabled: bool = Field(False, description="Run the backward phase after forward steps.")
+    critic: CriticName | None = Field(
+        None,
+        description="Who judges and edits modules: offline (counterfactual credit, rule-based "
+        "edits), llm (the pack's gradient/optimize templates; needs an LLM brain), or a "
+        "registered name (recnet.registry.CRITICS). Default: the brain's own.",
+    )
     every: int = Field(
         10,
         ge=1,
@@ -355,9 +359,7 @@ class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
     n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
-    ks: Cutoffs = Field(
-        default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics (each >= 1, once)."
-    )
+    ks: Cutoffs = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
     baselines: Annotated[list[BaselineName], AfterValidator(unique)] = Field(
         default_factory=lambda: ["popularity", "random"],
         description="Baselines scored on the same candidates: popularity, random, itemknn, "
@@ -431,7 +433,7 @@ class LLMSettings(Section):
     )
     model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
     base_url: NonEmpty | None = Field(
-        None, description="OpenAI-compatible endpoint (vLLM, Ollama...)."
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama)."
     )
     api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
@@ -482,9 +484,7 @@ class TraceSettings(Section):
 class Scenario(Section):
     """A whole simulation: data, world, phases, brain, evaluation and trace."""
 
-    name: Annotated[str, AfterValidator(file_name_part)] = Field(
-        "scenario", description="Name used in run ids and file names."
-    )
+    name: RunName = Field("scenario", description="Name used in run ids and file names.")
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="The one seed that drives every random choice in the run."
     )
