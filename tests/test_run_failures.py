@@ -91,6 +91,8 @@ def off_schema_scenario(server: LLMTestServer, trace: Path) -> Scenario:
                 "max_repairs": 0,
                 "retry": {"max_attempts": 1, "timeout": 10},
                 "cache": {"enabled": False},
+                # Every answer falls back on purpose: keep running (item 2's stop is off at 1).
+                "fallback": {"max_share": 1.0},
             },
             "trace": {"path": str(trace)},
         }
