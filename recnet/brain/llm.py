@@ -62,7 +62,8 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
-from recnet.brain.offline import OfflineBrain, score_weighted_mean
+from recnet.brain.llm_fused import EXTRACT_CATEGORIES, EconomicalOperations
+from recnet.brain.offline import OfflineBrain, reinforce, score_weighted_mean
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
 from recnet.llm.factory import build_backend
@@ -73,7 +74,6 @@ from recnet.llm.schemas import (
     MergeOutput,
     PredictOutput,
     RankOutput,
-    ReflectOutput,
     SummarizeOutput,
 )
 from recnet.llm.stats import LLMStats
@@ -87,7 +87,6 @@ from recnet.world.rules import Decision
 Record = dict[str, Any]
 OnRecord = Callable[[Record], None]
 
-EXTRACT_CATEGORIES = ["genre", "era", "mood", "theme", "tag", "title"]
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
 MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
 FALLBACK_RULE = "llm-fallback"
@@ -108,7 +107,7 @@ class _Calls:
         return records
 
 
-class LLMBrain:
+class LLMBrain(EconomicalOperations):
     """The Brain protocol on an LLM backend; see the module docstring for the policy."""
 
     kind: BrainKind = "llm"
@@ -140,6 +139,12 @@ class LLMBrain:
         self.client_words = WORDS_PER_ATTRIBUTE * self.profile_size
         self.router_words = WORDS_PER_ATTRIBUTE * self.router_profile_size
         self.step = 0  # the latest step seen in a task (rank tasks carry none)
+        self.fuse = set(self.settings.fuse)
+        self.fuses_choose_merge = "choose_merge" in self.fuse
+        self.reflect_on = self.settings.reflect_on
+        self.batch_size = self.settings.batch_size
+        self.max_profile_chars = self.settings.max_profile_chars
+        self.max_message_chars = self.settings.max_message_chars
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -209,8 +214,14 @@ class LLMBrain:
         for task_calls in calls:
             for records in task_calls.slots:
                 for record in records:
-                    tokens = (record["tokens_in"] or 0) + (record["tokens_out"] or 0)
-                    self.operations.add(record["operation"], 1, tokens)
+                    prompt, output = record["tokens_in"] or 0, record["tokens_out"] or 0
+                    self.operations.add(
+                        record["operation"],
+                        1,
+                        prompt + output,
+                        prompt_tokens=prompt,
+                        output_tokens=output,
+                    )
                     if self.on_record is not None:
                         self.on_record(record)
 
@@ -253,87 +264,49 @@ class LLMBrain:
         shown = [positive, negative]
         shown = [shown[p] for p in self._order(task.step, user.agent_id, shown)]
         ids = [c.agent_id for c in shown]
-        predicted = await self._call(
-            calls.slot(),
-            "predict",
-            {
-                "user_profile": user.profile_text(),
-                "propagated_profile": user.propagated_profile_text(),
-                "candidates": candidate_lines(shown),
-            },
-            agent_id=user.agent_id,
-            step=task.step,
-            phase="interact",
-            validator=_one_of(ids),
-        )
+        merged: MergeOutcome | None = None
+        if task.messages:  # fused: the user merges its buffer while it chooses
+            predicted, merged = await self._choose_merge(calls, task, shown, ids)
+        else:
+            predicted = await self._call(
+                calls.slot(),
+                "predict",
+                {
+                    "user_profile": self._bounded(user.profile_text()),
+                    "propagated_profile": self._bounded(user.propagated_profile_text()),
+                    "candidates": self._candidate_lines(shown),
+                },
+                agent_id=user.agent_id,
+                step=task.step,
+                phase="interact",
+                validator=_one_of(ids),
+            )
         reasoning: str | None = None
         if predicted.ok:
-            value: PredictOutput = predicted.value
-            chosen = match_id(value.chosen, ids) or ids[0]
-            reasoning = value.reasoning or None
+            chosen = match_id(predicted.value.chosen, ids) or ids[0]
+            reasoning = predicted.value.reasoning or None
         else:
             s_pos = self.score(user, positive, task.popularity[positive.agent_id])
             s_neg = self.score(user, negative, task.popularity[negative.agent_id])
             chosen = positive.agent_id if s_pos > s_neg else negative.agent_id
         correct = chosen == positive.agent_id
         outcome = "correct" if correct else "wrong"
-        reflections: list[tuple[ClientAgent, Awaitable[StructuredResult[Any]]]] = [
-            (
-                user,
-                self._call(
-                    calls.slot(),
-                    "reflect_user",
-                    {
-                        "profile": user.profile_text(),
-                        "consumed_item": describe(positive),
-                        "other_item": describe(negative),
-                        "outcome": outcome,
-                        "max_words": self.client_words,
-                    },
-                    agent_id=user.agent_id,
-                    step=task.step,
-                    phase="interact",
-                ),
-            )
-        ]
-        roles = [(positive, "consumed")] + ([] if correct else [(negative, "passed_over")])
-        for item, role in roles:
-            reflections.append(
-                (
-                    item,
-                    self._call(
-                        calls.slot(),
-                        "reflect_item",
-                        {
-                            "profile": item.profile_text(),
-                            "user_profile": user.profile_text(),
-                            "role": role,
-                            "outcome": outcome,
-                            "max_words": self.client_words,
-                        },
-                        agent_id=item.agent_id,
-                        step=task.step,
-                        phase="interact",
-                    ),
-                )
-            )
-        results = await _together([call for _, call in reflections])
-        changed: list[tuple[ClientAgent, str]] = []
-        for (agent, _), result in zip(reflections, results, strict=True):
-            if not result.ok:
-                continue  # fallback: the agent keeps its profile
-            reflected: ReflectOutput = result.value
-            text = reflected.updated_profile.strip()
-            if text and text != agent.profile_text().strip():
-                changed.append((agent, text))
-        weights = await _together(
-            [self._extract(calls.slot(), agent, text, task.step) for agent, text in changed]
-        )
-        updates = {
-            agent.agent_id: ProfileUpdate(new_weights, text=text)
-            for (agent, text), new_weights in zip(changed, weights, strict=True)
-        }
-        return InteractionOutcome(chosen, correct, updates, reasoning)
+        if correct and self.reflect_on == "wrong":  # reinforce the weights, keep the texts
+            updates = {
+                agent_id: ProfileUpdate(update.weights, text=None)
+                for agent_id, update in reinforce(
+                    user, positive, self.interaction, self.profile_size
+                ).items()
+            }
+            return InteractionOutcome(chosen, correct, updates, reasoning, merge=merged)
+        agents = [(user, "user"), (positive, "consumed")]
+        if not correct:
+            agents.append((negative, "passed_over"))
+        if "reflect" in self.fuse:
+            updates = await self._reflect_fused(calls, task, agents, outcome)
+        else:
+            updates = await self._reflect_each(calls, task, agents, outcome)
+        return InteractionOutcome(chosen, correct, updates, reasoning, merge=merged)
 
     async def _extract(
         self, sink: list[Record], agent: ClientAgent, text: str, step: int
@@ -355,12 +328,9 @@ class LLMBrain:
 
     # summarize ---------------------------------------------------------------------------------
     async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
-        calls = [_Calls() for _ in tasks]
         for task in tasks:
             self._see(task.step)
-        return await self._batch(
-            [self._summarize_one(t, c) for t, c in zip(tasks, calls, strict=True)], calls
-        )
+        return await self._grouped(tasks, self._summarize_one, self._summarize_group)
 
     async def _summarize_one(self, task: SummarizeTask, calls: _Calls) -> ProfileUpdate:
         router = task.router
@@ -368,7 +338,7 @@ class LLMBrain:
             calls.slot(),
             "summarize",
             {
-                "router_profile": router.profile_text(),
+                "router_profile": self._bounded(router.profile_text()),
                 "attributes": routed_lines(task.routed),
                 "max_words": self.router_words,
             },
@@ -379,36 +349,37 @@ class LLMBrain:
         if not result.ok:
             return ProfileUpdate(dict(router.profile), text=router.text)
         value: SummarizeOutput = result.value
+        return self._router_update(task, value.profile.strip())
+
+    def _router_update(self, task: SummarizeTask, text: str) -> ProfileUpdate:
+        """The router's new text and its weights: the EMA of routed changes (no extract)."""
+        router = task.router
         ema = self.propagation.router_ema
         blended = add_scaled(
             {a: (1.0 - ema) * w for a, w in router.profile.items()}, normalized(task.routed), ema
         )
         kept = {a: w for a, w in blended.items() if w > 0}
         weights = normalized(top(kept, self.router_profile_size))
-        return ProfileUpdate(weights, text=value.profile.strip() or router.text)
+        return ProfileUpdate(weights, text=text or router.text)
 
     # merge -------------------------------------------------------------------------------------
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
-        calls = [_Calls() for _ in tasks]
         for task in tasks:
             self._see(task.step)
-        return await self._batch(
-            [self._merge_one(t, c) for t, c in zip(tasks, calls, strict=True)], calls
-        )
+        return await self._grouped(tasks, self._merge_one, self._merge_group)
 
     async def _merge_one(self, task: MergeTask, calls: _Calls) -> MergeOutcome:
         client, messages = task.client, task.messages
         rules = client.filters.rules if self.filtering else ()
-        rule_ids = {rule.rule_id for rule in rules}
         result = await self._call(
             calls.slot(),
             "merge",
             {
                 "kind": client.kind,
-                "original_profile": client.profile_text(),
-                "propagated_profile": client.propagated_profile_text(),
-                "filter_rules": rule_lines(rules),
-                "messages": message_lines(messages, task.step),
+                "original_profile": self._bounded(client.profile_text()),
+                "propagated_profile": self._bounded(client.propagated_profile_text()),
+                "filter_rules": self._rule_lines(rules),
+                "messages": self._message_lines(messages, task.step),
                 "max_words": self.client_words,
             },
             agent_id=client.agent_id,
@@ -417,9 +388,22 @@ class LLMBrain:
             validator=_merge_indices(len(messages)),
         )
         if not result.ok:
-            dropped: tuple[Decision, str | None] = ("dropped", FALLBACK_RULE)
-            return MergeOutcome([dropped] * len(messages), None)
-        value: MergeOutput = result.value
+            return self._merge_fallback(len(messages))
+        return self._merge_outcome(client, messages, result.value)
+
+    @staticmethod
+    def _merge_fallback(n_messages: int) -> MergeOutcome:
+        """An unusable merge answer: the messages are dropped, the profile is kept."""
+        dropped: tuple[Decision, str | None] = ("dropped", FALLBACK_RULE)
+        return MergeOutcome([dropped] * n_messages, None)
+
+    def _merge_outcome(
+        self, client: ClientAgent, messages: Sequence[RouterMessage], value: MergeOutput
+    ) -> MergeOutcome:
+        """Decisions per message (the rule id the model names, else ``llm``) and the new
+        propagated profile: the answer's text, the accepted messages' weights."""
+        rules = client.filters.rules if self.filtering else ()
+        rule_ids = {rule.rule_id for rule in rules}
         accepted_positions = set(value.accepted) if self.filtering else set(range(len(messages)))
         decisions: list[tuple[Decision, str | None]] = []
         for position in range(len(messages)):
@@ -466,9 +450,9 @@ class LLMBrain:
             calls.slot(),
             "rank",
             {
-                "user_profile": user.profile_text(),
-                "propagated_profile": user.propagated_profile_text(),
-                "candidates": candidate_lines(shown),
+                "user_profile": self._bounded(user.profile_text()),
+                "propagated_profile": self._bounded(user.propagated_profile_text()),
+                "candidates": self._candidate_lines(shown),
                 "n_candidates": len(candidates),
             },
             agent_id=user.agent_id,
@@ -486,6 +470,30 @@ class LLMBrain:
         position = {agent_id: p for p, agent_id in enumerate(ranking)}
         n = len(ids)
         return RankOutcome([float(n - position[i]) for i in ids], value.reasoning or None)
+
+    # bounded prompt text -----------------------------------------------------------------------
+    def _new_calls(self) -> _Calls:
+        return _Calls()
+
+    def _bounded(self, text: str | None) -> str:
+        return _one_line(text or "", self.max_profile_chars) if text else ""
+
+    def _describe(self, agent: ClientAgent) -> str:
+        text = _one_line(agent.profile_text(), self.max_profile_chars)
+        return text if text.startswith(agent.label) else f"{agent.label} — {text}"
+
+    def _candidate_lines(self, candidates: Sequence[ClientAgent]) -> str:
+        return "\n".join(
+            f"{c.agent_id}: {_one_line(c.profile_text(), self.max_profile_chars)}"
+            for c in candidates
+        )
+
+    def _message_lines(self, messages: Sequence[RouterMessage], now: int) -> str:
+        return message_lines(messages, now, self.max_message_chars)
+
+    @staticmethod
+    def _rule_lines(rules: Sequence[Any]) -> str:
+        return rule_lines(rules)
 
     # checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -545,12 +553,14 @@ def rule_lines(rules: Sequence[Any]) -> str:
     return "\n".join(f"{n}. [{rule.rule_id}] {rule.text}" for n, rule in enumerate(rules, 1))
 
 
-def message_lines(messages: Sequence[RouterMessage], now: int) -> str:
+def message_lines(
+    messages: Sequence[RouterMessage], now: int, limit: int = MAX_PROMPT_PROFILE_CHARS
+) -> str:
     lines = []
     for index, message in enumerate(messages):
         age = now - message.step
         when = "this step" if age <= 0 else f"{age} step{'s' if age != 1 else ''} ago"
-        text = _one_line(message.text or render(message.attributes, limit=16))
+        text = _one_line(message.text or render(message.attributes, limit=16), limit)
         lines.append(
             f"[{index}] router {message.router_id} (similarity {message.score:.2f}, sent {when}): "
             f"{text}"
