@@ -293,11 +293,22 @@ def summarize_batch(prompt: str) -> dict[str, Any]:
 
 
 def merge_batch(prompt: str) -> dict[str, Any]:
+    shared = re.findall(
+        r"^\d+\. \[([^\]]+)\]",
+        section(prompt, "ids in square brackets:", "The router messages"),
+        flags=re.MULTILINE,
+    )
+    routers = section(prompt, 'as "<label>: text":', "\n### ")
+    texts = dict(re.findall(r"^(<[^>]+>): (.*)$", routers, flags=re.MULTILINE))
     clients = {}
     for client, body in blocks_of(prompt).items():
         original = section(body, "Original profile:", "\n")
-        rule_ids = re.findall(r"^\d+\. \[([^\]]+)\]", body, flags=re.MULTILINE)
-        clients[client] = merged(original, section(body, "Messages:"), rule_ids)
+        own = re.findall(r"^\d+\. \[([^\]]+)\]", body, flags=re.MULTILINE)
+        rule_ids = shared if "Filter rules: shared" in body else own
+        lines = []
+        for index, label in re.findall(r"^\[(\d+)\] (<[^>]+>)", body, flags=re.MULTILINE):
+            lines.append(f"[{index}] router {label} (from the batch): {texts.get(label, '')}")
+        clients[client] = merged(original, "\n".join(lines), rule_ids)
     return {"clients": clients}
 
 

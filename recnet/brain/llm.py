@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
 from recnet.world.profile import Weights, add_scaled, norm, normalized, render, top
-from recnet.world.rules import Decision
+from recnet.world.rules import Decision, default_rules
 
 Record = dict[str, Any]
 OnRecord = Callable[[Record], None]
@@ -145,6 +146,9 @@ class LLMBrain(EconomicalOperations):
         self.batch_size = self.settings.batch_size
         self.max_profile_chars = self.settings.max_profile_chars
         self.max_message_chars = self.settings.max_message_chars
+        self.coalesce = self.settings.coalesce_messages
+        #: the filter memory every client starts with (written once in a batched merge)
+        self.shared_rules = tuple(default_rules(scenario.world.filters))
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -181,6 +185,7 @@ class LLMBrain(EconomicalOperations):
         step: int,
         phase: str,
         validator: Callable[[Any], None] | None = None,
+        parts: int = 1,
     ) -> StructuredResult[Any]:
         meta = CallMeta.from_settings(
             self.settings,
@@ -190,6 +195,8 @@ class LLMBrain(EconomicalOperations):
             phase=phase,
             run_id=self.run_id,
         )
+        if parts > 1:  # a batched or fused answer holds several agents' parts
+            meta = replace(meta, max_tokens=meta.max_tokens * parts)
         async with self._semaphore():
             return await call_structured(
                 self.backend,
@@ -366,7 +373,9 @@ class LLMBrain(EconomicalOperations):
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
         for task in tasks:
             self._see(task.step)
-        return await self._grouped(tasks, self._merge_one, self._merge_group)
+        return await self._merge_coalesced(
+            tasks, lambda trimmed: self._grouped(trimmed, self._merge_one, self._merge_group)
+        )
 
     async def _merge_one(self, task: MergeTask, calls: _Calls) -> MergeOutcome:
         client, messages = task.client, task.messages
@@ -490,6 +499,10 @@ class LLMBrain(EconomicalOperations):
 
     def _message_lines(self, messages: Sequence[RouterMessage], now: int) -> str:
         return message_lines(messages, now, self.max_message_chars)
+
+    def _message_text(self, message: RouterMessage) -> str:
+        text = message.text or render(message.attributes, limit=16)
+        return _one_line(text, self.max_message_chars)
 
     @staticmethod
     def _rule_lines(rules: Sequence[Any]) -> str:

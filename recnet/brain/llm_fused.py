@@ -30,7 +30,9 @@ from pydantic import ValidationError
 from recnet.brain.base import MergeOutcome, MergeTask, ProfileUpdate, SummarizeTask
 from recnet.llm.schemas import ChooseMergeOutput, MergeOutput, ReflectedProfile
 from recnet.world.agents import ClientAgent
+from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights
+from recnet.world.rules import Decision
 
 if TYPE_CHECKING:
     from recnet.brain.llm import LLMBrain, _Calls
@@ -50,6 +52,32 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 def batch_agent_id(ids: Sequence[str]) -> str:
     """The ``llm_calls.agent_id`` of a batched call: its first agent and how many others."""
     return ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
+
+
+SUPERSEDED_RULE = "superseded"
+
+
+def newest_per_router(messages: Sequence[RouterMessage]) -> list[int]:
+    """Positions of the messages a merge prompt shows: the newest message of each router (a
+    router's later profile already folds in its earlier ones); the rest are superseded."""
+    newest: dict[str, int] = {}
+    for position, message in enumerate(messages):
+        current = newest.get(message.router_id)
+        if current is None or message.step >= messages[current].step:
+            newest[message.router_id] = position
+    return sorted(newest.values())
+
+
+def expand(outcome: MergeOutcome, shown: Sequence[int], n_messages: int) -> MergeOutcome:
+    """The outcome of a merge of the ``shown`` messages, for all ``n_messages`` (the others
+    dropped as superseded)."""
+    if len(shown) == n_messages:
+        return outcome
+    superseded: tuple[Decision, str | None] = ("dropped", SUPERSEDED_RULE)
+    decisions = [superseded] * n_messages
+    for position, decision in zip(shown, outcome.decisions, strict=True):
+        decisions[position] = decision
+    return MergeOutcome(decisions, outcome.propagated)
 
 
 def _part(parts: Mapping[str, Any], agent_id: str) -> Any:
@@ -73,7 +101,9 @@ class EconomicalOperations(_Base):
         """One call: the user's merge of ``task.messages`` and its choice among ``shown``."""
         from recnet.brain.llm import _merge_indices, _one_of
 
-        user, messages = task.user, task.messages
+        user, every = task.user, task.messages
+        shown_positions = newest_per_router(every) if self.coalesce else list(range(len(every)))
+        messages = [every[p] for p in shown_positions]
         rules = user.filters.rules if self.filtering else ()
         check_choice, check_merge = _one_of(ids), _merge_indices(len(messages))
 
@@ -98,7 +128,7 @@ class EconomicalOperations(_Base):
             validator=check,
         )
         if not result.ok:
-            return result, self._merge_fallback(len(messages))
+            return result, self._merge_fallback(len(every))
         value: ChooseMergeOutput = result.value
         as_merge = MergeOutput(
             propagated_profile=value.propagated_profile,
@@ -106,7 +136,28 @@ class EconomicalOperations(_Base):
             rejected=value.rejected,
             rule_ids=value.rule_ids,
         )
-        return result, self._merge_outcome(user, messages, as_merge)
+        merged = self._merge_outcome(user, messages, as_merge)
+        return result, expand(merged, shown_positions, len(every))
+
+    async def _merge_coalesced(
+        self,
+        tasks: Sequence[MergeTask],
+        run: Callable[[Sequence[MergeTask]], Awaitable[list[MergeOutcome]]],
+    ) -> list[MergeOutcome]:
+        """Merge only the newest message of each router in every task (``llm.coalesce``); the
+        older ones are dropped as superseded."""
+        if not self.coalesce:
+            return await run(tasks)
+        shown = [newest_per_router(task.messages) for task in tasks]
+        trimmed = [
+            MergeTask(task.client, [task.messages[p] for p in positions], task.step)
+            for task, positions in zip(tasks, shown, strict=True)
+        ]
+        outcomes = await run(trimmed)
+        return [
+            expand(outcome, positions, len(task.messages))
+            for task, positions, outcome in zip(tasks, shown, outcomes, strict=True)
+        ]
 
     # reflection ----------------------------------------------------------------------------------
     async def _reflect_fused(
@@ -138,6 +189,7 @@ class EconomicalOperations(_Base):
             agent_id=user.agent_id,
             step=task.step,
             phase="interact",
+            parts=len(agents),
         )
         parts = result.value.profiles if result.ok else {}
         updates: dict[str, ProfileUpdate] = {}
@@ -285,6 +337,7 @@ class EconomicalOperations(_Base):
             agent_id=batch_agent_id(ids),
             step=step,
             phase="integrate",
+            parts=len(group),
         )
         parts = result.value.profiles if result.ok else {}
         out: list[ProfileUpdate] = []
@@ -304,26 +357,45 @@ class EconomicalOperations(_Base):
         from recnet.brain.llm import _merge_indices
 
         ids = [task.client.agent_id for task in group]
+        shared = self.shared_rules
+        labels: dict[tuple[str, int], str] = {}  # (router, sent step) → label, texts once
+        texts: list[str] = []
         blocks = []
         for task in group:
             client = task.client
-            rules = client.filters.rules if self.filtering else ()
+            rules = tuple(client.filters.rules) if self.filtering else ()
+            lines = []
+            for index, message in enumerate(task.messages):
+                key = (message.router_id, message.step)
+                if key not in labels:
+                    labels[key] = f"<{message.router_id}@{message.step}>"
+                    texts.append(f"{labels[key]}: " + self._message_text(message))
+                lines.append(f"[{index}] {labels[key]} {message.score:.2f}")
+            rule_text = (
+                "shared" if rules == shared and self.filtering else "\n" + self._rule_lines(rules)
+            )
             blocks.append(
                 f"### {client.agent_id} ({client.kind})\n"
                 f"Original profile: {self._bounded(client.profile_text())}\n"
                 f"Propagated profile so far: "
                 f"{self._bounded(client.propagated_profile_text()) or '(none)'}\n"
-                f"Filter rules, in order:\n{self._rule_lines(rules)}\n"
-                f"Messages:\n{self._message_lines(task.messages, task.step)}"
+                f"Filter rules: {rule_text}\n"
+                f"Messages (step now {task.step}):\n" + "\n".join(lines)
             )
         step = max(task.step for task in group)
         result = await self._call(
             calls.slot(),
             "merge_batch",
-            {"clients": "\n\n".join(blocks), "max_words": self.client_words},
+            {
+                "filter_rules": self._rule_lines(shared if self.filtering else ()),
+                "router_messages": "\n".join(texts),
+                "clients": "\n\n".join(blocks),
+                "max_words": self.client_words,
+            },
             agent_id=batch_agent_id(ids),
             step=step,
             phase="receive",
+            parts=len(group),
         )
         parts = result.value.clients if result.ok else {}
         out: list[MergeOutcome] = []

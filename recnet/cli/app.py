@@ -250,12 +250,11 @@ def simulate(
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
     """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
-    from recnet.dry_run import estimate, estimate_table
+    from recnet.dry_run import dry_run_scenario, estimate, estimate_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dry-run.sqlite"
-        offline = scenario.model_copy(deep=True)
-        offline.llm.backend = "offline"
+        offline = dry_run_scenario(scenario)
 
         def start(
             on_step: StepCallback, on_prepared: PreparedCallback

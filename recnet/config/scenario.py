@@ -411,7 +411,7 @@ class LLMSettings(Section):
         "or after every choice (the paper's reinforcement by prompt).",
     )
     batch_size: int = Field(
-        8,
+        16,
         ge=1,
         description="Independent small operations of one phase sent in one call: summarize of "
         "several routers, merge of several clients' buffers, extract of several profiles. "
@@ -426,6 +426,12 @@ class LLMSettings(Section):
     )
     max_message_chars: int = Field(
         200, ge=40, description="Longest router message text put into a merge prompt."
+    )
+    coalesce_messages: bool = Field(
+        True,
+        description="A merge prompt shows only the newest buffered message of each router (its "
+        "later profile folds in the earlier ones); the older ones are dropped with rule "
+        "'superseded'. false shows every buffered message.",
     )
     options: dict[str, object] = Field(
         default_factory=dict, description="Extra keyword arguments for a custom backend."
