@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
+from recnet.brain.base import OperationCounts
 from recnet.config.scenario import Scenario, flush_triggers
 from recnet.llm.pack import PromptPack, load_pack
 from recnet.runner import RunResult
@@ -272,3 +273,34 @@ def estimate_table(result: Estimate, title: str | None = None) -> Table:
         )
     )
     return table
+
+
+def measured(
+    counts: OperationCounts,
+    *,
+    model: str,
+    train_interactions: int,
+    steps: int,
+    max_output_tokens: int,
+    price: tuple[float, float] | None,
+) -> Estimate:
+    """The same figures as an estimate, from what a run really sent: ``counts`` holds calls and
+    prompt/output tokens per operation (the LLM brain's, or summed from a trace)."""
+    rows = [
+        OperationEstimate(
+            operation=operation,
+            calls=calls,
+            prompt_tokens=round(counts.prompt_tokens.get(operation, 0) / calls),
+            output_tokens=round(counts.output_tokens.get(operation, 0) / calls),
+        )
+        for operation, calls in sorted(counts.counts.items())
+        if calls
+    ]
+    return Estimate(
+        operations=rows,
+        model=model,
+        train_interactions=train_interactions,
+        steps=steps,
+        max_output_tokens=max_output_tokens,
+        price=price,
+    )

@@ -76,6 +76,7 @@ class RunResult:
     operation_counts: OperationCounts | None = None
     #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
     planned_llm_calls: dict[str, int] = field(default_factory=dict)
+    scenario: Scenario | None = None
 
 
 @dataclass
@@ -349,6 +350,7 @@ def _result(
         llm_stats=getattr(ctx.brain, "stats", None),
         operation_counts=ctx.brain.operations,
         planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
+        scenario=ctx.scenario,
     )
 
 
