@@ -55,6 +55,7 @@ TITLES = {
     "SummarizeBatchOutput": "summarize_batch",
     "MergeBatchOutput": "merge_batch",
     "ExtractBatchOutput": "extract_batch",
+    "RecnetCheck": "recnet_check",
 }
 NOT_A_CANDIDATE = "i:not-a-candidate"
 MAX_WORDS = 12
@@ -146,6 +147,8 @@ class FakeLLM:
     def answer(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         operation = operation_of(body)
+        if operation == "recnet_check":
+            return recnet_check(body)
         user_index = next(i for i, m in enumerate(messages) if m.get("role") == "user")
         prompt = str(messages[user_index]["content"])
         conversation = id_hash(json.dumps(messages[: user_index + 1], sort_keys=True))
@@ -193,11 +196,11 @@ def operation_of(body: dict[str, Any]) -> str:
     if name:
         return str(name)
     text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
-    if '"title": "ReflectOutput"' in text or "updated_profile" in text:
-        return "reflect_item" if "Your role:" in text else "reflect_user"
     for title, operation in TITLES.items():
         if f'"title": "{title}"' in text:
             return operation
+    if '"title": "ReflectOutput"' in text or "updated_profile" in text:
+        return "reflect_item" if "Your role:" in text else "reflect_user"
     raise ValueError("cannot tell which operation this request is for")
 
 
@@ -515,3 +518,15 @@ ANSWERS = {
     "merge_batch": merge_batch,
     "extract_batch": extract_batch,
 }
+
+
+def recnet_check(body: dict[str, Any]) -> str:
+    """``recnet check``'s structured-output probe: the token its schema names."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if schema is None:  # JSON in text: the schema is in the system prompt
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
+        found = re.search(r'"enum": \["([^"]+)"\]', text)
+        token = found.group(1) if found else "?"
+    else:
+        token = schema["properties"]["token"]["enum"][0]
+    return json.dumps({"token": token, "greeting": "hello"})
