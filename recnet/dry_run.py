@@ -125,16 +125,20 @@ def estimate(scenario: Scenario, offline: RunResult) -> Estimate:
     for operation in ("gradient", "optimize"):  # the backward phase calls one per operation
         if operation in offline.operations and operation not in calls:
             calls[operation] = offline.operations[operation]
-    rows = [
-        OperationEstimate(
-            operation=operation,
-            calls=int(count),
-            prompt_tokens=prompt_tokens(pack, operation, scenario),
-            output_tokens=output_tokens(operation, scenario),
+    rows = []
+    for operation, count in sorted(calls.items()):
+        if operation not in pack.operations or not count:
+            continue
+        parts = offline.planned_llm_parts.get(operation)
+        batch = round(parts / count) if parts else scenario.llm.batch_size
+        rows.append(
+            OperationEstimate(
+                operation=operation,
+                calls=int(count),
+                prompt_tokens=prompt_tokens(pack, operation, scenario, batch),
+                output_tokens=output_tokens(operation, scenario, batch),
+            )
         )
-        for operation, count in sorted(calls.items())
-        if operation in pack.operations and count
-    ]
     return Estimate(
         operations=rows,
         model=scenario.llm.model,
@@ -149,27 +153,31 @@ def _words(scenario: Scenario) -> int:
     return 2 * scenario.world.profile_size  # the LLM brain's words per profile text
 
 
-def output_tokens(operation: str, scenario: Scenario) -> int:
+def output_tokens(operation: str, scenario: Scenario, batch: int | None = None) -> int:
     """Expected answer tokens of one ``operation`` call (at most ``llm.max_tokens``)."""
     formula = OUTPUT_TOKENS.get(operation, "150")
     words = min(_words(scenario), 120) * TOKENS_PER_WORD / 2  # answers use about half the budget
+    batch = scenario.llm.batch_size if batch is None else max(1, batch)
     values = {
         "words": words,
-        "batch": scenario.llm.batch_size,
+        "batch": batch,
         "n": scenario.evaluation.n_negatives + 1,
     }
     expected = int(eval(formula, {"__builtins__": {}}, values))
-    parts = scenario.llm.batch_size if operation.endswith("_batch") else 1
+    parts = batch if operation.endswith("_batch") else 1
     parts = 3 if operation == "reflect_fused" else parts
     return min(expected, scenario.llm.max_tokens * parts)
 
 
-def sample_variables(pack: PromptPack, operation: str, scenario: Scenario) -> dict[str, object]:
-    """Placeholder variables of typical (bounded) length for one ``operation`` prompt."""
+def sample_variables(
+    pack: PromptPack, operation: str, scenario: Scenario, batch: int | None = None
+) -> dict[str, object]:
+    """Placeholder variables of typical (bounded) length for one ``operation`` prompt (a batched
+    one with ``batch`` agents, else ``llm.batch_size``)."""
     llm = scenario.llm
     profile = "x" * llm.max_profile_chars
     n_candidates = scenario.evaluation.n_negatives + 1
-    batch = llm.batch_size
+    batch = llm.batch_size if batch is None else max(1, batch)
     rules = "\n".join(
         f"{n}. [{rule.rule_id}] {rule.text}"
         for n, rule in enumerate(default_rules(scenario.world.filters), 1)
@@ -211,10 +219,12 @@ def sample_variables(pack: PromptPack, operation: str, scenario: Scenario) -> di
     return variables
 
 
-def prompt_tokens(pack: PromptPack, operation: str, scenario: Scenario) -> int:
+def prompt_tokens(
+    pack: PromptPack, operation: str, scenario: Scenario, batch: int | None = None
+) -> int:
     """Tokens of one rendered prompt with placeholder variables, plus the output schema."""
     spec = pack.spec(operation)
-    messages = pack.render(operation, sample_variables(pack, operation, scenario))
+    messages = pack.render(operation, sample_variables(pack, operation, scenario, batch))
     schema = json.dumps(spec.output_model.model_json_schema())
     chars = sum(len(m["content"]) for m in messages) + len(schema)
     return chars // CHARS_PER_TOKEN

@@ -76,6 +76,7 @@ class RunResult:
     operation_counts: OperationCounts | None = None
     #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
     planned_llm_calls: dict[str, int] = field(default_factory=dict)
+    planned_llm_parts: dict[str, int] = field(default_factory=dict)  # agents per batched op
     scenario: Scenario | None = None
 
 
@@ -350,6 +351,7 @@ def _result(
         llm_stats=getattr(ctx.brain, "stats", None),
         operation_counts=ctx.brain.operations,
         planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
+        planned_llm_parts=dict(getattr(getattr(ctx.brain, "plan", None), "parts", {})),
         scenario=ctx.scenario,
     )
 

@@ -23,6 +23,8 @@ class CallPlan:
         self.reflect_on = settings.reflect_on
         self.batch_size = settings.batch_size
         self.counts = counts
+        #: agents carried by the batched calls, per operation (their mean sizes a prompt)
+        self.parts: dict[str, int] = {}
 
     def interaction(self, *, merged: bool, correct: bool) -> None:
         """One interaction: the choice (fused with the user's merge when ``merged``), then the
@@ -47,12 +49,16 @@ class CallPlan:
             self.counts.add(operation, n)
             return
         full, rest = divmod(n, self.batch_size)
+        batch = f"{operation}_batch"
         if full:
-            self.counts.add(f"{operation}_batch", full)
+            self.counts.add(batch, full)
         if rest == 1:
             self.counts.add(operation)
         elif rest:
-            self.counts.add(f"{operation}_batch")
+            self.counts.add(batch)
+        carried = full * self.batch_size + (rest if rest > 1 else 0)
+        if carried:
+            self.parts[batch] = self.parts.get(batch, 0) + carried
 
     def batches(self, n: int) -> int:
         """How many calls ``batched`` makes for ``n`` operations."""
