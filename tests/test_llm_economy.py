@@ -20,7 +20,7 @@ from test_llm_brain import (
 
 from recnet.brain.base import MergeTask, OperationCounts, SummarizeTask
 from recnet.brain.call_plan import CallPlan
-from recnet.brain.llm_fused import SUPERSEDED_RULE
+from recnet.brain.llm_merge import SUPERSEDED_RULE
 from recnet.brain.offline import reinforce
 from recnet.config.scenario import LLMSettings
 from recnet.world.agents import RouterAgent

@@ -12,20 +12,18 @@ Textual profiles are the truth; attribute weights are kept beside them because r
   ``item_attributes`` (it is structured already) and ``item_description`` as text. Users start
   neutral (or from history weights) and get a text at their first reflection. A 9,742-item
   catalogue therefore costs nothing until an item acts.
-* *interact* — ``predict`` (user profile + the two candidates → chosen; validator: the answer
-  must name a candidate), then ``reflect_user`` and ``reflect_item`` (the true item, and the
-  wrong one when the user chose wrongly) concurrently, then ``extract`` for every profile whose
-  text changed, so perception sees the attribute changes. Extracted attributes become weights
-  ``"category:value" → 1.0`` (``"not x"`` → ``category:x`` at -1.0), lower case, capped at
-  ``world.profile_size``.
-* *summarize* — the router's text comes from ``summarize``; its weights are combined
+* *interact* — the choice: ``choose_merge`` when the user has buffered messages (fused, see
+  ``recnet.brain.llm_fused``) else ``predict`` (validator: the answer names a candidate). Then,
+  after a wrong choice (or every choice with ``llm.reflect_on: always``), ``reflect_fused`` (user
+  and items with their attributes in one call) or, unfused, ``reflect_user`` / ``reflect_item``
+  and an ``extract`` of every changed text; a right choice with ``reflect_on: wrong`` reinforces
+  the weights numerically. Attributes become weights ``"category:value" → 1.0`` (``"not x"`` →
+  -1.0), lower case, capped at ``world.profile_size``.
+* *summarize* — the router's text comes from ``summarize`` (``summarize_batch`` for up to
+  ``llm.batch_size`` routers); its weights are combined
   numerically (the offline brain's EMA of routed changes, ``propagation.router_ema``) because
   routed attributes are weights already: no extract call.
-* *merge* — ``merge`` reads the buffered messages, the filter rules (ids in brackets) and the
-  original profile; its accepted/rejected indices become decisions with the rule id the model
-  names (``rule_ids``), else ``"llm"``. The propagated text comes from the answer, the
-  propagated weights from the accepted messages' weights (damped, score-weighted mean, capped
-  by the max-share rule): no extract call.
+* *merge* — see ``recnet.brain.llm_merge`` (single, batched, coalesced; no extract call).
 * *rank* — ``rank`` (validator: a permutation of the candidate ids); score = n − position.
 
 Failures: a call whose answer stays invalid after ``llm.max_repairs`` re-asks returns ``ok=False``
@@ -56,7 +54,6 @@ from recnet.brain.base import (
     InteractionOutcome,
     InteractionTask,
     MergeOutcome,
-    MergeTask,
     OperationCounts,
     ProfileUpdate,
     RankOutcome,
@@ -64,7 +61,22 @@ from recnet.brain.base import (
     SummarizeTask,
 )
 from recnet.brain.llm_fused import EXTRACT_CATEGORIES, EconomicalOperations
-from recnet.brain.offline import OfflineBrain, reinforce, score_weighted_mean
+from recnet.brain.llm_merge import FALLBACK_RULE, LLM_RULE, MergeOperations
+from recnet.brain.llm_text import (  # re-exported: the LLM brain's prompt and answer helpers
+    MAX_PROMPT_PROFILE_CHARS,
+    _one_line,
+    _one_of,
+    _permutation_of,
+    attributes_to_weights,
+    candidate_lines,
+    describe,
+    exactly_once,
+    match_id,
+    message_lines,
+    routed_lines,
+    rule_lines,
+)
+from recnet.brain.offline import OfflineBrain, reinforce
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
 from recnet.llm.factory import build_backend
@@ -72,8 +84,6 @@ from recnet.llm.pack import PromptPack, load_pack
 from recnet.llm.protocol import LLMBackend
 from recnet.llm.schemas import (
     ExtractOutput,
-    MergeOutput,
-    PredictOutput,
     RankOutput,
     SummarizeOutput,
 )
@@ -82,16 +92,13 @@ from recnet.llm.structured import CallMeta, StructuredResult, call_structured, r
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
-from recnet.world.profile import Weights, add_scaled, norm, normalized, render, top
-from recnet.world.rules import Decision, default_rules
+from recnet.world.profile import Weights, add_scaled, normalized, render, top
+from recnet.world.rules import default_rules
 
 Record = dict[str, Any]
 OnRecord = Callable[[Record], None]
 
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
-MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
-FALLBACK_RULE = "llm-fallback"
-LLM_RULE = "llm"
 
 
 class _Calls:
@@ -108,7 +115,7 @@ class _Calls:
         return records
 
 
-class LLMBrain(EconomicalOperations):
+class LLMBrain(EconomicalOperations, MergeOperations):
     """The Brain protocol on an LLM backend; see the module docstring for the policy."""
 
     kind: BrainKind = "llm"
@@ -369,81 +376,6 @@ class LLMBrain(EconomicalOperations):
         weights = normalized(top(kept, self.router_profile_size))
         return ProfileUpdate(weights, text=text or router.text)
 
-    # merge -------------------------------------------------------------------------------------
-    async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
-        for task in tasks:
-            self._see(task.step)
-        return await self._merge_coalesced(
-            tasks, lambda trimmed: self._grouped(trimmed, self._merge_one, self._merge_group)
-        )
-
-    async def _merge_one(self, task: MergeTask, calls: _Calls) -> MergeOutcome:
-        client, messages = task.client, task.messages
-        rules = client.filters.rules if self.filtering else ()
-        result = await self._call(
-            calls.slot(),
-            "merge",
-            {
-                "kind": client.kind,
-                "original_profile": self._bounded(client.profile_text()),
-                "propagated_profile": self._bounded(client.propagated_profile_text()),
-                "filter_rules": self._rule_lines(rules),
-                "messages": self._message_lines(messages, task.step),
-                "max_words": self.client_words,
-            },
-            agent_id=client.agent_id,
-            step=task.step,
-            phase="receive",
-            validator=_merge_indices(len(messages)),
-        )
-        if not result.ok:
-            return self._merge_fallback(len(messages))
-        return self._merge_outcome(client, messages, result.value)
-
-    @staticmethod
-    def _merge_fallback(n_messages: int) -> MergeOutcome:
-        """An unusable merge answer: the messages are dropped, the profile is kept."""
-        dropped: tuple[Decision, str | None] = ("dropped", FALLBACK_RULE)
-        return MergeOutcome([dropped] * n_messages, None)
-
-    def _merge_outcome(
-        self, client: ClientAgent, messages: Sequence[RouterMessage], value: MergeOutput
-    ) -> MergeOutcome:
-        """Decisions per message (the rule id the model names, else ``llm``) and the new
-        propagated profile: the answer's text, the accepted messages' weights."""
-        rules = client.filters.rules if self.filtering else ()
-        rule_ids = {rule.rule_id for rule in rules}
-        accepted_positions = set(value.accepted) if self.filtering else set(range(len(messages)))
-        decisions: list[tuple[Decision, str | None]] = []
-        for position in range(len(messages)):
-            named = value.rule_ids.get(str(position), "").strip()
-            rule = named if named in rule_ids else LLM_RULE
-            decisions.append(("accepted" if position in accepted_positions else "rejected", rule))
-        accepted = [m for p, m in enumerate(messages) if p in accepted_positions]
-        if not accepted:
-            return MergeOutcome(decisions, None)
-        weights = self._propagated_weights(client, accepted)
-        text = value.propagated_profile.strip() or client.propagated_text
-        return MergeOutcome(decisions, ProfileUpdate(weights, text=text))
-
-    def _propagated_weights(
-        self, client: ClientAgent, accepted: Sequence[RouterMessage]
-    ) -> Weights:
-        """The offline brain's damped, score-weighted merge of the accepted messages' weights."""
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original) or 1.0
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                propagated = {a: w * cap / current for a, w in propagated.items()}
-        return top(propagated, self.profile_size)
-
     # rank --------------------------------------------------------------------------------------
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         calls = [_Calls() for _ in tasks]
@@ -532,147 +464,17 @@ async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
     return await run_concurrently(coros, len(coros))
 
 
-# prompt variables ------------------------------------------------------------------------------
-def _one_line(text: str, limit: int = MAX_PROMPT_PROFILE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def describe(agent: ClientAgent) -> str:
-    """An item for reflect prompts: label and profile."""
-    text = _one_line(agent.profile_text())
-    return text if text.startswith(agent.label) else f"{agent.label} — {text}"
-
-
-def candidate_lines(candidates: Sequence[ClientAgent]) -> str:
-    """``<id>: <profile>`` per candidate (the format the predict/rank templates describe)."""
-    return "\n".join(f"{c.agent_id}: {_one_line(c.profile_text())}" for c in candidates)
-
-
-def routed_lines(routed: Mapping[str, float]) -> list[str]:
-    """Routed attribute changes, strongest first: ``"genre: comedy (+0.80)"``."""
-    ranked = sorted(routed.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-    lines = []
-    for attribute, change in ranked:
-        head, sep, rest = attribute.partition(":")
-        name = f"{head}: {rest}" if sep else attribute
-        lines.append(f"{name} ({change:+.2f})")
-    return lines
-
-
-def rule_lines(rules: Sequence[Any]) -> str:
-    if not rules:
-        return "(no rules: take in every message)"
-    return "\n".join(f"{n}. [{rule.rule_id}] {rule.text}" for n, rule in enumerate(rules, 1))
-
-
-def message_lines(
-    messages: Sequence[RouterMessage], now: int, limit: int = MAX_PROMPT_PROFILE_CHARS
-) -> str:
-    lines = []
-    for index, message in enumerate(messages):
-        age = now - message.step
-        when = "this step" if age <= 0 else f"{age} step{'s' if age != 1 else ''} ago"
-        text = _one_line(message.text or render(message.attributes, limit=16), limit)
-        lines.append(
-            f"[{index}] router {message.router_id} (similarity {message.score:.2f}, sent {when}): "
-            f"{text}"
-        )
-    return "\n".join(lines)
-
-
-# answers ---------------------------------------------------------------------------------------
-def match_id(answer: str, ids: Sequence[str]) -> str | None:
-    """The candidate id an answer names: exact, then case/space-insensitive, then the bare key
-    (``"42"`` for ``"i:42"``). None when it names no candidate."""
-    text = answer.strip().strip("\"'`[]").strip()
-    if text in ids:
-        return text
-    lowered = {i.lower(): i for i in ids}
-    if text.lower() in lowered:
-        return lowered[text.lower()]
-    keys = {i.partition(":")[2].lower(): i for i in ids if ":" in i}
-    return keys.get(text.lower())
-
-
-def _one_of(ids: Sequence[str]) -> Callable[[PredictOutput], None]:
-    def check(value: PredictOutput) -> None:
-        if match_id(value.chosen, ids) is None:
-            raise ValueError(
-                f"'chosen' is {value.chosen!r}, which is not a candidate; "
-                f"choose exactly one of: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def exactly_once(
-    answers: Sequence[str], ids: Sequence[str], match: Callable[[str], str | None]
-) -> list[str]:
-    """What keeps ``answers`` from naming every one of ``ids`` exactly once (``match`` maps an
-    answer to the id it names, or None): "unknown: …", "twice: …", "missing: …" (empty = fine)."""
-    unknown: list[str] = []
-    repeated: list[str] = []
-    seen: set[str] = set()
-    for answer in answers:
-        matched = match(answer)
-        if matched is None:
-            unknown.append(answer)
-        elif matched in seen:
-            repeated.append(matched)
-        else:
-            seen.add(matched)
-    missing = [i for i in ids if i not in seen]
-    problems = []
-    for label, names in (("unknown", unknown), ("twice", repeated), ("missing", missing)):
-        if names:
-            problems.append(f"{label}: {', '.join(names)}")
-    return problems
-
-
-def _permutation_of(ids: Sequence[str]) -> Callable[[RankOutput], None]:
-    def check(value: RankOutput) -> None:
-        problems = exactly_once(value.ranking, ids, lambda answer: match_id(answer, ids))
-        if problems:
-            raise ValueError(
-                "'ranking' must list every candidate id exactly once "
-                f"({'; '.join(problems)}); the candidates are: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def _merge_indices(n: int) -> Callable[[MergeOutput], None]:
-    def check(value: MergeOutput) -> None:
-        bad = sorted({i for i in [*value.accepted, *value.rejected] if not 0 <= i < n})
-        both = sorted(set(value.accepted) & set(value.rejected))
-        if bad:
-            raise ValueError(
-                f"message indices {bad} do not exist; the messages are numbered 0 to {n - 1}"
-            )
-        if both:
-            raise ValueError(f"messages {both} are both accepted and rejected; decide once each")
-
-    return check
-
-
-def attributes_to_weights(attributes: Mapping[str, Sequence[str]], size: int) -> Weights:
-    """``{"genre": ["noir", "not gory"]}`` → ``{"genre:noir": 1.0, "genre:gory": -1.0}``.
-
-    Lower case, whitespace collapsed, ':' inside a category replaced; the first ``size``
-    attributes in answer order are kept.
-    """
-    weights: Weights = {}
-    for raw_category, values in attributes.items():
-        category = " ".join(raw_category.lower().replace(":", " ").split()) or "misc"
-        for raw in values:
-            value = " ".join(str(raw).lower().split())
-            sign = 1.0
-            if value.startswith("not "):
-                value, sign = value[4:].strip(), -1.0
-            if not value:
-                continue
-            weights.setdefault(f"{category}:{value}", sign)
-            if len(weights) >= size:
-                return weights
-    return weights
+__all__ = [
+    "FALLBACK_RULE",
+    "LLM_RULE",
+    "MAX_PROMPT_PROFILE_CHARS",
+    "LLMBrain",
+    "attributes_to_weights",
+    "candidate_lines",
+    "describe",
+    "exactly_once",
+    "match_id",
+    "message_lines",
+    "routed_lines",
+    "rule_lines",
+]

@@ -22,17 +22,17 @@ cache can reuse the instructions across agents.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from recnet.brain.base import MergeOutcome, MergeTask, ProfileUpdate, SummarizeTask
+from recnet.brain.base import MergeOutcome, ProfileUpdate, SummarizeTask
+from recnet.brain.llm_merge import expand, newest_per_router
+from recnet.brain.llm_text import _part, batch_agent_id, chunks
 from recnet.llm.schemas import ChooseMergeOutput, MergeOutput, ReflectedProfile
 from recnet.world.agents import ClientAgent
-from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights
-from recnet.world.rules import Decision
 
 if TYPE_CHECKING:
     from recnet.brain.llm import LLMBrain, _Calls
@@ -44,53 +44,6 @@ else:
 EXTRACT_CATEGORIES = ["genre", "era", "mood", "theme", "tag", "title"]
 
 
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    """``items`` in consecutive chunks of at most ``size``."""
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
-
-
-def batch_agent_id(ids: Sequence[str]) -> str:
-    """The ``llm_calls.agent_id`` of a batched call: its first agent and how many others."""
-    return ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
-
-
-SUPERSEDED_RULE = "superseded"
-
-
-def newest_per_router(messages: Sequence[RouterMessage]) -> list[int]:
-    """Positions of the messages a merge prompt shows: the newest message of each router (a
-    router's later profile already folds in its earlier ones); the rest are superseded."""
-    newest: dict[str, int] = {}
-    for position, message in enumerate(messages):
-        current = newest.get(message.router_id)
-        if current is None or message.step >= messages[current].step:
-            newest[message.router_id] = position
-    return sorted(newest.values())
-
-
-def expand(outcome: MergeOutcome, shown: Sequence[int], n_messages: int) -> MergeOutcome:
-    """The outcome of a merge of the ``shown`` messages, for all ``n_messages`` (the others
-    dropped as superseded)."""
-    if len(shown) == n_messages:
-        return outcome
-    superseded: tuple[Decision, str | None] = ("dropped", SUPERSEDED_RULE)
-    decisions = [superseded] * n_messages
-    for position, decision in zip(shown, outcome.decisions, strict=True):
-        decisions[position] = decision
-    return MergeOutcome(decisions, outcome.propagated)
-
-
-def _part(parts: Mapping[str, Any], agent_id: str) -> Any:
-    """The part of a keyed answer that belongs to ``agent_id`` (exact, or its bare key)."""
-    if agent_id in parts:
-        return parts[agent_id]
-    bare = agent_id.partition(":")[2]
-    for key, value in parts.items():
-        if key.strip().strip("[]#").strip().lower() in (agent_id.lower(), bare.lower()):
-            return value
-    return None
-
-
 class EconomicalOperations(_Base):
     """Fused and batched variants of the LLM brain's operations (see the module docstring)."""
 
@@ -99,7 +52,7 @@ class EconomicalOperations(_Base):
         self, calls: _Calls, task: Any, shown: Sequence[ClientAgent], ids: Sequence[str]
     ) -> tuple[Any, MergeOutcome]:
         """One call: the user's merge of ``task.messages`` and its choice among ``shown``."""
-        from recnet.brain.llm import _merge_indices, _one_of
+        from recnet.brain.llm_text import _merge_indices, _one_of
 
         user, every = task.user, task.messages
         shown_positions = newest_per_router(every) if self.coalesce else list(range(len(every)))
@@ -138,26 +91,6 @@ class EconomicalOperations(_Base):
         )
         merged = self._merge_outcome(user, messages, as_merge)
         return result, expand(merged, shown_positions, len(every))
-
-    async def _merge_coalesced(
-        self,
-        tasks: Sequence[MergeTask],
-        run: Callable[[Sequence[MergeTask]], Awaitable[list[MergeOutcome]]],
-    ) -> list[MergeOutcome]:
-        """Merge only the newest message of each router in every task (``llm.coalesce``); the
-        older ones are dropped as superseded."""
-        if not self.coalesce:
-            return await run(tasks)
-        shown = [newest_per_router(task.messages) for task in tasks]
-        trimmed = [
-            MergeTask(task.client, [task.messages[p] for p in positions], task.step)
-            for task, positions in zip(tasks, shown, strict=True)
-        ]
-        outcomes = await run(trimmed)
-        return [
-            expand(outcome, positions, len(task.messages))
-            for task, positions, outcome in zip(tasks, shown, outcomes, strict=True)
-        ]
 
     # reflection ----------------------------------------------------------------------------------
     async def _reflect_fused(
@@ -304,7 +237,7 @@ class EconomicalOperations(_Base):
         return out
 
     def _weights_of(self, attributes: Any) -> Weights:
-        from recnet.brain.llm import attributes_to_weights
+        from recnet.brain.llm_text import attributes_to_weights
 
         if not isinstance(attributes, dict):
             return {}
@@ -320,7 +253,7 @@ class EconomicalOperations(_Base):
         self, group: Sequence[SummarizeTask], calls: _Calls
     ) -> list[ProfileUpdate]:
         """Up to ``llm.batch_size`` routers in one ``summarize_batch`` call."""
-        from recnet.brain.llm import routed_lines
+        from recnet.brain.llm_text import routed_lines
 
         ids = [task.router.router_id for task in group]
         blocks = "\n\n".join(
@@ -349,66 +282,6 @@ class EconomicalOperations(_Base):
                 out.append(self._router_update(task, part.strip()))
             else:  # re-asked alone
                 out.append(await self._summarize_one(task, calls))
-        return out
-
-    # batched merge -----------------------------------------------------------------------------
-    async def _merge_group(self, group: Sequence[MergeTask], calls: _Calls) -> list[MergeOutcome]:
-        """Up to ``llm.batch_size`` clients' merges in one ``merge_batch`` call."""
-        from recnet.brain.llm import _merge_indices
-
-        ids = [task.client.agent_id for task in group]
-        shared = self.shared_rules
-        labels: dict[tuple[str, int], str] = {}  # (router, sent step) → label, texts once
-        texts: list[str] = []
-        blocks = []
-        for task in group:
-            client = task.client
-            rules = tuple(client.filters.rules) if self.filtering else ()
-            lines = []
-            for index, message in enumerate(task.messages):
-                key = (message.router_id, message.step)
-                if key not in labels:
-                    labels[key] = f"<{message.router_id}@{message.step}>"
-                    texts.append(f"{labels[key]}: " + self._message_text(message))
-                lines.append(f"[{index}] {labels[key]} {message.score:.2f}")
-            rule_text = (
-                "shared" if rules == shared and self.filtering else "\n" + self._rule_lines(rules)
-            )
-            blocks.append(
-                f"### {client.agent_id} ({client.kind})\n"
-                f"Original profile: {self._bounded(client.profile_text())}\n"
-                f"Propagated profile so far: "
-                f"{self._bounded(client.propagated_profile_text()) or '(none)'}\n"
-                f"Filter rules: {rule_text}\n"
-                f"Messages (step now {task.step}):\n" + "\n".join(lines)
-            )
-        step = max(task.step for task in group)
-        result = await self._call(
-            calls.slot(),
-            "merge_batch",
-            {
-                "filter_rules": self._rule_lines(shared if self.filtering else ()),
-                "router_messages": "\n".join(texts),
-                "clients": "\n\n".join(blocks),
-                "max_words": self.client_words,
-            },
-            agent_id=batch_agent_id(ids),
-            step=step,
-            phase="receive",
-            parts=len(group),
-        )
-        parts = result.value.clients if result.ok else {}
-        out: list[MergeOutcome] = []
-        for task in group:
-            try:
-                value = MergeOutput.model_validate(_part(parts, task.client.agent_id))
-                _merge_indices(len(task.messages))(value)
-                if set(value.accepted) | set(value.rejected) != set(range(len(task.messages))):
-                    raise ValueError("every message must be decided")
-            except (ValidationError, ValueError):
-                out.append(await self._merge_one(task, calls))  # re-asked alone
-                continue
-            out.append(self._merge_outcome(task.client, task.messages, value))
         return out
 
     async def _grouped(
