@@ -21,11 +21,11 @@ from pydantic import ValidationError
 
 from recnet.brain.base import MergeOutcome, MergeTask, ProfileUpdate
 from recnet.brain.llm_text import _merge_indices, _part, batch_agent_id
-from recnet.brain.offline import score_weighted_mean
+from recnet.brain.offline import fold_messages
 from recnet.llm.schemas import MergeOutput
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
-from recnet.world.profile import Weights, norm, top
+from recnet.world.profile import Weights
 from recnet.world.rules import Decision
 
 if TYPE_CHECKING:
@@ -125,20 +125,11 @@ class MergeOperations(_Base):
     def _propagated_weights(
         self, client: ClientAgent, accepted: Sequence[RouterMessage]
     ) -> Weights:
-        """The offline brain's damped, score-weighted merge of the accepted messages' weights."""
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original) or 1.0
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
+        """The offline brain's fold of the accepted messages' weights (one formula)."""
         share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                propagated = {a: w * cap / current for a, w in propagated.items()}
-        return top(propagated, self.profile_size)
+        return fold_messages(
+            client, accepted, self.propagation.merge_damping, share, self.profile_size
+        )
 
     async def _merge_coalesced(
         self,

@@ -177,20 +177,11 @@ class OfflineBrain:
                 accepted.append(message)
         if not accepted:
             return MergeOutcome(decisions, None)
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original)
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
         share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                factor = cap / current if current else 0.0
-                propagated = {a: w * factor for a, w in propagated.items()}
-        return MergeOutcome(decisions, ProfileUpdate(top(propagated, self.profile_size)))
+        propagated = fold_messages(
+            client, accepted, self.propagation.merge_damping, share, self.profile_size
+        )
+        return MergeOutcome(decisions, ProfileUpdate(propagated))
 
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
@@ -214,6 +205,37 @@ def reinforce(
         user.agent_id: ProfileUpdate(new_user),
         positive.agent_id: ProfileUpdate(top(absorbed, size)),
     }
+
+
+def fold_messages(
+    client: ClientAgent,
+    accepted: Sequence[RouterMessage],
+    damping: float,
+    share: float,
+    size: int,
+) -> Weights:
+    """The propagated profile after taking in ``accepted``: each sending step's messages, oldest
+    first, as one damped, score-weighted mean (``(1 - d) * P + d * |original| * mean``), capped
+    by the max-share rule and cut to ``size`` attributes. A buffer that waited several steps (lazy
+    merge) therefore ends where merging at each step's end would have ended."""
+    by_step: dict[int, list[RouterMessage]] = {}
+    for message in accepted:
+        by_step.setdefault(message.step, []).append(message)
+    scale = norm(client.original)
+    propagated = dict(client.propagated)
+    for step in sorted(by_step):
+        incoming = score_weighted_mean(by_step[step])
+        propagated = {a: (1.0 - damping) * w for a, w in propagated.items()}
+        for a, w in incoming.items():
+            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
+        if share < 1.0:
+            cap = share / (1.0 - share) * scale
+            current = norm(propagated)
+            if current > cap:
+                factor = cap / current if current else 0.0
+                propagated = {a: w * factor for a, w in propagated.items()}
+        propagated = top(propagated, size)
+    return propagated
 
 
 def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
