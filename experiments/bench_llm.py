@@ -10,11 +10,16 @@ client with the same prompt (``raw_sdk_baseline``), which separates recnet's ove
 SDK's own per-call CPU cost (about 1.5-2 ms on a 2-core machine, the real ceiling at 64).
 
     python experiments/bench_llm.py [--latency 0.1] [--levels 1 8 32 64] [--repeats 3]
-                                    [--rounds 30] [--in-process] [--cost-users 20]
-                                    [--cost-per-user 20] [--skip-cost]
+                                    [--rounds 30] [--in-process] [--skip-cost]
+                                    [--skip-throughput] [--scenarios synthetic.yaml ...]
+                                    [--backward]
 
-It then measures LLM calls and tokens per training interaction of the movielens scenario on a
-seeded user subsample, run by the LLM brain against the same kind of local server.
+It then measures LLM calls and tokens per training interaction of every shipped scenario (on a
+seeded subsample, ``COST_SCENARIOS``), run by the LLM brain through the real openai client
+against the local test server answered by the tests' deterministic fake LLM, twice: with the
+settings before issue 10 (``TODAY``: merge at every step's end, the paper's separate
+operations, one call per agent) and with the new defaults; propagation, buffers and filter
+memories are on in both. ``--backward`` adds the backward phase's calls per round.
 
 ``--in-process`` runs the server in a thread of this process instead (it then competes with the
 client for the GIL, which understates the client stack's throughput).
@@ -268,8 +273,9 @@ def cost_table(costs: list[dict[str, Any]]) -> str:
     for c in costs:
         ops = ", ".join(f"{op} {v['calls']}" for op, v in c["by_operation"].items())
         ndcg = "-" if c["ndcg@10"] is None else f"{c['ndcg@10']:.3f}"
+        subsample = " ".join(o for o in c["overrides"] if o not in TODAY) or "(whole scenario)"
         lines.append(
-            f"| {c['scenario']} {' '.join(c['overrides'])} | {c['settings']} | "
+            f"| {c['scenario']} {subsample} | {c['settings']} | "
             f"{c['train_interactions']} | {c['llm_calls']:,} | "
             f"{c['calls_per_train_interaction']:.2f} | {c['tokens_per_train_interaction']:,.0f} | "
             f"{ndcg} | {ops} |"
@@ -307,6 +313,11 @@ def main() -> None:
     parser.add_argument(
         "--backward", action="store_true", help="Also the backward phase's cost per round."
     )
+    parser.add_argument(
+        "--full-synthetic",
+        action="store_true",
+        help="Also the whole shipped synthetic scenario with the new defaults (about 10k calls).",
+    )
     args = parser.parse_args()
     rows = (
         asyncio.run(main_async(args)) if not args.skip_throughput else {"stack": [], "raw_sdk": []}
@@ -325,6 +336,8 @@ def main() -> None:
                     f"{c['tokens_per_train_interaction']:,.0f} tokens per training interaction",
                     flush=True,
                 )
+        if args.full_synthetic:  # the shipped scenario itself (today's would take ~180k calls)
+            costs.append(scenario_llm_cost("synthetic.yaml", (), "new defaults"))
         if args.backward:
             backward = ("backward.enabled=true", "backward.every=2")
             name, subsample = COST_SCENARIOS[2]
