@@ -64,6 +64,8 @@ from recnet.brain.llm_fused import EXTRACT_CATEGORIES, EconomicalOperations
 from recnet.brain.llm_merge import FALLBACK_RULE, LLM_RULE, MergeOperations
 from recnet.brain.llm_text import (  # re-exported: the LLM brain's prompt and answer helpers
     MAX_PROMPT_PROFILE_CHARS,
+    Record,
+    _Calls,
     _one_line,
     _one_of,
     _permutation_of,
@@ -95,24 +97,9 @@ from recnet.world.content import item_attributes, item_description
 from recnet.world.profile import Weights, add_scaled, normalized, render, top
 from recnet.world.rules import default_rules
 
-Record = dict[str, Any]
 OnRecord = Callable[[Record], None]
 
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
-
-
-class _Calls:
-    """The records of one task's calls, kept per call in program order (for a stable trace)."""
-
-    __slots__ = ("slots",)
-
-    def __init__(self) -> None:
-        self.slots: list[list[Record]] = []
-
-    def slot(self) -> list[Record]:
-        records: list[Record] = []
-        self.slots.append(records)
-        return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,14 +475,6 @@ class LLMBrain(EconomicalOperations, MergeOperations):
 
     async def aclose(self) -> None:
         await self.backend.aclose()
-
-
-async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
-    """Await all of ``coros`` (each bounded by the brain's call slots); the first error cancels
-    the rest."""
-    if not coros:
-        return []
-    return await run_concurrently(coros, len(coros))
 
 
 __all__ = [

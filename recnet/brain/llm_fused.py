@@ -35,7 +35,8 @@ from recnet.world.agents import ClientAgent
 from recnet.world.profile import Weights
 
 if TYPE_CHECKING:
-    from recnet.brain.llm import LLMBrain, _Calls
+    from recnet.brain.llm import LLMBrain
+    from recnet.brain.llm_text import _Calls
 
     _Base = LLMBrain
 else:
@@ -155,7 +156,7 @@ class EconomicalOperations(_Base):
     ) -> dict[str, ProfileUpdate]:
         """The unfused reflections (``reflect_user`` / ``reflect_item``) of ``agents``, then
         the extraction of the texts that changed (batched when several)."""
-        from recnet.brain.llm import _together
+        from recnet.brain.llm_text import _together
 
         user, positive, negative = task.user, task.positive, task.negative
         reflections: list[tuple[ClientAgent, Awaitable[Any]]] = []
@@ -206,7 +207,7 @@ class EconomicalOperations(_Base):
     ) -> list[Weights]:
         """Weights of several new texts: one ``extract_batch`` call per ``llm.batch_size``
         texts, a part that fails re-asked alone with ``extract``."""
-        from recnet.brain.llm import _together
+        from recnet.brain.llm_text import _together
 
         if self.batch_size <= 1 or len(changed) <= 1:
             return await _together(

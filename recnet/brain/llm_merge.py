@@ -29,7 +29,8 @@ from recnet.world.profile import Weights
 from recnet.world.rules import Decision
 
 if TYPE_CHECKING:
-    from recnet.brain.llm import LLMBrain, _Calls
+    from recnet.brain.llm import LLMBrain
+    from recnet.brain.llm_text import _Calls
 
     _Base = LLMBrain
 else:

@@ -7,15 +7,39 @@ functions, no calls. Texts put into prompts are flattened to one line and cut to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from recnet.llm.schemas import MergeOutput, PredictOutput, RankOutput
+from recnet.llm.structured import run_concurrently
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, render
 
 MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
+Record = dict[str, Any]
+
+
+class _Calls:
+    """The records of one task's calls, kept per call in program order (for a stable trace)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots: list[list[Record]] = []
+
+    def slot(self) -> list[Record]:
+        records: list[Record] = []
+        self.slots.append(records)
+        return records
+
+
+async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Await all of ``coros`` (each bounded by the brain's call slots); the first error cancels
+    the rest."""
+    if not coros:
+        return []
+    return await run_concurrently(coros, len(coros))
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
