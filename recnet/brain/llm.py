@@ -327,6 +327,8 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         correct = chosen == positive.agent_id
         outcome = "correct" if correct else "wrong"
         if correct and self.reflect_on == "wrong":  # reinforce the weights, keep the texts
+            if not predicted.ok:  # a fallback choice is not the model's: keep the state
+                return InteractionOutcome(chosen, correct, {}, reasoning, merge=merged)
             updates = {
                 agent_id: ProfileUpdate(update.weights, text=None)
                 for agent_id, update in reinforce(
