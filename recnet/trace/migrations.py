@@ -105,7 +105,9 @@ def _rebuild(conn: Connection, table: Table) -> None:
 def _metrics_flag(conn: Connection) -> None:
     """``metrics.flag``: marks values produced by fallback or replayed-from-elsewhere answers."""
     columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
-    if "flag" not in columns:  # version 1 creates ``metrics`` from today's schema
+    if not columns:  # a file without the table: create it as today's schema has it
+        schema.metrics.create(conn)
+    elif "flag" not in columns:  # version 1 creates ``metrics`` from today's schema
         conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN flag VARCHAR")
 
 
