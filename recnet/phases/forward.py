@@ -24,6 +24,7 @@ import numpy as np
 from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
 from recnet.context import RunContext
 from recnet.data.types import Interaction
+from recnet.trace.levels import MessageTrace
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, changes
@@ -68,6 +69,10 @@ class ForwardPhase:
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
+        trace = ctx.scenario.trace
+        self.message_trace = MessageTrace.for_world(
+            trace.messages, trace.message_share, ctx.scenario.seed, len(world.clients)
+        )
 
     def state(self) -> dict[str, object]:
         """Counters a checkpoint must carry to continue exactly."""
@@ -257,6 +262,7 @@ class ForwardPhase:
         router = world.routers.get(sender)
         text = router.text if router is not None and router.text is not None else None
         flush_when_full = "full" in self.flush_on
+        levels = self.message_trace
         dropped_rows = []
         for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
             client = world.clients[position]
@@ -277,12 +283,14 @@ class ForwardPhase:
             self.buffered.add(client.agent_id)
             if dropped is not None:
                 state.decided["dropped"] += 1
-                dropped_rows.append(
-                    message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
-                )
+                levels.count(dropped.router_id, "dropped")
+                if levels.rows_wanted and levels.keep(dropped.message_id):
+                    dropped_rows.append(
+                        message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
+                    )
             if flush_when_full and client.buffer.is_full:
                 state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
-        if ctx.scenario.trace.messages == "all" and dropped_rows:
+        if dropped_rows:
             ctx.store.add("messages", dropped_rows)
 
     # 5. reception ------------------------------------------------------------------------------
@@ -338,11 +346,14 @@ class ForwardPhase:
         tasks = [MergeTask(world.client(a), flush[a], state.step) for a in ids]
         outcomes = await ctx.brain.merge(tasks)
         rows = []
-        record = ctx.scenario.trace.messages == "all"
+        levels = self.message_trace
+        every, record, counting = levels.level == "all", levels.rows_wanted, levels.counting
         for task, outcome in zip(tasks, outcomes, strict=True):
             for message, (decision, rule_id) in zip(task.messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
-                if record:
+                if counting:
+                    levels.count(message.router_id, decision)
+                if record and (every or levels.keep(message.message_id)):
                     rows.append(message_row(ctx.run_id, message, decision, rule_id, state.step))
             if outcome.propagated is not None:
                 task.client.propagated = outcome.propagated.weights

@@ -45,6 +45,7 @@ runs = Table(
     Column("finished_at", String),
     Column("last_completed_step", Integer, nullable=False, default=-1),
     Column("note", Text),  # why a run stopped, how to resume
+    Column("trace_messages", String),  # level in force: all | sampled <share> | aggregate | none
 )
 
 steps = Table(
@@ -142,6 +143,18 @@ messages = Table(
     Column("status", String, nullable=False),  # buffered | accepted | rejected | dropped
     Column("rule_id", String),  # the filter rule (or buffer policy) that decided
     Column("decided_step", Integer),
+)
+
+#: Per step, router and fate: how many messages were decided (levels ``sampled`` and
+#: ``aggregate``; with ``all`` the ``messages`` rows hold the same and this table stays empty).
+message_counts = Table(
+    "message_counts",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("step", Integer, primary_key=True),  # the step the fate was decided
+    Column("router_id", String, primary_key=True),
+    Column("status", String, primary_key=True),  # buffered | accepted | rejected | dropped
+    Column("n", Integer, nullable=False),
 )
 
 filter_rule_versions = Table(
