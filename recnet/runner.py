@@ -189,6 +189,7 @@ RESUMABLE_OVERRIDES = (
     "llm.rate_limit.",
     "llm.max_concurrency",
     "llm.base_url",
+    "llm.endpoints",
     "llm.api_key_env",
     "trace.batch_size",
 )

@@ -236,7 +236,10 @@ class ForwardPhase:
             taus = [world.routers[r].tau for r in senders]
         if not senders:
             return
-        sender_vectors = world.space.embed_many(profiles)
+        if self.settings.mode == "point_to_point":
+            sender_vectors = world.space.embed_many(profiles)
+        else:  # embedded once per router version (perception and memberships reuse it)
+            sender_vectors = np.stack([world.router_vector(r) for r in senders])
         scores = world.client_vectors @ sender_vectors.T
         for column, sender in enumerate(senders):
             exclude = world.client_position.get(sender)

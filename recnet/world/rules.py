@@ -10,7 +10,7 @@ memory until one of them is optimised (copy on write).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -142,16 +142,38 @@ class FilterMemory:
         Returns the decision and the id of the rule that made it (None when no rule objected).
         Relevance is the message's routing score: cos(router profile, client profile) at send time.
         """
-        for rule in self.rules:
-            if rule.kind == "recency" and now - message.step > rule.params["max_age"]:
+        return self.decide_all((message,), now, profile)[0]
+
+    def decide_all(
+        self, messages: Sequence[RouterMessage], now: int, profile: Mapping[str, float]
+    ) -> list[tuple[Decision, str | None]]:
+        """``decide`` for each of one client's messages, in order. What depends on the client
+        only (the attributes each conflict rule finds strongly disliked) is worked out once."""
+        disliked = [
+            _disliked(profile, rule.params["threshold"]) if rule.kind == "conflict" else ()
+            for rule in self.rules
+        ]
+        decisions: list[tuple[Decision, str | None]] = []
+        for message in messages:
+            decisions.append(self._first_objection(message, now, profile, disliked))
+        return decisions
+
+    def _first_objection(
+        self,
+        message: RouterMessage,
+        now: int,
+        profile: Mapping[str, float],
+        disliked: list[tuple[str, ...]],
+    ) -> tuple[Decision, str | None]:
+        for rule, dislikes in zip(self.rules, disliked, strict=True):
+            kind = rule.kind
+            if kind == "recency" and now - message.step > rule.params["max_age"]:
                 return "dropped", rule.rule_id
-            if rule.kind == "conflict" and _conflicts(message, profile, rule.params["threshold"]):
-                return "rejected", rule.rule_id
-            if (
-                rule.kind == "min_relevance"
-                and profile
-                and message.score < rule.params["threshold"]
-            ):
+            if kind == "conflict" and dislikes:
+                promoted = message.attributes
+                if any(promoted.get(attribute, 0.0) > 0 for attribute in dislikes):
+                    return "rejected", rule.rule_id
+            if kind == "min_relevance" and profile and message.score < rule.params["threshold"]:
                 return "rejected", rule.rule_id
         return "accepted", None
 
@@ -165,12 +187,9 @@ class FilterMemory:
         return FilterMemory(rules=rules, max_rules=self.max_rules, owner=owner)
 
 
-def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: float) -> bool:
-    """Does the message promote an attribute the client dislikes beyond ``threshold``?"""
+def _disliked(profile: Mapping[str, float], threshold: float) -> tuple[str, ...]:
+    """Attributes the client dislikes beyond ``threshold`` (weight below ``-threshold``); a
+    message that promotes one of them conflicts with the client."""
     if not profile or min(profile.values()) >= -threshold:
-        return False  # no strong dislike at all: the common case, checked at C speed
-    promoted = message.attributes
-    return any(
-        weight < -threshold and promoted.get(attribute, 0.0) > 0
-        for attribute, weight in profile.items()
-    )
+        return ()  # no strong dislike at all: the common case, checked at C speed
+    return tuple(attribute for attribute, weight in profile.items() if weight < -threshold)
