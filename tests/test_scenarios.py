@@ -134,7 +134,7 @@ def test_options_doc_rows_match_the_models() -> None:
     assert tau.default == str(Scenario().propagation.tau)
     assert rows["world.buffer.flush_on"].default == '["full", "before_act", "step_end"]'
     assert rows["trace.dir"].default == str(Scenario().trace.dir)
-    assert rows["llm.base_url"].type == "string | null"
+    assert rows["llm.base_url"].type == "string | list of string | null"
     assert rows["dataset.kind"].type == '"movielens" | "recbole" | "synthetic"'
 
 
