@@ -169,10 +169,9 @@ message_counts = Table(
     metadata,
     Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),  # the step the fate was decided
-    Column("router_id", String, primary_key=True),
+    Column("router_id", String, primary_key=True),  # the sender (a client in point_to_point)
     Column("status", String, primary_key=True),  # buffered | accepted | rejected | dropped
     Column("n", Integer, nullable=False),
-    ForeignKeyConstraint(["run_id", "router_id"], ["routers.run_id", "routers.router_id"]),
 )
 
 filter_rule_versions = Table(
