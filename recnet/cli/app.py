@@ -59,7 +59,7 @@ class RecnetGroup(TyperGroup):
         except RecnetError as exc:
             report_error(exc)
             raise typer.Exit(EXIT_ERROR) from None
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # exit codes and usage errors, as click prints them
         except Exception as exc:  # a bug in any command: one line, the traceback in a log file
             report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
