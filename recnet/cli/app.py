@@ -59,9 +59,9 @@ class RecnetGroup(TyperGroup):
         except RecnetError as exc:
             report_error(exc)
             raise typer.Exit(EXIT_ERROR) from None
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort):
-            raise  # exit codes and usage errors, as click prints them
         except Exception as exc:  # a bug in any command: one line, the traceback in a log file
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise  # exits, aborts and usage errors (typer vendors click): as click shows them
             report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
             raise typer.Exit(EXIT_ERROR) from None
 
