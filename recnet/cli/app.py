@@ -283,12 +283,11 @@ def simulate(
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
     """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
-    from recnet.dry_run import estimate, estimate_table
+    from recnet.dry_run import dry_run_scenario, estimate, estimate_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dry-run.sqlite"
-        offline = scenario.model_copy(deep=True)
-        offline.llm.backend = "offline"
+        offline = dry_run_scenario(scenario)
 
         def start(
             on_step: StepCallback, on_prepared: PreparedCallback
@@ -360,6 +359,57 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     loaded = load_scenario(scenario, overrides)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+@app.command()
+def check(
+    scenario: ScenarioArg,
+    overrides: SetOpt = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate/--no-estimate",
+            help="Also estimate the whole run's calls, tokens and cost (runs the dry run).",
+        ),
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Probe SCENARIO's LLM server before spending: reachable, model served, json_schema honoured
+    or silently ignored (and what to set), one tiny request per operation with latency and
+    tokens, and the whole run's estimated cost. Exits 1 when a probe failed."""
+    import asyncio
+
+    from recnet.check import check_table, run_check
+
+    loaded = load_scenario(scenario, overrides)
+    console = Console()
+
+    def whole_run() -> object:
+        from recnet.dry_run import dry_run_scenario
+        from recnet.dry_run import estimate as estimate_of
+        from recnet.runner import simulate as run_scenario
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "check.sqlite"
+            offline = dry_run_scenario(loaded)
+
+            def start(
+                on_step: StepCallback, on_prepared: PreparedCallback
+            ) -> Coroutine[Any, Any, RunResult]:
+                return run_scenario(
+                    offline, trace_path=path, on_step=on_step, on_prepared=on_prepared
+                )
+
+            result = run_with_progress(console, start, path, quiet=quiet)
+        return estimate_of(loaded, result)
+
+    figures = whole_run() if estimate else None
+    report = asyncio.run(
+        run_check(loaded, (lambda: figures) if figures is not None else None, name=scenario.name)
+    )
+    console.print(check_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- options --------------------------------------------------------------------------------------
