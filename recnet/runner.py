@@ -175,7 +175,9 @@ async def simulate(
         store.close()
         lease.release()
         raise
-    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    ctx = RunContext(
+        scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step, lease=lease
+    )
     store.create_run(
         {
             "run_id": run_id,
@@ -195,7 +197,7 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -279,7 +281,13 @@ async def resume(
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
-        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+        scenario,
+        brain,
+        store,
+        run["run_id"],
+        SeedTree(scenario.seed),
+        on_step=on_step,
+        lease=lease,
     )
     ctx.stats = dict(checkpoint.run_stats)
     ctx.at(checkpoint.step, "resume")
@@ -298,7 +306,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
