@@ -155,3 +155,12 @@ async def test_a_format_1_cache_is_kept_and_replayed_only_on_request(
     old = CachingBackend(None, path, mode="replay", replay_from=LEGACY_SOURCE, stats=stats)
     assert json.loads((await old.complete(REQUEST)).text) == {"from": "old"}
     await old.aclose()
+
+
+def test_a_fleet_is_one_source_whatever_the_order_of_its_urls() -> None:
+    from recnet.llm.cache import source_of
+
+    one = LLMSettings(backend="openai", base_url=["http://b:1/v1/", "http://a:1/v1"])
+    other = LLMSettings(backend="openai", base_url=["http://a:1/v1", "http://b:1/v1"])
+    assert source_of(one) == source_of(other) == "openai@http://a:1/v1,http://b:1/v1"
+    assert source_of(LLMSettings(backend="openai", base_url="http://a:1/v1")) != source_of(one)

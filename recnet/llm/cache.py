@@ -88,11 +88,15 @@ OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
 
 def endpoint_of(settings: LLMSettings) -> str | None:
-    """Where answers come from: ``ns:<llm.cache.namespace>``, else the base URL, else None."""
+    """Where answers come from: ``ns:<llm.cache.namespace>``, else the base URL (a fleet's URLs,
+    sorted and joined by commas: any of its servers may answer), else None."""
     if settings.cache.namespace:
         return f"ns:{settings.cache.namespace}"
-    if settings.base_url:
-        return settings.base_url.strip().rstrip("/")
+    urls = settings.base_url if isinstance(settings.base_url, list) else [settings.base_url]
+    urls += [endpoint.url for endpoint in settings.endpoints]
+    found = sorted({url.strip().rstrip("/") for url in urls if url})
+    if found:
+        return ",".join(found)
     if settings.backend == "openai":
         return OPENAI_DEFAULT_URL
     return None
