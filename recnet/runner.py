@@ -148,8 +148,27 @@ async def simulate(
     on_prepared: Callable[[Prepared], None] | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Run ``scenario`` end to end; return metrics for RecNet and the baselines."""
-    started = time.perf_counter()
+    """Run ``scenario`` end to end; return metrics for RecNet and the baselines.
+
+    The same as ``await recnet.Simulation(scenario, ...).arun()`` (``recnet.simulation``).
+    """
+    from recnet.simulation import Simulation
+
+    simulation = Simulation(
+        scenario, trace_path=trace_path, run_id=run_id, on_step=on_step, on_prepared=on_prepared
+    )
+    return await simulation.arun()
+
+
+def open_run(
+    scenario: Scenario,
+    *,
+    trace_path: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
+    run_id: str | None = None,
+) -> tuple[RunContext, Path, Prepared]:
+    """Prepare the data, open the trace, build the brain and record the run as ``running``."""
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -172,13 +191,7 @@ async def simulate(
             "last_completed_step": -1,
         }
     )
-
-    async def body() -> dict[str, dict[str, float]]:
-        world = await initialise_world(ctx, prepared, build_embedder(scenario))
-        return await run_loop(ctx, world, prepared)
-
-    metrics = await _supervised(ctx, path, body)
-    return _result(ctx, path, prepared, metrics, started)
+    return ctx, path, prepared
 
 
 #: Settings a resumed run may change: how calls are made and paid for, never what they ask.
@@ -298,29 +311,44 @@ async def _supervised(
     ctx: RunContext, path: Path, body: Callable[[], Awaitable[dict[str, dict[str, float]]]]
 ) -> dict[str, dict[str, float]]:
     """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
-    store = ctx.store
     try:
         metrics = await body()
-        store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
+        mark_finished(ctx)
         return metrics
     except BaseException as exc:
-        stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
-        note = repr(exc)[:2000]
-        if isinstance(exc, BudgetExceeded):
-            note = f"{exc.message}; resume with: recnet simulate --resume {path}"
-            exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
-        try:
-            store.flush()
-        finally:
-            store.update_run(
-                ctx.run_id,
-                status="stopped" if stopped else "failed",
-                finished_at=utc_now(),
-                note=note,
-            )
+        mark_ended(ctx, path, exc)
         raise
     finally:
-        store.close()
+        await close_run(ctx)
+
+
+def mark_finished(ctx: RunContext) -> None:
+    ctx.store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
+
+
+def mark_ended(ctx: RunContext, path: Path, exc: BaseException) -> None:
+    """Record a run that ``exc`` ended as ``stopped`` (Ctrl-C, cancel, budget) or ``failed``."""
+    store = ctx.store
+    stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
+    note = repr(exc)[:2000]
+    if isinstance(exc, BudgetExceeded):
+        note = f"{exc.message}; resume with: recnet simulate --resume {path}"
+        exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
+    try:
+        store.flush()
+    finally:
+        store.update_run(
+            ctx.run_id,
+            status="stopped" if stopped else "failed",
+            finished_at=utc_now(),
+            note=note,
+        )
+
+
+async def close_run(ctx: RunContext) -> None:
+    try:
+        ctx.store.close()
+    finally:
         await ctx.brain.aclose()
 
 
@@ -476,7 +504,23 @@ async def run_loop(
     forward_state: dict[str, object] | None = None,
     backward_state: object | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics.
+    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics."""
+    loop, results = build_loop(
+        ctx, world, prepared, forward_state=forward_state, backward_state=backward_state
+    )
+    await loop.run(first_step)
+    return results
+
+
+def build_loop(
+    ctx: RunContext,
+    world: World,
+    prepared: Prepared,
+    *,
+    forward_state: dict[str, object] | None = None,
+    backward_state: object | None = None,
+) -> tuple[PhaseLoop, dict[str, dict[str, float]]]:
+    """The phase loop over ``prepared.batches`` and the dict its evaluation fills (model → metrics).
 
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
@@ -545,8 +589,7 @@ async def run_loop(
         backward=backward,
         clock=ctx.clock,
     )
-    await loop.run(first_step)
-    return results
+    return loop, results
 
 
 def checkpoint_interval(ctx: RunContext) -> int:
