@@ -175,6 +175,8 @@ class Simulation:
             self._next_step = stop
             if stop >= total:
                 mark_finished(self._require_ctx())
+            else:  # paused: the trace holds every completed step (for readers and reports)
+                self._require_ctx().store.flush()
         except BaseException as exc:
             await self._end(exc)
             raise

@@ -1,4 +1,4 @@
-"""The ``recnet`` command line: simulate, validate, options, traces.
+"""The ``recnet`` command line: simulate, validate, options, traces, report.
 
 Pipeline position: the outermost layer. It reads a scenario (``recnet.config.loader``), hands it
 to the composition root (``recnet.runner``) and shows progress and results
@@ -201,6 +201,14 @@ def simulate(
         bool,
         typer.Option("--quiet", "-q", help="No dataset line and no progress bar; results only."),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="At the end, write the HTML report next to the trace (<trace>.html); "
+            "needs matplotlib (pip install 'recnet[report]').",
+        ),
+    ] = False,
 ) -> None:
     """Run SCENARIO end to end: forward steps, evaluation, metrics for RecNet and baselines.
 
@@ -224,6 +232,8 @@ def simulate(
 
         result = run_with_progress(console, start_resume, resume, quiet=quiet)
         show_result(console, result)
+        if report:
+            _write_report(console, result.trace_path)
         return
     if scenario is None:
         raise typer.BadParameter("give a SCENARIO file (or --resume RUN.sqlite)")
@@ -231,6 +241,10 @@ def simulate(
     if dry_run:
         _dry_run(console, loaded, quiet=quiet)
         return
+    if report:
+        from recnet.report.charts import require_matplotlib
+
+        require_matplotlib()  # fail before the run, not after it
     from recnet.runner import new_run_id
     from recnet.runner import simulate as run_scenario
 
@@ -246,6 +260,15 @@ def simulate(
 
     result = run_with_progress(console, start, path, quiet=quiet)
     show_result(console, result)
+    if report:
+        _write_report(console, result.trace_path)
+
+
+def _write_report(console: Console, trace_path: Path) -> None:
+    from recnet.report import write_report
+
+    written = write_report([trace_path])
+    console.print(f"report: {written}")
 
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
@@ -327,6 +350,69 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     loaded = load_scenario(scenario, overrides)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+@app.command("report")
+def report_command(
+    traces: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN.sqlite [OTHER.sqlite ...]",
+            help="Trace database(s) written by recnet simulate; two or more are compared "
+            "(curves overlaid).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="REPORT.html",
+            help="Where to write the page (default: the first trace with .html).",
+            show_default=False,
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            metavar="AGENT_ID",
+            help="Add one agent's story: profile versions, messages and their fates, choices "
+            "(e.g. u:1 for user 1, i:50 for item 50).",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            metavar="RUN_ID",
+            help="Which run of a trace holding several (default: the newest).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page about a run: open it in any browser, offline.
+
+    Run facts and test metrics beside the baselines; metrics over time;
+    propagation (message fates per step and filter rule, recipients per
+    multicast, clients reached); routers (router–client graph, router count
+    with splits and merges, lineage of the most changed routers and rules);
+    LLM calls, tokens, cost, latency, retries, repairs and fallbacks.
+    Works on a run still writing its trace, or one that stopped early.
+
+    Examples: recnet report runs/x.sqlite --agent u:1 -o x.html;
+    recnet report runs/a.sqlite runs/b.sqlite -o a-vs-b.html (compare)
+    """
+    from recnet.report import write_report
+
+    written = write_report(traces, output, run_id=run, agent=agent)
+    size = written.stat().st_size
+    typer.echo(f"report: {written} ({size / 1e6:.1f} MB)")
 
 
 # -- options --------------------------------------------------------------------------------------
