@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import sys
@@ -34,18 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from experiments.costs import TextSizes, estimate_tokens_total, llm_cost, tokens_per_operation
-from recnet.baselines import (
-    BPRMFScorer,
-    ItemKNNScorer,
-    PopularityScorer,
-    RandomScorer,
-    Scorer,
-    evaluate_scorer,
-)
+from recnet.baselines import Scorer, evaluate_scorer
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import Scenario
 from recnet.errors import RecnetError
 from recnet.eval.protocol import item_universe
+from recnet.registry import BASELINES
 from recnet.runner import Prepared, prepare, simulate
 
 with contextlib.suppress(ImportError):
@@ -103,12 +98,10 @@ REFERENCE_VARIANT = "recnet-no-backward"  # the defaults; other variants are com
 
 
 def classic_factories(seed: int) -> dict[str, Callable[[], Scorer]]:
-    """Classic scorers with the hyper-parameters of ``experiments/check_baselines.py``."""
+    """Classic scorers of the library's baseline registry (``recnet.registry.BASELINES``)."""
     return {
-        "random": lambda: RandomScorer(seed=seed),
-        "popularity": PopularityScorer,
-        "itemknn": lambda: ItemKNNScorer(k=100, shrink=10.0),
-        "bprmf": lambda: BPRMFScorer(factors=64, epochs=30, lr=0.05, reg=0.005, seed=seed),
+        name: functools.partial(BASELINES.get(name), seed)
+        for name in ("random", "popularity", "itemknn", "bprmf")
     }
 
 

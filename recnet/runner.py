@@ -18,8 +18,6 @@ from importlib import metadata
 from pathlib import Path
 
 from recnet import __version__
-from recnet.baselines.popularity import PopularityScorer
-from recnet.baselines.random_baseline import RandomScorer
 from recnet.brain.base import Brain
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -47,6 +45,7 @@ from recnet.phases.forward import (
     router_version_row,
 )
 from recnet.phases.loop import BackwardHook, PhaseLoop
+from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
@@ -646,14 +645,12 @@ def make_backward_hook(
 
 
 def fitted_baselines(scenario: Scenario, prepared: Prepared) -> list:
+    """The scenario's baselines (``recnet.registry.BASELINES``), fitted on the training split."""
     item_ids = list(prepared.dataset.items)
+    seeds = SeedTree(scenario.seed)
     scorers = []
     for name in scenario.evaluation.baselines:
-        scorer = (
-            PopularityScorer()
-            if name == "popularity"
-            else RandomScorer(SeedTree(scenario.seed).integer_seed("random-baseline"))
-        )
+        scorer = BASELINES.get(name)(seeds.integer_seed(f"{name}-baseline"))
         scorer.fit(prepared.split.train, item_ids)
         scorers.append(scorer)
     return scorers

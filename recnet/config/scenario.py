@@ -9,9 +9,29 @@ option table is generated from these models (``recnet options``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from recnet.registry import BASELINES, DATASETS, PERCEPTION, ROUTING, Registry
+
+
+def _registered(registry: Registry) -> AfterValidator:
+    """A validator: the value must be a name ``registry`` knows (the error lists them)."""
+
+    def check(value: str) -> str:
+        if not registry.knows(value):
+            raise ValueError(str(registry.unknown(value)))
+        return value
+
+    return AfterValidator(check)
+
+
+# The registry itself rides along as metadata so ``recnet options`` can list the built-in names.
+DatasetName = Annotated[str, _registered(DATASETS), DATASETS]
+PerceptionName = Annotated[str, _registered(PERCEPTION), PERCEPTION]
+RoutingName = Annotated[str, _registered(ROUTING), ROUTING]
+BaselineName = Annotated[str, _registered(BASELINES), BASELINES]
 
 
 class Section(BaseModel):
@@ -41,8 +61,10 @@ class SyntheticSettings(Section):
 class DatasetSettings(Section):
     """Where interactions and item metadata come from."""
 
-    kind: Literal["movielens", "recbole", "synthetic"] = Field(
-        "movielens", description="Loader: MovieLens archive, RecBole atomic files, or synthetic."
+    kind: DatasetName = Field(
+        "movielens",
+        description="Loader: MovieLens archive (movielens), RecBole atomic files (recbole), "
+        "synthetic, or a registered name (recnet.registry.DATASETS).",
     )
     variant: Literal["ml-latest-small", "ml-100k", "ml-1m"] = Field(
         "ml-latest-small", description="MovieLens release (kind=movielens)."
@@ -215,8 +237,16 @@ class PropagationSettings(Section):
         "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
         "embeddings.",
     )
-    routing: Literal["threshold", "top_k"] = Field(
-        "threshold", description="Multicast to clients above tau, or to each router's top-k."
+    perception: PerceptionName = Field(
+        "nearest_router",
+        description="Perception policy: which router hears of each changed attribute "
+        "(nearest_router = argmax cos(attribute, router); or a registered name, see "
+        "recnet.registry.PERCEPTION).",
+    )
+    routing: RoutingName = Field(
+        "threshold",
+        description="Routing policy: multicast to clients above tau (threshold), to each "
+        "router's top-k (top_k), or a registered name (recnet.registry.ROUTING).",
     )
     top_k: int = Field(50, ge=1, description="Recipients per router when routing=top_k.")
     max_recipients: int = Field(
@@ -313,9 +343,10 @@ class EvaluationSettings(Section):
 
     n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
-    baselines: list[Literal["popularity", "random"]] = Field(
+    baselines: list[BaselineName] = Field(
         default_factory=lambda: ["popularity", "random"],
-        description="Baselines scored on the same candidates.",
+        description="Baselines scored on the same candidates: popularity, random, itemknn, "
+        "bprmf, or a registered name (recnet.registry.BASELINES).",
     )
     negatives_from: Literal["unseen", "all"] = Field(
         "unseen", description="Sample negatives among items the user never chose, or any item."

@@ -24,10 +24,12 @@ import numpy as np
 from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
 from recnet.context import RunContext
 from recnet.data.types import Interaction
+from recnet.registry import PERCEPTION, ROUTING
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
+from recnet.world.policies import PerceptionPolicy, RoutingPolicy
 from recnet.world.profile import Weights, changes
-from recnet.world.routing import nearest_router, select_recipients
+from recnet.world.routing import select_recipients
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
@@ -60,6 +62,8 @@ class ForwardPhase:
         self.ctx = ctx
         self.world = world
         self.settings = ctx.scenario.propagation
+        self.perception: PerceptionPolicy = PERCEPTION.get(self.settings.perception)
+        self.routing: RoutingPolicy = ROUTING.get(self.settings.routing)
         self.flush_on = set(ctx.scenario.world.buffer.flush_on)
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
@@ -181,17 +185,10 @@ class ForwardPhase:
         for delta in state.changed.values():
             for attribute, change in delta.items():
                 totals[attribute] = totals.get(attribute, 0.0) + change
-        space = self.world.space
-        space.add(list(totals))
-        names = list(totals)
-        vectors = space.matrix[[space.index[a] for a in names]]
-        router_ids, router_vectors = self.world.router_matrix()
-        positions, _ = nearest_router(vectors, router_vectors)
-        for attribute, position in zip(names, positions.tolist(), strict=True):
-            if position < 0:
-                continue
-            routed = state.routed.setdefault(router_ids[position], {})
-            routed[attribute] = routed.get(attribute, 0.0) + totals[attribute]
+        for router_id, routed in self.perception(self.world, totals).items():
+            bucket = state.routed.setdefault(router_id, {})
+            for attribute, weight in routed.items():
+                bucket[attribute] = bucket.get(attribute, 0.0) + weight
 
     # 3. integration ----------------------------------------------------------------------------
     async def integrate(self, state: StepState) -> None:
@@ -219,15 +216,14 @@ class ForwardPhase:
         profile straight to its ``neighbours`` most similar clients instead.
         """
         world = self.world
-        if self.settings.mode == "point_to_point":
+        point_to_point = self.settings.mode == "point_to_point"
+        if point_to_point:
             senders = [s for s in state.changed if self.settings.enabled]
             profiles = [world.client(s).original for s in senders]
-            top_k: int | None = self.settings.neighbours
             taus = [-1.0] * len(senders)
         else:
             senders = state.updated_routers
             profiles = [world.routers[r].profile for r in senders]
-            top_k = self.settings.top_k if self.settings.routing == "top_k" else None
             taus = [world.routers[r].tau for r in senders]
         if not senders:
             return
@@ -237,12 +233,17 @@ class ForwardPhase:
             exclude = world.client_position.get(sender)
             if exclude is not None:
                 scores[exclude, column] = -np.inf
-            positions, chosen = select_recipients(
-                scores[:, column],
-                tau=taus[column],
-                max_recipients=self.settings.max_recipients,
-                top_k=top_k,
-            )
+            if point_to_point:
+                positions, chosen = select_recipients(
+                    scores[:, column],
+                    tau=taus[column],
+                    max_recipients=self.settings.max_recipients,
+                    top_k=self.settings.neighbours,
+                )
+            else:
+                positions, chosen = self.routing(
+                    world, sender, scores[:, column], taus[column], self.settings
+                )
             self._send(state, sender, dict(profiles[column]), positions, chosen)
 
     def _send(
