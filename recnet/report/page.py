@@ -96,8 +96,9 @@ def figure(name: str, svg: str | None, caption: str, empty: str) -> str:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head_row = f"<tr>{head}</tr>" if any(header) else ""
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+    return f'<table class="{cls}">{head_row}{body}</table>'
 
 
 def cell(value: Any) -> str:
@@ -174,7 +175,9 @@ def run_section(runs: Sequence[RunData]) -> str:
             ]
         )
     header = ["", *(r.label or "run" for r in runs)] if len(runs) > 1 else ["", ""]
-    body = table(header, ([fact, *(c[i] for c in columns)] for i, fact in enumerate(facts)), "kv")
+    body = table(
+        header, ([fact, *(str(c[i]) for c in columns)] for i, fact in enumerate(facts)), "kv"
+    )
     body += "<h3>Test metrics beside the baselines (same candidates)</h3>"
     body += metrics_table(runs)
     for r in runs:
