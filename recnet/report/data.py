@@ -219,10 +219,13 @@ def read_steps(db: sqlite3.Connection, rid: str) -> StepSeries:
 
 def read_prequential(db: sqlite3.Connection, rid: str) -> dict[str, np.ndarray] | None:
     """Per-step prequential NDCG@10, HR@10 and MRR from (step, rank, count) groups."""
-    rows = db.execute(
-        "SELECT step, rank, count(*) FROM prequential WHERE run_id=? GROUP BY step, rank",
-        (rid,),
-    ).fetchall()
+    try:
+        rows = db.execute(
+            "SELECT step, rank, count(*) FROM prequential WHERE run_id=? GROUP BY step, rank",
+            (rid,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a prequential table of another layout: not shown
+        return None
     if not rows:
         return None
     table = np.array(rows, dtype=np.float64)
