@@ -202,7 +202,10 @@ FILTER_RULES: Registry[Any] = Registry(
 CRITICS: Registry[Any] = Registry(
     "backward.critic",
     "recnet.critics",
-    {},
+    {
+        "offline": "recnet.critic.offline:OfflineCritic",
+        "llm": "recnet.critic.llm:LLMCritic",
+    },
 )
 
 #: ``evaluation.baselines`` → ``factory(seed: int) -> Scorer`` (``recnet.baselines.base``).

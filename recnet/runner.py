@@ -184,7 +184,7 @@ def open_run(
             "scenario_json": scenario.model_dump_json(),
             "versions_json": json.dumps(versions()),
             "dataset_source": prepared.dataset.source,
-            "brain": "offline" if brain.kind == "offline" else f"llm:{scenario.llm.backend}",
+            "brain": brain.label,
             "status": "running",
             "started_at": ctx.clock(),
             "last_completed_step": -1,
@@ -600,7 +600,7 @@ def checkpoint_interval(ctx: RunContext) -> int:
     every = ctx.scenario.trace.checkpoint_every
     if every > 0:
         return every
-    return 100 if ctx.brain.kind == "offline" else 1
+    return ctx.brain.checkpoint_every
 
 
 def add_checkpoint(

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from recnet.registry import BASELINES, DATASETS, PERCEPTION, ROUTING, Registry
+from recnet.registry import BASELINES, CRITICS, DATASETS, PERCEPTION, ROUTING, Registry
 
 
 def _registered(registry: Registry) -> AfterValidator:
@@ -32,6 +32,7 @@ DatasetName = Annotated[str, _registered(DATASETS), DATASETS]
 PerceptionName = Annotated[str, _registered(PERCEPTION), PERCEPTION]
 RoutingName = Annotated[str, _registered(ROUTING), ROUTING]
 BaselineName = Annotated[str, _registered(BASELINES), BASELINES]
+CriticName = Annotated[str, _registered(CRITICS), CRITICS]
 
 
 class Section(BaseModel):
@@ -267,6 +268,12 @@ class BackwardSettings(Section):
     """Backward phase: feedback → gradient → optimize, validated (see recnet.phases.backward)."""
 
     enabled: bool = Field(False, description="Run the backward phase after forward steps.")
+    critic: CriticName | None = Field(
+        None,
+        description="Who judges and edits modules: offline (counterfactual credit, rule-based "
+        "edits), llm (the pack's gradient/optimize templates; needs an LLM brain), or a "
+        "registered name (recnet.registry.CRITICS). Default: the brain's own.",
+    )
     every: int = Field(
         10,
         ge=1,

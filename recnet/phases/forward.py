@@ -14,7 +14,6 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,16 +24,20 @@ from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, Summari
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.registry import PERCEPTION, ROUTING
-from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
+from recnet.trace.records import message_row, profile_row, router_version_row
+from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy
 from recnet.world.profile import Weights, changes
 from recnet.world.routing import select_recipients
+from recnet.world.rules import Decision
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
 #: A ``messages`` row in the trace's insert order (``SPECS["messages"].insert_columns``).
-MessageRow = tuple[str, int, str, str, float, str, str | None, int | None]
+
+
+MergeRecord = tuple[str, Sequence[RouterMessage], Sequence[tuple[Decision, str | None]]]
 
 
 @dataclass
@@ -53,6 +56,8 @@ class StepState:
     decided: dict[str, int] = field(
         default_factory=lambda: {"accepted": 0, "rejected": 0, "dropped": 0}
     )
+    # every merge of the step, in order: (client id, merged messages, the filter's decisions)
+    merges: list[MergeRecord] = field(default_factory=list)
 
 
 class ForwardPhase:
@@ -341,6 +346,7 @@ class ForwardPhase:
         rows = []
         record = ctx.scenario.trace.messages == "all"
         for task, outcome in zip(tasks, outcomes, strict=True):
+            state.merges.append((task.client.agent_id, task.messages, outcome.decisions))
             for message, (decision, rule_id) in zip(task.messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
                 if record:
@@ -411,60 +417,3 @@ def conflict_free_rounds(
         busy |= agents
     if current:
         yield current
-
-
-def message_row(
-    run_id: str, message: RouterMessage, status: str, rule_id: str | None, decided_step: int
-) -> MessageRow:
-    """A ``messages`` trace row as a tuple in the table's insert order (the hottest trace row:
-    one per delivered message, so it skips the dict a store would only take apart again)."""
-    return (
-        run_id,
-        message.step,
-        message.router_id,
-        message.client_id,
-        round(message.score, 6),
-        status,
-        rule_id,
-        decided_step if status != "buffered" else None,
-    )
-
-
-def profile_row(
-    run_id: str, agent: ClientAgent, step: int, kind: str, reason: str
-) -> dict[str, object]:
-    weights = agent.original if kind == "original" else agent.propagated
-    text = agent.profile_text() if kind == "original" else agent.propagated_profile_text()
-    return {
-        "run_id": run_id,
-        "agent_id": agent.agent_id,
-        "step": step,
-        "kind": kind,
-        "text": text,
-        "attributes_json": json.dumps({a: round(w, 5) for a, w in weights.items()}),
-        "reason": reason,
-    }
-
-
-def router_version_row(
-    run_id: str,
-    step: int,
-    router: RouterAgent,
-    world: World,
-    reason: str,
-    parent_version: int | None = None,
-    gradient_id: int | None = None,
-) -> dict[str, object]:
-    return {
-        "run_id": run_id,
-        "router_id": router.router_id,
-        "step": step,
-        "version": router.version,
-        "parent_version": router.version - 1 if parent_version is None else parent_version,
-        "text": router.profile_text(),
-        "attributes_json": json.dumps({a: round(w, 5) for a, w in router.profile.items()}),
-        "tau": router.tau,
-        "n_members": world.member_count(router.router_id),
-        "reason": reason,
-        "gradient_id": gradient_id,
-    }
