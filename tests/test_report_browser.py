@@ -12,8 +12,11 @@ console must stay clean, and a screenshot is saved under the test's temporary fo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,12 +194,8 @@ async def test_report_of_an_llm_synthetic_run_renders_in_chromium(
 def test_report_of_a_movielens_subsample_with_an_agent_renders_in_chromium(
     tmp_path: Path, ml_small_zip: Path, browser
 ) -> None:
-    import asyncio
-
     trace = tmp_path / "movielens.sqlite"
     asyncio.run(simulate(movielens_subsample(ml_small_zip), trace_path=trace))
-    import sqlite3
-
     with sqlite3.connect(trace) as db:
         user = db.execute(
             "SELECT client_id FROM messages WHERE client_id LIKE 'u:%' "
@@ -209,3 +208,25 @@ def test_report_of_a_movielens_subsample_with_an_agent_renders_in_chromium(
     assert_self_contained(text)
     assert f"Agent {user}" in text
     assert html.stat().st_size < 5_000_000
+
+
+def test_report_of_a_backward_run_marks_splits_and_merges(tmp_path: Path, browser) -> None:
+    """The pinned synthetic backward scenario splits and merges routers and rewrites rules."""
+    reference = Path(__file__).parent / "reference" / "synthetic_backward.scenario.json"
+    scenario = Scenario.model_validate(json.loads(reference.read_text()))
+    trace = tmp_path / "backward.sqlite"
+    asyncio.run(simulate(scenario, trace_path=trace))
+    with sqlite3.connect(trace) as db:
+        kept = dict(
+            db.execute(
+                "SELECT operation, count(*) FROM router_operations WHERE status='kept' "
+                "AND operation IN ('split', 'merge') GROUP BY operation"
+            ).fetchall()
+        )
+    assert kept.get("split", 0) > 0 and kept.get("merge", 0) > 0
+    html = write_report([trace])
+    check_page(browser, html, tmp_path / "backward.png", expect_llm=False)
+    text = html.read_text()
+    assert f"splits ({kept['split']})" in text and f"merges ({kept['merge']})" in text
+    assert "<h3>Splits and merges</h3>" in text
+    assert re.search(r"rule-[a-z_]+: [2-9]\d* versions", text)  # a rule the backward phase rewrote

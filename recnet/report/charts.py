@@ -27,6 +27,7 @@ from recnet.report.data import RunData
 try:
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
 except ImportError:  # without the ``report`` extra: require_matplotlib() says how to get it
     matplotlib = None
     Figure = None  # type: ignore[assignment,misc]
@@ -69,11 +70,14 @@ def chart(height: float = HEIGHT, ncols: int = 1) -> Iterator[tuple[Figure, list
             "legend.frameon": False,
         }
     ):
-        figure = Figure(figsize=(WIDTH, height), layout="constrained")
-        axes = list(np.atleast_1d(figure.subplots(1, ncols)))
+        figure = Figure(figsize=(WIDTH, height))
+        axes = list(np.atleast_1d(figure.subplots(1, ncols, gridspec_kw={"wspace": 0.45})))
         yield figure, axes
         buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        # a tight bounding box (one extra layout pass) is cheaper than constrained layout
+        figure.savefig(
+            buffer, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05
+        )
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
     # group ids (axes_1, line2d_3, ...) repeat in every figure: make them unique on the page
@@ -409,6 +413,7 @@ def llm_operations_chart(run: RunData) -> str | None:
         mark(
             list(tokens_ax.barh(names, tokens_out, left=tokens_in, color="C2", label="completion"))
         )
+        tokens_ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         tokens_ax.set_xlabel("tokens")
         tokens_ax.legend(loc="lower right")
         return True
@@ -442,6 +447,7 @@ def llm_steps_chart(runs: Sequence[RunData]) -> str | None:
                 label=f"{prefix}tokens",
             )
             mark(b)
+            twin.yaxis.set_major_formatter(EngFormatter(sep=""))
             twin.set_ylabel("tokens (dotted)")
             for name, style in (("retries", "-"), ("repairs", "--"), ("fallbacks", ":")):
                 (c,) = trouble_ax.plot(

@@ -15,14 +15,16 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recnet.errors import TraceError
 
+if TYPE_CHECKING:
+    from recnet.report.story import AgentStory
+
 TOP_CHANGED = 5  # routers and rules shown in the lineage tables
-STORY_ROWS = 200  # rows per table in an agent's story
 PREQUENTIAL_K = 10
 
 
@@ -58,20 +60,6 @@ class RouterGraph:
 
 
 @dataclass
-class AgentStory:
-    agent_id: str
-    kind: str
-    label: str | None
-    profiles: list[dict[str, Any]]
-    n_profiles: int
-    messages: list[dict[str, Any]]
-    n_messages: int
-    fates_per_step: dict[str, dict[int, int]]  # status → step → count
-    interactions: list[dict[str, Any]]
-    n_interactions: int
-
-
-@dataclass
 class RunData:
     path: Path
     run: dict[str, Any]
@@ -92,7 +80,7 @@ class RunData:
     graph: RouterGraph | None
     llm_operations: list[dict[str, Any]]
     llm_steps: dict[str, np.ndarray] | None
-    story: AgentStory | None = None
+    story: AgentStory | None = None  # recnet.report.story, with --agent
     label: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -188,6 +176,8 @@ def read_run(path: Path | str, *, run_id: str | None = None, agent: str | None =
             llm_steps=read_llm_steps(db, rid),
         )
         if agent is not None:
+            from recnet.report.story import read_story
+
             data.story = read_story(db, rid, agent)
         if scenario.get("trace", {}).get("messages") == "none":
             data.notes.append("trace.messages=none: message rows were not recorded")
@@ -434,65 +424,6 @@ def read_llm_steps(db: sqlite3.Connection, rid: str) -> dict[str, np.ndarray] | 
     series = {name: table[:, i] for i, name in enumerate(names)}
     series["fallbacks"] = table[:, 7]
     return series
-
-
-def read_story(db: sqlite3.Connection, rid: str, agent_id: str) -> AgentStory:
-    """One agent's profile versions, messages and their fates, and choices."""
-    row = db.execute(
-        "SELECT kind, label FROM agents WHERE run_id=? AND agent_id=?", (rid, agent_id)
-    ).fetchone()
-    if row is None:
-        some = [
-            r[0] for r in db.execute("SELECT agent_id FROM agents WHERE run_id=? LIMIT 5", (rid,))
-        ]
-        raise TraceError(
-            f"--agent {agent_id}: no such agent in run {rid}",
-            f"agent ids look like {', '.join(some)} (u: users, i: items, r: routers)",
-        )
-    kind, label = row
-
-    def rows(sql: str, *args: object) -> list[dict[str, Any]]:
-        return [dict(r) for r in db.execute(sql, (rid, *args, STORY_ROWS))]
-
-    def count(sql: str, *args: object) -> int:
-        return int(db.execute(sql, (rid, *args)).fetchone()[0])
-
-    fates: dict[str, dict[int, int]] = {}
-    for status, step, n in db.execute(
-        "SELECT status, coalesce(decided_step, step), count(*) FROM messages "
-        "WHERE run_id=? AND client_id=? GROUP BY 1, 2",
-        (rid, agent_id),
-    ):
-        fates.setdefault(status, {})[step] = n
-    column = "item_id" if kind == "item" else "user_id"
-    return AgentStory(
-        agent_id=agent_id,
-        kind=kind,
-        label=label,
-        profiles=rows(
-            "SELECT step, kind, reason, text FROM profile_versions WHERE run_id=? AND agent_id=? "
-            "ORDER BY id LIMIT ?",
-            agent_id,
-        ),
-        n_profiles=count(
-            "SELECT count(*) FROM profile_versions WHERE run_id=? AND agent_id=?", agent_id
-        ),
-        messages=rows(
-            "SELECT step, router_id, score, status, rule_id, decided_step FROM messages "
-            "WHERE run_id=? AND client_id=? ORDER BY id LIMIT ?",
-            agent_id,
-        ),
-        n_messages=count("SELECT count(*) FROM messages WHERE run_id=? AND client_id=?", agent_id),
-        fates_per_step=fates,
-        interactions=rows(
-            "SELECT seq, step, user_id, item_id, negative_id, chosen_id, correct "
-            f"FROM interactions WHERE run_id=? AND {column}=? ORDER BY seq LIMIT ?",
-            agent_id,
-        ),
-        n_interactions=count(
-            f"SELECT count(*) FROM interactions WHERE run_id=? AND {column}=?", agent_id
-        ),
-    )
 
 
 def read_runs(

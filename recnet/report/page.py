@@ -16,8 +16,9 @@ from typing import Any
 
 from recnet.report import charts
 from recnet.report import story as story_charts
-from recnet.report.data import AgentStory, Lineage, RunData
+from recnet.report.data import Lineage, RunData
 from recnet.report.graph import graph_chart
+from recnet.report.story import AgentStory
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2327;

@@ -1,15 +1,95 @@
-"""One agent's story in the report (``recnet report --agent u:1``): charts of its messages and
-choices.
+"""One agent's story in the report (``recnet report --agent u:1``): read from the trace and
+drawn.
 
-Pipeline position: drawn by ``recnet.report.page`` from ``recnet.report.data.AgentStory``.
+Pipeline position: ``read_story`` is called by ``recnet.report.data.read_run`` (SQL, read-only
+connection); the charts are drawn by ``recnet.report.page``.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
+from recnet.errors import TraceError
 from recnet.report.charts import STATUS_COLOURS, Figure, _svg, mark
-from recnet.report.data import AgentStory
+
+STORY_ROWS = 200  # rows per table in an agent's story
+
+
+@dataclass
+class AgentStory:
+    agent_id: str
+    kind: str
+    label: str | None
+    profiles: list[dict[str, Any]]
+    n_profiles: int
+    messages: list[dict[str, Any]]
+    n_messages: int
+    fates_per_step: dict[str, dict[int, int]]  # status → step → count
+    interactions: list[dict[str, Any]]
+    n_interactions: int
+
+
+def read_story(db: sqlite3.Connection, rid: str, agent_id: str) -> AgentStory:
+    """One agent's profile versions, messages and their fates, and choices."""
+    row = db.execute(
+        "SELECT kind, label FROM agents WHERE run_id=? AND agent_id=?", (rid, agent_id)
+    ).fetchone()
+    if row is None:
+        some = [
+            r[0] for r in db.execute("SELECT agent_id FROM agents WHERE run_id=? LIMIT 5", (rid,))
+        ]
+        raise TraceError(
+            f"--agent {agent_id}: no such agent in run {rid}",
+            f"agent ids look like {', '.join(some)} (u: users, i: items, r: routers)",
+        )
+    kind, label = row
+
+    def rows(sql: str, *args: object) -> list[dict[str, Any]]:
+        return [dict(r) for r in db.execute(sql, (rid, *args, STORY_ROWS))]
+
+    def count(sql: str, *args: object) -> int:
+        return int(db.execute(sql, (rid, *args)).fetchone()[0])
+
+    fates: dict[str, dict[int, int]] = {}
+    for status, step, n in db.execute(
+        "SELECT status, coalesce(decided_step, step), count(*) FROM messages "
+        "WHERE run_id=? AND client_id=? GROUP BY 1, 2",
+        (rid, agent_id),
+    ):
+        fates.setdefault(status, {})[step] = n
+    column = "item_id" if kind == "item" else "user_id"
+    return AgentStory(
+        agent_id=agent_id,
+        kind=kind,
+        label=label,
+        profiles=rows(
+            "SELECT step, kind, reason, text FROM profile_versions WHERE run_id=? AND agent_id=? "
+            "ORDER BY id LIMIT ?",
+            agent_id,
+        ),
+        n_profiles=count(
+            "SELECT count(*) FROM profile_versions WHERE run_id=? AND agent_id=?", agent_id
+        ),
+        messages=rows(
+            "SELECT step, router_id, score, status, rule_id, decided_step FROM messages "
+            "WHERE run_id=? AND client_id=? ORDER BY id LIMIT ?",
+            agent_id,
+        ),
+        n_messages=count("SELECT count(*) FROM messages WHERE run_id=? AND client_id=?", agent_id),
+        fates_per_step=fates,
+        interactions=rows(
+            "SELECT seq, step, user_id, item_id, negative_id, chosen_id, correct "
+            f"FROM interactions WHERE run_id=? AND {column}=? ORDER BY seq LIMIT ?",
+            agent_id,
+        ),
+        n_interactions=count(
+            f"SELECT count(*) FROM interactions WHERE run_id=? AND {column}=?", agent_id
+        ),
+    )
 
 
 def fates_chart(story: AgentStory) -> str | None:
