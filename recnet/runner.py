@@ -7,11 +7,10 @@ display and tables around it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -26,10 +25,10 @@ from recnet.checkpoint import dump as dump_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
-from recnet.context import RunContext, utc_now
+from recnet.context import RunContext
 from recnet.data.load import load_dataset
 from recnet.data.types import Dataset, Interaction
-from recnet.errors import BudgetExceeded, ScenarioError, TraceError
+from recnet.errors import ScenarioError, TraceError
 from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
 from recnet.phases.evaluate import (
     candidate_rows,
@@ -47,6 +46,8 @@ from recnet.phases.forward import (
 from recnet.phases.loop import BackwardHook, PhaseLoop
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
+from recnet.supervisor import supervised
+from recnet.trace.lease import TraceLease
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.build import build_world, history_profiles
@@ -156,7 +157,9 @@ async def simulate(
     simulation = Simulation(
         scenario, trace_path=trace_path, run_id=run_id, on_step=on_step, on_prepared=on_prepared
     )
-    return await simulation.arun()
+    result = await simulation.arun()
+    assert result is not None
+    return result
 
 
 def open_run(
@@ -166,15 +169,26 @@ def open_run(
     on_step: Callable[[int, int], None] | None = None,
     on_prepared: Callable[[Prepared], None] | None = None,
     run_id: str | None = None,
-) -> tuple[RunContext, Path, Prepared]:
-    """Prepare the data, open the trace, build the brain and record the run as ``running``."""
+) -> tuple[RunContext, Path, Prepared, TraceLease]:
+    """Prepare the data, take the trace's writer lease, open the trace, build the brain and
+    record the run as ``running``; the caller runs it under ``supervised`` (which releases)."""
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)
     run_id = run_id or new_run_id(scenario)
     path = Path(trace_path or default_trace_path(scenario, run_id))
-    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
-    brain = _brain_for(scenario, store, path, run_id)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
+    except BaseException:
+        lease.release()
+        raise
+    try:
+        brain = _brain_for(scenario, store, path, run_id)
+    except BaseException:
+        store.close()
+        lease.release()
+        raise
     ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
     store.create_run(
         {
@@ -190,11 +204,14 @@ def open_run(
             "last_completed_step": -1,
         }
     )
-    return ctx, path, prepared
+    return ctx, path, prepared, lease
 
 
-#: Settings a resumed run may change: how calls are made and paid for, never what they ask.
+#: Settings a resumed run may change: how calls are made and paid for, never what they ask,
+#: and which cut-offs and baselines the final evaluation reports (it reruns after a resume).
 RESUMABLE_OVERRIDES = (
+    "evaluation.ks",
+    "evaluation.baselines",
     "llm.budget.",
     "llm.retry.",
     "llm.rate_limit.",
@@ -207,17 +224,19 @@ RESUMABLE_OVERRIDES = (
 
 def resumed_scenario(scenario_json: str, overrides: list[str] | None) -> Scenario:
     """The stored scenario with the allowed ``--set`` overrides applied (e.g. a raised budget)."""
-    if not overrides:
-        return Scenario.model_validate_json(scenario_json)
-    for override in overrides:
+    for override in overrides or []:
         key = override.partition("=")[0].strip()
         if not key.startswith(RESUMABLE_OVERRIDES):
             raise ScenarioError(
                 f"--set {key}: a resumed run keeps its scenario",
                 "only these may change on resume: " + ", ".join(RESUMABLE_OVERRIDES),
             )
-    raw = apply_overrides(json.loads(scenario_json), overrides)
-    return validate_scenario(raw, source="resumed scenario")
+    raw = apply_overrides(json.loads(scenario_json), overrides or [])
+    try:
+        return validate_scenario(raw, source="the scenario stored in the trace")
+    except ScenarioError as exc:  # written by an older recnet that checked less
+        exc.remedy = "fix it on resume with --set (allowed: " + ", ".join(RESUMABLE_OVERRIDES) + ")"
+        raise
 
 
 async def resume(
@@ -237,7 +256,12 @@ async def resume(
     path = Path(trace_path)
     if not path.is_file():
         raise TraceError(f"no trace file {path}", "pass the .sqlite file `recnet simulate` wrote")
-    store = SQLiteTraceStore(path, background=True)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, background=True)
+    except BaseException:
+        lease.release()
+        raise
     try:
         run = _run_to_resume(store, run_id)
         rows = store.read("checkpoints", run["run_id"])
@@ -247,27 +271,25 @@ async def resume(
                 "start it again with `recnet simulate`",
             )
         checkpoint = load_checkpoint(rows[-1]["state"], rows[-1]["format"])
-    except BaseException:
-        store.close()
-        raise
-    try:
         scenario = resumed_scenario(run["scenario_json"], overrides)
+        store.batch_size = scenario.trace.batch_size
+        if overrides:
+            store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
+        prepared = prepare(scenario)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        brain = _brain_for(scenario, store, path, run["run_id"])
     except BaseException:
         store.close()
+        lease.release()
         raise
-    store.batch_size = scenario.trace.batch_size
-    if overrides:
-        store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
-    prepared = prepare(scenario)
-    if on_prepared is not None:
-        on_prepared(prepared)
-    brain = _brain_for(scenario, store, path, run["run_id"])
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
         scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
     )
     ctx.stats = dict(checkpoint.run_stats)
+    ctx.at(checkpoint.step, "resume")
     store.truncate_after(ctx.run_id, checkpoint.step)
     store.update_run(ctx.run_id, status="running", finished_at=None, note=None)
     world = checkpoint.world
@@ -283,7 +305,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await _supervised(ctx, path, body)
+    metrics = await supervised(ctx, path, lease, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -304,51 +326,6 @@ def _run_to_resume(store: SQLiteTraceStore, run_id: str | None) -> dict:
             f"run {run['run_id']} already finished", "nothing to resume; start a new run instead"
         )
     return run
-
-
-async def _supervised(
-    ctx: RunContext, path: Path, body: Callable[[], Awaitable[dict[str, dict[str, float]]]]
-) -> dict[str, dict[str, float]]:
-    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
-    try:
-        metrics = await body()
-        mark_finished(ctx)
-        return metrics
-    except BaseException as exc:
-        mark_ended(ctx, path, exc)
-        raise
-    finally:
-        await close_run(ctx)
-
-
-def mark_finished(ctx: RunContext) -> None:
-    ctx.store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
-
-
-def mark_ended(ctx: RunContext, path: Path, exc: BaseException) -> None:
-    """Record a run that ``exc`` ended as ``stopped`` (Ctrl-C, cancel, budget) or ``failed``."""
-    store = ctx.store
-    stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
-    note = repr(exc)[:2000]
-    if isinstance(exc, BudgetExceeded):
-        note = f"{exc.message}; resume with: recnet simulate --resume {path}"
-        exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
-    try:
-        store.flush()
-    finally:
-        store.update_run(
-            ctx.run_id,
-            status="stopped" if stopped else "failed",
-            finished_at=utc_now(),
-            note=note,
-        )
-
-
-async def close_run(ctx: RunContext) -> None:
-    try:
-        ctx.store.close()
-    finally:
-        await ctx.brain.aclose()
 
 
 def _result(
@@ -435,8 +412,14 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
             for a in world.clients
         ]
         + [
-            {"run_id": run_id, "agent_id": r, "kind": "router", "label": None, "created_step": -1}
-            for r in world.routers
+            {
+                "run_id": run_id,
+                "agent_id": router.router_id,
+                "kind": "router",
+                "label": router.label(),
+                "created_step": -1,
+            }
+            for router in world.routers.values()
         ],
     )
     if ctx.scenario.trace.profiles == "changed":
@@ -587,6 +570,7 @@ def build_loop(
         evaluate=evaluate,
         backward=backward,
         clock=ctx.clock,
+        on_phase=ctx.at,
     )
     return loop, results
 

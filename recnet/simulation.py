@@ -1,8 +1,9 @@
 """``Simulation``: the Python API to run a scenario step by step (notebooks, scripts, the CLI).
 
 Pipeline position: a thin layer over the composition root (``recnet.runner``): it opens the run
-the way ``recnet simulate`` does (same trace, same checkpoints, same evaluation) and then drives
-the phase loop a few steps at a time, so the world can be looked at between steps::
+the way ``recnet simulate`` does (same trace, lease, checkpoints and evaluation) and runs it under
+the same ``recnet.supervisor.supervised`` (so a run ends as finished, stopped or failed with the
+same notes and resume hints), but it can pause between steps so the world can be looked at::
 
     from recnet import Simulation, load_scenario
 
@@ -13,11 +14,16 @@ the phase loop a few steps at a time, so the world can be looked at between step
     result = sim.run()              # to the end, then evaluation; returns a RunResult
     sim.metrics()                   # the final metrics (model → metric → value)
 
+How it pauses: the supervised run is one asyncio task whose body runs the phase loop up to the
+step asked for and then waits for the next request. ``arun()`` on a fresh simulation (what
+``recnet simulate`` does) needs no pause and runs the body directly in the caller's task.
+
 Every method has an async twin (``astep``, ``arun``, ``ametrics``, ``aclose``): use those with
 ``await`` inside a running event loop (Jupyter). The sync forms never call ``asyncio.run`` in a
 running loop: they run the coroutines on one private event loop in a worker thread owned by the
 simulation, so they also work in Jupyter (the call blocks the cell until the step is done). Use
-one form per simulation: a brain's HTTP clients belong to the loop that first used them.
+one form per simulation: the run task and a brain's HTTP clients belong to the loop that started
+them, and a call from another loop is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -35,22 +41,20 @@ from recnet.context import RunContext
 from recnet.errors import RecnetError
 from recnet.phases.evaluate import rank_with_brain
 from recnet.phases.forward import StepState
-from recnet.phases.loop import PhaseLoop
 from recnet.runner import (
     Prepared,
     RunResult,
     _result,
     build_embedder,
     build_loop,
-    close_run,
     initialise_world,
-    mark_ended,
-    mark_finished,
     open_run,
 )
+from recnet.supervisor import supervised
 from recnet.world.world import World
 
 T = TypeVar("T")
+Metrics = dict[str, dict[str, float]]
 
 
 class SimulationClosed(RecnetError):
@@ -77,13 +81,16 @@ class Simulation:
         self._ctx: RunContext | None = None
         self._world: World | None = None
         self._prepared: Prepared | None = None
-        self._loop: PhaseLoop | None = None
-        self._results: dict[str, dict[str, float]] = {}
         self._path: Path | None = None
         self._started = 0.0
         self._next_step = 0
         self._result: RunResult | None = None
         self._closed = False
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop the run task lives on
+        self._task: asyncio.Task[Metrics] | None = None
+        self._requests: asyncio.Queue[tuple[int, asyncio.Future[None]]] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._lease: Any = None  # recnet.trace.lease.TraceLease once opened
         self._runner_thread: _LoopThread | None = None
         self._n_interactions = 0
         self._n_correct = 0
@@ -131,26 +138,20 @@ class Simulation:
     # -- async API -------------------------------------------------------------------------------
     async def astart(self) -> None:
         """Load the data, open the trace and build the world (done by the first step if not)."""
-        if self._ctx is not None:
+        if self._task is not None:
+            self._check_loop()
+            assert self._ready is not None
+            await self._wait(self._ready)
             return
-        self._check_open()
-        self._started = time.perf_counter()
-        ctx, path, prepared = open_run(
-            self.scenario,
-            trace_path=self._trace_path,
-            on_step=self._on_step,
-            on_prepared=self._on_prepared,
-            run_id=self._run_id,
-        )
-        self._ctx, self._path, self._prepared = ctx, path, prepared
-        try:
-            world = await initialise_world(ctx, prepared, build_embedder(self.scenario))
-            self._loop, self._results = build_loop(ctx, world, prepared)
-            self._loop.on_commit = self._counting(self._loop.on_commit)
-        except BaseException as exc:
-            await self._end(exc)
-            raise
-        self._world = world
+        self._open()
+        loop = asyncio.get_running_loop()
+        self._home = loop
+        self._requests = asyncio.Queue()
+        self._ready = loop.create_future()
+        ctx = self._require_ctx()
+        assert self._path is not None
+        self._task = loop.create_task(supervised(ctx, self._path, self._lease, self._paused_body))
+        await self._wait(self._ready)
 
     async def astep(self) -> int:
         """Run one forward step; return how many steps are done. After the last, evaluate."""
@@ -165,32 +166,33 @@ class Simulation:
         """
         if steps is not None and steps < 1:
             raise ValueError("steps must be at least 1 (or None for the rest of the run)")
-        await self.astart()
         self._check_open()
-        assert self._loop is not None and self._prepared is not None
+        if steps is None and self._task is None:  # the whole run at once: nothing to pause
+            self._open()
+            assert self._path is not None
+            metrics = await supervised(
+                self._require_ctx(), self._path, self._lease, self._whole_body
+            )
+            return self._finish(metrics)
+        await self.astart()
+        assert self._prepared is not None and self._requests is not None and self._task
         total = len(self._prepared.batches)
         stop = total if steps is None else min(total, self._next_step + steps)
-        try:
-            await self._loop.run(self._next_step, stop=stop)
-            self._next_step = stop
-            if stop >= total:
-                mark_finished(self._require_ctx())
-            else:  # paused: the trace holds every completed step (for readers and reports)
-                self._require_ctx().store.flush()
-        except BaseException as exc:
-            await self._end(exc)
-            raise
-        if stop >= total:
-            await self._finish()
-        return self._result
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._requests.put_nowait((stop, done))
+        if stop < total:
+            await self._wait(done)
+            return None
+        return self._finish(await self._wait(self._task))
 
-    async def ametrics(self) -> dict[str, dict[str, float]]:
+    async def ametrics(self) -> Metrics:
         """Model → metric → value: the final test metrics once finished; before that, RecNet's
         metrics on the test candidates with the world as it is now (nothing is written to the
         trace; an LLM brain makes its rank calls) and the training choice accuracy so far."""
         if self._result is not None:
             return self._result.metrics
         await self.astart()
+        self._check_open()
         ctx, world, prepared = self._require_ctx(), self._world, self._prepared
         assert world is not None and prepared is not None
         metrics, _ = await rank_with_brain(
@@ -208,13 +210,14 @@ class Simulation:
         return {"recnet": metrics, "training": training}
 
     async def aclose(self) -> None:
-        """Stop early: mark the run ``stopped`` (resumable with ``recnet simulate --resume``)."""
+        """Stop early: the run is recorded as ``stopped`` (``recnet simulate --resume`` goes on)."""
         if self._closed:
             return
-        if self._ctx is not None and self._result is None:
-            await self._end(KeyboardInterrupt("closed before the last step"))
         self._closed = True
-        self._shutdown_thread()
+        if self._task is not None and not self._task.done():
+            self._check_loop()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     # -- sync API --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -228,13 +231,15 @@ class Simulation:
         """Run ``steps`` more steps, or the rest of the run (see ``arun``)."""
         return self._sync(self.arun(steps))
 
-    def metrics(self) -> dict[str, dict[str, float]]:
+    def metrics(self) -> Metrics:
         """See ``ametrics``."""
         return self._sync(self.ametrics())
 
     def close(self) -> None:
         """See ``aclose``."""
-        self._sync(self.aclose())
+        if self._task is not None or self._runner_thread is not None:
+            self._sync(self.aclose())
+        self._closed = True
         self._shutdown_thread()
 
     def __enter__(self) -> Simulation:
@@ -249,10 +254,72 @@ class Simulation:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- internals -------------------------------------------------------------------------------
-    def _require_ctx(self) -> RunContext:
-        assert self._ctx is not None, "astart() first"
-        return self._ctx
+    # -- the run ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open the run (trace, lease, brain); ``supervised`` closes and releases them."""
+        self._started = time.perf_counter()
+        ctx, path, prepared, lease = open_run(
+            self.scenario,
+            trace_path=self._trace_path,
+            on_step=self._on_step,
+            on_prepared=self._on_prepared,
+            run_id=self._run_id,
+        )
+        self._ctx, self._path, self._prepared, self._lease = ctx, path, prepared, lease
+
+    async def _build(self):
+        ctx, prepared = self._require_ctx(), self._prepared
+        assert prepared is not None
+        world = await initialise_world(ctx, prepared, build_embedder(self.scenario))
+        loop, results = build_loop(ctx, world, prepared)
+        loop.on_commit = self._counting(loop.on_commit)
+        self._world = world
+        return loop, results
+
+    async def _whole_body(self) -> Metrics:
+        loop, results = await self._build()
+        await loop.run(0)
+        self._next_step = len(loop.batches)
+        return results
+
+    async def _paused_body(self) -> Metrics:
+        """Build the world, then run the steps each request asks for until the last one."""
+        assert self._ready is not None and self._requests is not None
+        loop, results = await self._build()
+        self._ready.set_result(None)
+        total = len(loop.batches)
+        while True:
+            stop, done = await self._requests.get()
+            await loop.run(self._next_step, stop=stop)
+            self._next_step = stop
+            if stop >= total:
+                return results
+            self._require_ctx().store.flush()  # paused: readers see every completed step
+            if not done.done():
+                done.set_result(None)
+
+    async def _wait(self, future: asyncio.Future[T]) -> T:
+        """Wait for ``future`` or for the run task to end (then raise how it ended)."""
+        task = self._task
+        assert task is not None
+        try:
+            await asyncio.wait({future, task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the caller was cancelled (Ctrl-C): stop the run too
+            self._closed = True
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        if future.done():
+            return future.result()
+        self._closed = True
+        return task.result()  # type: ignore[return-value]  # raises how the run ended
+
+    def _finish(self, metrics: Metrics) -> RunResult:
+        ctx, prepared = self._require_ctx(), self._prepared
+        assert prepared is not None and self._path is not None
+        self._closed = True
+        self._result = _result(ctx, self._path, prepared, metrics, self._started)
+        return self._result
 
     def _counting(self, commit: Callable[[StepState], None]) -> Callable[[StepState], None]:
         """Wrap the loop's commit hook to count training choices (for ``metrics``)."""
@@ -264,31 +331,33 @@ class Simulation:
 
         return counted
 
+    def _require_ctx(self) -> RunContext:
+        assert self._ctx is not None, "astart() first"
+        return self._ctx
+
     def _check_open(self) -> None:
         if self._closed or self._result is not None:
-            state = "finished" if self._result is not None else "closed"
+            state = "finished" if self._result is not None else "closed (or it failed)"
             raise SimulationClosed(
                 f"this simulation is {state}",
                 "start a new Simulation (or `recnet simulate --resume` a stopped trace)",
             )
 
-    async def _end(self, exc: BaseException) -> None:
-        ctx = self._require_ctx()
-        assert self._path is not None
-        self._closed = True
+    def _check_loop(self) -> None:
         try:
-            mark_ended(ctx, self._path, exc)
-        finally:
-            await close_run(ctx)
-
-    async def _finish(self) -> None:
-        ctx, prepared = self._require_ctx(), self._prepared
-        assert prepared is not None and self._path is not None
-        await close_run(ctx)
-        self._result = _result(ctx, self._path, prepared, self._results, self._started)
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if self._home is not None and current is not self._home:
+            raise _other_form()
 
     def _sync(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` to completion on this simulation's private loop thread."""
+        if self._home is not None and (
+            self._runner_thread is None or self._home is not self._runner_thread.loop
+        ):
+            coroutine.close()
+            raise _other_form()
         if self._runner_thread is None:
             self._runner_thread = _LoopThread()
         return self._runner_thread.run(coroutine)
@@ -297,6 +366,14 @@ class Simulation:
         if self._runner_thread is not None and not self._runner_thread.is_current():
             self._runner_thread.stop()
             self._runner_thread = None
+
+
+def _other_form() -> RecnetError:
+    return RecnetError(
+        "this simulation was started with the other form (sync vs async)",
+        "use one form per simulation: either sim.step()/sim.run() or "
+        "await sim.astep()/await sim.arun()",
+    )
 
 
 class _LoopThread:

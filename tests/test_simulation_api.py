@@ -74,13 +74,21 @@ def test_step_inspect_and_finish_gives_the_same_run_as_simulate(tmp_path: Path) 
 
 
 async def test_async_form_inside_a_running_loop(tmp_path: Path) -> None:
-    """As in Jupyter: a loop is running, so use ``await``; the sync form still works there
-    because it runs on the simulation's own loop thread."""
+    """As in Jupyter: a loop is running. The async form runs on it; the sync form works there
+    too (on the simulation's own loop thread); mixing the two on one simulation is refused."""
     async with Simulation(small(tmp_path, "async.sqlite")) as sim:
         assert await sim.astep() == 1
-        assert sim.step() == 2  # sync call inside a running loop: no asyncio.run error
+        with pytest.raises(RecnetError, match="other form"):
+            sim.step()
+        assert await sim.astep() == 2
         result = await sim.arun()
     assert result is not None and result.metrics["recnet"]["ndcg@10"] > 0
+
+    synchronous = Simulation(small(tmp_path, "sync-in-loop.sqlite"))
+    assert synchronous.step() == 1  # no "asyncio.run() cannot be called from a running loop"
+    assert synchronous.run() is not None
+    assert synchronous.metrics() == result.metrics  # same scenario and seed, same run
+    synchronous.close()
 
 
 def test_report_while_running_and_after_an_early_stop(tmp_path: Path) -> None:

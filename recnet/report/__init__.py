@@ -4,7 +4,7 @@ Pipeline position: reads trace databases written by ``recnet simulate`` (read-on
 still writing can be reported on) and writes an HTML file: run facts and test metrics beside the
 baselines, metrics over time, propagation, routers, LLM calls and, on request, one agent's story.
 
-Charts are drawn with matplotlib (the ``report`` extra: ``pip install 'recnet[report]'``) and
+Charts are drawn with matplotlib (a core dependency, so ``simulate --report`` always works) and
 inlined as SVG; the page has no script and loads nothing from the network.
 """
 
@@ -25,9 +25,8 @@ def render_report(
     traces: Sequence[Path | str], *, run_id: str | None = None, agent: str | None = None
 ) -> str:
     """The report page for ``traces`` (two or more = comparison mode) as an HTML string."""
-    from recnet.report import charts, data, page
+    from recnet.report import data, page
 
-    charts.require_matplotlib()
     if not traces:
         raise TraceError("no trace given", "pass RUN.sqlite (or two to compare)")
     return page.render(data.read_runs(traces, run_id=run_id, agent=agent))

@@ -19,22 +19,15 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
-from recnet.errors import RecnetError
 from recnet.report.data import RunData
-
-try:
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
-except ImportError:  # without the ``report`` extra: require_matplotlib() says how to get it
-    matplotlib = None
-    Figure = None  # type: ignore[assignment,misc]
 
 WIDTH = 7.6
 HEIGHT = 2.7
-MAX_GRAPH_CLIENTS = 600
 STATUS_COLOURS = {
     "accepted": "#2e7d32",
     "rejected": "#c62828",
@@ -45,18 +38,9 @@ REACH_LABEL = {"message": "reached", "accepted": "accepted one"}
 _counter = itertools.count()
 
 
-def require_matplotlib() -> None:
-    if matplotlib is None:
-        raise RecnetError(
-            "recnet report needs matplotlib, which is not installed",
-            "pip install 'recnet[report]' (or pip install matplotlib)",
-        )
-
-
 @contextmanager
 def chart(height: float = HEIGHT, ncols: int = 1) -> Iterator[tuple[Figure, list]]:
     """A figure with ``ncols`` axes; yields (figure, axes) and keeps the SVG on ``figure.svg``."""
-    require_matplotlib()
     salt = f"c{next(_counter)}"
     with matplotlib.rc_context(
         {
