@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from recnet import __version__
-from recnet.brain.base import Brain
+from recnet.brain.base import Brain, OperationCounts
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from recnet.checkpoint import Checkpoint
@@ -50,6 +50,7 @@ from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
+from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
@@ -71,6 +72,12 @@ class RunResult:
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
+    #: per operation: calls and prompt/output tokens (the LLM brain's measured traffic)
+    operation_counts: OperationCounts | None = None
+    #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
+    planned_llm_calls: dict[str, int] = field(default_factory=dict)
+    planned_llm_parts: dict[str, int] = field(default_factory=dict)  # agents per batched op
+    scenario: Scenario | None = None
 
 
 @dataclass
@@ -346,6 +353,10 @@ def _result(
         operations=dict(ctx.brain.operations.counts),
         stats=dict(ctx.stats),
         llm_stats=getattr(ctx.brain, "stats", None),
+        operation_counts=ctx.brain.operations,
+        planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
+        planned_llm_parts=dict(getattr(getattr(ctx.brain, "plan", None), "parts", {})),
+        scenario=ctx.scenario,
     )
 
 
@@ -539,6 +550,11 @@ def build_loop(
 
     async def evaluate(last_step: int) -> None:
         step = n_steps
+        # test users rank and their candidates are ranked: they act, so lazy buffers merge now
+        await forward.flush_before_act(
+            StepState(step=step, interactions=[], started_at=ctx.clock()),
+            acting_in_evaluation(world, prepared.test_candidates),
+        )
         leftover = [
             message_row(ctx.run_id, m, "buffered", None, step)
             for client in world.clients
@@ -573,6 +589,18 @@ def build_loop(
         on_phase=ctx.at,
     )
     return loop, results
+
+
+def acting_in_evaluation(world: World, candidates: CandidateSet) -> list[ClientAgent]:
+    """The clients that act when ``candidates`` are ranked: each user, then its candidates."""
+    acting: dict[str, ClientAgent] = {}
+    for user in sorted(candidates):
+        agent = world.users[user_agent_id(user)]
+        acting.setdefault(agent.agent_id, agent)
+        for item in candidates[user]:
+            item_agent = world.items[item_agent_id(item)]
+            acting.setdefault(item_agent.agent_id, item_agent)
+    return list(acting.values())
 
 
 def checkpoint_interval(ctx: RunContext) -> int:

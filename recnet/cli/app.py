@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from recnet import __version__
 from recnet.cli import options_doc
 from recnet.cli.display import StepProgress, show_result
+from recnet.cli.report import report_command
 from recnet.cli.traces import traces_app
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import DatasetSettings, Scenario
@@ -297,12 +298,11 @@ def _write_report(console: Console, trace_path: Path) -> None:
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
     """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
-    from recnet.dry_run import estimate, estimate_table
+    from recnet.dry_run import dry_run_scenario, estimate, estimate_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dry-run.sqlite"
-        offline = scenario.model_copy(deep=True)
-        offline.llm.backend = "offline"
+        offline = dry_run_scenario(scenario)
 
         def start(
             on_step: StepCallback, on_prepared: PreparedCallback
@@ -376,67 +376,60 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
 
 
+@app.command()
+def check(
+    scenario: ScenarioArg,
+    overrides: SetOpt = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate/--no-estimate",
+            help="Also estimate the whole run's calls, tokens and cost (runs the dry run).",
+        ),
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Probe SCENARIO's LLM server before spending: reachable, model served, json_schema honoured
+    or silently ignored (and what to set), one tiny request per operation with latency and
+    tokens, and the whole run's estimated cost. Exits 1 when a probe failed."""
+    import asyncio
+
+    from recnet.check import check_table, run_check
+
+    loaded = load_scenario(scenario, overrides)
+    console = Console()
+
+    def whole_run() -> object:
+        from recnet.dry_run import dry_run_scenario
+        from recnet.dry_run import estimate as estimate_of
+        from recnet.runner import simulate as run_scenario
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "check.sqlite"
+            offline = dry_run_scenario(loaded)
+
+            def start(
+                on_step: StepCallback, on_prepared: PreparedCallback
+            ) -> Coroutine[Any, Any, RunResult]:
+                return run_scenario(
+                    offline, trace_path=path, on_step=on_step, on_prepared=on_prepared
+                )
+
+            result = run_with_progress(console, start, path, quiet=quiet)
+        return estimate_of(loaded, result)
+
+    figures = whole_run() if estimate else None
+    report = asyncio.run(
+        run_check(loaded, (lambda: figures) if figures is not None else None, name=scenario.name)
+    )
+    console.print(check_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 # -- report -------------------------------------------------------------------------------------
 
-
-@app.command("report")
-def report_command(
-    traces: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="RUN.sqlite [OTHER.sqlite ...]",
-            help="Trace database(s) written by recnet simulate; two or more are compared "
-            "(curves overlaid).",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="REPORT.html",
-            help="Where to write the page (default: the first trace with .html).",
-            show_default=False,
-        ),
-    ] = None,
-    agent: Annotated[
-        str | None,
-        typer.Option(
-            "--agent",
-            metavar="AGENT_ID",
-            help="Add one agent's story: profile versions, messages and their fates, choices "
-            "(e.g. u:1 for user 1, i:50 for item 50).",
-            show_default=False,
-        ),
-    ] = None,
-    run: Annotated[
-        str | None,
-        typer.Option(
-            "--run",
-            metavar="RUN_ID",
-            help="Which run of a trace holding several (default: the newest).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Write one self-contained HTML page about a run: open it in any browser, offline.
-
-    Run facts and test metrics beside the baselines; metrics over time;
-    propagation (message fates per step and filter rule, recipients per
-    multicast, clients reached); routers (router–client graph, router count
-    with splits and merges, lineage of the most changed routers and rules);
-    LLM calls, tokens, cost, latency, retries, repairs and fallbacks.
-    Works on a run still writing its trace, or one that stopped early.
-
-    Examples: recnet report runs/x.sqlite --agent u:1 -o x.html;
-    recnet report runs/a.sqlite runs/b.sqlite -o a-vs-b.html (compare)
-    """
-    from recnet.report import write_report
-
-    written = write_report(traces, output, run_id=run, agent=agent)
-    size = written.stat().st_size
-    typer.echo(f"report: {written} ({size / 1e6:.1f} MB)")
+app.command("report")(report_command)
 
 
 # -- options --------------------------------------------------------------------------------------
