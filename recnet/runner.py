@@ -48,6 +48,7 @@ from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
+from recnet.trace.levels import resolve_profile_every
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
@@ -176,9 +177,10 @@ def open_run(
     on_step: Callable[[int, int], None] | None = None,
     on_prepared: Callable[[Prepared], None] | None = None,
     run_id: str | None = None,
-) -> tuple[RunContext, Path, Prepared, TraceLease]:
-    """Prepare the data, take the trace's writer lease, open the trace, build the brain and
-    record the run as ``running``; the caller runs it under ``supervised`` (which releases)."""
+) -> tuple[RunContext, Path, Prepared]:
+    """Prepare the data, take the trace's writer lease (``ctx.lease``), open the trace, build
+    the brain and record the run as ``running``; the caller runs it under ``supervised``, which
+    closes everything and releases the lease."""
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -196,7 +198,9 @@ def open_run(
         store.close()
         lease.release()
         raise
-    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    ctx = RunContext(
+        scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step, lease=lease
+    )
     store.create_run(
         {
             "run_id": run_id,
@@ -211,7 +215,7 @@ def open_run(
             "last_completed_step": -1,
         }
     )
-    return ctx, path, prepared, lease
+    return ctx, path, prepared
 
 
 #: Settings a resumed run may change: how calls are made and paid for, never what they ask,
@@ -224,6 +228,7 @@ RESUMABLE_OVERRIDES = (
     "llm.rate_limit.",
     "llm.max_concurrency",
     "llm.base_url",
+    "llm.endpoints",
     "llm.api_key_env",
     "trace.batch_size",
 )
@@ -293,7 +298,13 @@ async def resume(
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
-        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+        scenario,
+        brain,
+        store,
+        run["run_id"],
+        SeedTree(scenario.seed),
+        on_step=on_step,
+        lease=lease,
     )
     ctx.stats = dict(checkpoint.run_stats)
     ctx.at(checkpoint.step, "resume")
@@ -312,7 +323,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -521,17 +532,20 @@ def build_loop(
     forward = ForwardPhase(ctx, world)
     if forward_state is not None:
         forward.restore(forward_state)
+    ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
     backward = make_backward_hook(ctx, world, prepared, forward)
     if backward is not None and backward_state is not None:
         backward.load_state(backward_state)  # type: ignore[attr-defined]
     n_steps = len(prepared.batches)
-    every = ctx.scenario.trace.profile_every
+    every = resolve_profile_every(ctx.scenario.trace.profile_every, len(world.clients), n_steps)
     checkpoint_every = checkpoint_interval(ctx)
     results: dict[str, dict[str, float]] = {}
 
     def commit(state: StepState) -> None:
         store = ctx.store
         store.add("steps", [forward.step_row(state, ctx.clock())])
+        if forward.message_trace.counting:
+            store.add("message_counts", forward.message_trace.count_rows(ctx.run_id, state.step))
         last = state.step == n_steps - 1
         if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
             store.add("profile_versions", forward.profile_rows(state.step))
@@ -555,13 +569,20 @@ def build_loop(
             StepState(step=step, interactions=[], started_at=ctx.clock()),
             acting_in_evaluation(world, prepared.test_candidates),
         )
-        leftover = [
-            message_row(ctx.run_id, m, "buffered", None, step)
-            for client in world.clients
-            for m in client.buffer.peek()
-        ]
-        if ctx.scenario.trace.messages == "all" and leftover:
-            ctx.store.add("messages", leftover)
+        levels = forward.message_trace
+        leftover = [m for client in world.clients for m in client.buffer.peek()]
+        levels.count_all((m.router_id, "buffered") for m in leftover)
+        if levels.rows_wanted and leftover:
+            ctx.store.add(
+                "messages",
+                [
+                    message_row(ctx.run_id, m, "buffered", None, step)
+                    for m in leftover
+                    if levels.keep(m.message_id)
+                ],
+            )
+        if levels.counting:
+            ctx.store.add("message_counts", levels.count_rows(ctx.run_id, step))
         metrics, _ = await rank_with_brain(
             ctx, world, prepared.split, prepared.test_candidates, which="test", step=step
         )

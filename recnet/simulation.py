@@ -90,7 +90,6 @@ class Simulation:
         self._task: asyncio.Task[Metrics] | None = None
         self._requests: asyncio.Queue[tuple[int, asyncio.Future[None]]] | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._lease: Any = None  # recnet.trace.lease.TraceLease once opened
         self._runner_thread: _LoopThread | None = None
         self._n_interactions = 0
         self._n_correct = 0
@@ -150,7 +149,7 @@ class Simulation:
         self._ready = loop.create_future()
         ctx = self._require_ctx()
         assert self._path is not None
-        self._task = loop.create_task(supervised(ctx, self._path, self._lease, self._paused_body))
+        self._task = loop.create_task(supervised(ctx, self._path, self._paused_body))
         await self._wait(self._ready)
 
     async def astep(self) -> int:
@@ -170,9 +169,7 @@ class Simulation:
         if steps is None and self._task is None:  # the whole run at once: nothing to pause
             self._open()
             assert self._path is not None
-            metrics = await supervised(
-                self._require_ctx(), self._path, self._lease, self._whole_body
-            )
+            metrics = await supervised(self._require_ctx(), self._path, self._whole_body)
             return self._finish(metrics)
         await self.astart()
         assert self._prepared is not None and self._requests is not None and self._task
@@ -258,14 +255,14 @@ class Simulation:
     def _open(self) -> None:
         """Open the run (trace, lease, brain); ``supervised`` closes and releases them."""
         self._started = time.perf_counter()
-        ctx, path, prepared, lease = open_run(
+        ctx, path, prepared = open_run(
             self.scenario,
             trace_path=self._trace_path,
             on_step=self._on_step,
             on_prepared=self._on_prepared,
             run_id=self._run_id,
         )
-        self._ctx, self._path, self._prepared, self._lease = ctx, path, prepared, lease
+        self._ctx, self._path, self._prepared = ctx, path, prepared
 
     async def _build(self):
         ctx, prepared = self._require_ctx(), self._prepared
