@@ -165,3 +165,20 @@ def test_readme_python_example_runs_as_a_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "ndcg@10" in done.stdout
     assert (tmp_path / "runs" / "notebook.html").is_file()
+
+
+def test_report_of_a_run_traced_at_the_aggregate_level(tmp_path: Path) -> None:
+    """trace.messages=aggregate keeps no message rows: totals and multicasts come from the exact
+    counts, and the page says what was not recorded."""
+    trace = tmp_path / "aggregate.sqlite"
+    asyncio.run(simulate(small(tmp_path, "aggregate.sqlite", "trace.messages=aggregate")))
+    with sqlite3.connect(trace) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+        multicasts = db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM message_counts GROUP BY step, router_id)"
+        ).fetchone()[0]
+    assert multicasts > 0
+    html = render_report([trace])
+    assert "trace.messages=aggregate" in html
+    assert f"{multicasts} multicasts" in html  # the histogram's legend, from message_counts
+    assert 'data-chart="messages"' in html  # per-step totals from the steps table

@@ -329,7 +329,8 @@ def reach_chart(runs: Sequence[RunData]) -> str | None:
         ax.set_xlabel("step")
         ax.set_ylabel("share of clients")
         ax.set_ylim(0, 1.02)
-        ax.legend(loc="upper left", ncols=2)
+        if drew:
+            ax.legend(loc="upper left", ncols=2)
         return drew
 
     return _svg(build)

@@ -156,16 +156,7 @@ def read_run(path: Path | str, *, run_id: str | None = None, agent: str | None =
                     (rid,),
                 )
             },
-            multicast_sizes=np.array(
-                [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT count(*) FROM messages WHERE run_id=? GROUP BY step, router_id",
-                        (rid,),
-                    )
-                ],
-                dtype=np.int64,
-            ),
+            multicast_sizes=read_multicast_sizes(db, rid, run, present),
             reach=read_reach(db, rid),
             router_count=read_router_count(db, rid, run),
             router_events=read_router_events(db, rid, present),
@@ -179,8 +170,13 @@ def read_run(path: Path | str, *, run_id: str | None = None, agent: str | None =
             from recnet.report.story import read_story
 
             data.story = read_story(db, rid, agent)
-        if scenario.get("trace", {}).get("messages") == "none":
-            data.notes.append("trace.messages=none: message rows were not recorded")
+        level = run.get("trace_messages") or scenario.get("trace", {}).get("messages")
+        if level not in (None, "all", "auto"):
+            data.notes.append(
+                f"trace.messages={level}: message fates per rule, reach and the agent's messages "
+                "come from the message rows recorded at this level; per-step totals and "
+                "recipients per multicast are exact (steps, message_counts)"
+            )
         return data
     finally:
         db.close()
@@ -247,6 +243,19 @@ def read_feedback(db: sqlite3.Connection, rid: str) -> dict[str, np.ndarray] | N
         "accuracy": table[:, 2] / table[:, 1],
         "mean 1/rank": table[:, 3],
     }
+
+
+def read_multicast_sizes(
+    db: sqlite3.Connection, rid: str, run: dict[str, Any], present: set[str]
+) -> np.ndarray:
+    """Recipients per (step, router) multicast: exact ``message_counts`` when the trace level
+    did not record every message row, else counted from the rows."""
+    level = run.get("trace_messages")
+    if level not in (None, "all") and "message_counts" in present:
+        sql = "SELECT sum(n) FROM message_counts WHERE run_id=? GROUP BY step, router_id"
+    else:
+        sql = "SELECT count(*) FROM messages WHERE run_id=? GROUP BY step, router_id"
+    return np.array([r[0] for r in db.execute(sql, (rid,))], dtype=np.int64)
 
 
 def read_reach(db: sqlite3.Connection, rid: str) -> dict[str, Any]:
