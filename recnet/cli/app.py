@@ -30,7 +30,7 @@ from recnet.cli.report import report_command
 from recnet.cli.traces import traces_app
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import DatasetSettings, Scenario
-from recnet.errors import DatasetError, RecnetError
+from recnet.errors import DatasetError, RecnetError, ScenarioError
 
 if TYPE_CHECKING:
     from recnet.runner import Prepared, RunResult
@@ -377,8 +377,23 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     or one "error: ..." line naming the key path or file and exits 1.
     """
     loaded = load_scenario(scenario, overrides)
+    check_prices(loaded)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+def check_prices(scenario: Scenario) -> None:
+    """A cost cap needs a price for the model (else the run would stop when the brain is built)."""
+    budget, llm = scenario.llm.budget, scenario.llm
+    if budget.max_cost is None or llm.backend == "offline":
+        return
+    from recnet.llm.budget import DEFAULT_PRICES, find_price
+
+    if find_price(llm.model, {**DEFAULT_PRICES, **budget.prices}) is None:
+        raise ScenarioError(
+            f"llm.budget.max_cost is set but model {llm.model!r} has no price",
+            f"add llm.budget.prices.{llm.model}: [<USD per 1M input>, <USD per 1M output>]",
+        )
 
 
 @app.command()
