@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from recnet.world.buffer import RouterMessage
+from recnet.world.formulas import effective_profile
 from recnet.world.profile import Weights, add_scaled, dot, norm
 from recnet.world.rules import Decision
 
@@ -222,10 +223,10 @@ class OfflineScorer:
     propagated_weight: float
     popularity_weight: float
 
-    def effective(self, original: Mapping[str, float], propagated: Mapping[str, float]) -> Weights:
-        if not propagated or self.propagated_weight == 0.0:
-            return dict(original)
-        return add_scaled(original, propagated, self.propagated_weight)
+    def effective(
+        self, original: Mapping[str, float], propagated: Mapping[str, float]
+    ) -> Mapping[str, float]:
+        return effective_profile(original, propagated, self.propagated_weight)
 
     def score_lists(
         self,

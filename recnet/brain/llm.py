@@ -63,7 +63,7 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
-from recnet.brain.offline import OfflineBrain, score_weighted_mean
+from recnet.brain.offline import OfflineBrain
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
 from recnet.llm.factory import build_backend
@@ -82,7 +82,8 @@ from recnet.llm.structured import CallMeta, StructuredResult, call_structured, r
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
-from recnet.world.profile import Weights, add_scaled, norm, normalized, render, top
+from recnet.world.formulas import merged_profile, router_average
+from recnet.world.profile import Weights, render
 from recnet.world.rules import Decision
 
 Record = dict[str, Any]
@@ -415,11 +416,7 @@ class LLMBrain:
             return ProfileUpdate(dict(router.profile), text=router.text)
         value: SummarizeOutput = result.value
         ema = self.propagation.router_ema
-        blended = add_scaled(
-            {a: (1.0 - ema) * w for a, w in router.profile.items()}, normalized(task.routed), ema
-        )
-        kept = {a: w for a, w in blended.items() if w > 0}
-        weights = normalized(top(kept, self.router_profile_size))
+        weights = router_average(router.profile, task.routed, ema, self.router_profile_size)
         return ProfileUpdate(weights, text=value.profile.strip() or router.text)
 
     # merge -------------------------------------------------------------------------------------
@@ -471,20 +468,16 @@ class LLMBrain:
     def _propagated_weights(
         self, client: ClientAgent, accepted: Sequence[RouterMessage]
     ) -> Weights:
-        """The offline brain's damped, score-weighted merge of the accepted messages' weights."""
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original) or 1.0
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                propagated = {a: w * cap / current for a, w in propagated.items()}
-        return top(propagated, self.profile_size)
+        """The damped, score-weighted merge of the accepted messages' weights (the same formula
+        as the offline brain's: ``recnet.world.formulas.merged_profile``)."""
+        return merged_profile(
+            client.original,
+            client.propagated,
+            accepted,
+            damping=self.propagation.merge_damping,
+            max_share=client.filters.max_share() if self.filtering else 1.0,
+            size=self.profile_size,
+        )
 
     # rank --------------------------------------------------------------------------------------
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:

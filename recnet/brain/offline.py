@@ -36,7 +36,8 @@ from recnet.data.types import Item
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes
-from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
+from recnet.world.formulas import merged_profile, preference_score, router_average
+from recnet.world.profile import add_scaled, norm, normalized, top
 from recnet.world.rules import Decision
 
 
@@ -70,13 +71,10 @@ class OfflineBrain:
         prior = self.interaction.popularity_weight
         profile = user.effective(weight)
         user_norm = norm(profile)
-        scores = []
-        for item, pop in zip(items, popularity, strict=True):
-            other = item.effective(weight)
-            denominator = user_norm * norm(other)
-            similarity = dot(profile, other) / denominator if denominator else 0.0
-            scores.append(similarity + prior * pop)
-        return scores
+        return [
+            preference_score(profile, user_norm, item.effective(weight), pop, prior)
+            for item, pop in zip(items, popularity, strict=True)
+        ]
 
     # operations --------------------------------------------------------------------------------
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
@@ -126,17 +124,11 @@ class OfflineBrain:
 
     async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
         self.operations.add("summarize", len(tasks))
-        ema = self.propagation.router_ema
-        results = []
-        for task in tasks:
-            blended = add_scaled(
-                {a: (1.0 - ema) * w for a, w in task.router.profile.items()},
-                normalized(task.routed),
-                ema,
-            )
-            kept = {a: w for a, w in blended.items() if w > 0}
-            results.append(ProfileUpdate(normalized(top(kept, self.router_profile_size))))
-        return results
+        ema, size = self.propagation.router_ema, self.router_profile_size
+        return [
+            ProfileUpdate(router_average(task.router.profile, task.routed, ema, size))
+            for task in tasks
+        ]
 
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
         self.operations.add("merge", len(tasks))
@@ -158,20 +150,15 @@ class OfflineBrain:
                 accepted.append(message)
         if not accepted:
             return MergeOutcome(decisions, None)
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original)
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                factor = cap / current if current else 0.0
-                propagated = {a: w * factor for a, w in propagated.items()}
-        return MergeOutcome(decisions, ProfileUpdate(top(propagated, self.profile_size)))
+        weights = merged_profile(
+            client.original,
+            client.propagated,
+            accepted,
+            damping=self.propagation.merge_damping,
+            max_share=client.filters.max_share() if self.filtering else 1.0,
+            size=self.profile_size,
+        )
+        return MergeOutcome(decisions, ProfileUpdate(weights))
 
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
@@ -179,18 +166,3 @@ class OfflineBrain:
 
     async def aclose(self) -> None:
         return None
-
-
-def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
-    """Mean of the messages' router profiles, weighted by routing score (always a new map: the
-    messages' attribute snapshots are shared by every recipient and must stay untouched)."""
-    if len(messages) == 1:
-        return dict(messages[0].attributes)
-    total = 0.0
-    incoming: Weights = {}
-    for message in messages:
-        weight = max(message.score, 1e-3)
-        total += weight
-        for a, w in message.attributes.items():
-            incoming[a] = incoming.get(a, 0.0) + weight * w
-    return {a: w / total for a, w in incoming.items()}

@@ -14,7 +14,6 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.records import message_row, profile_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
+from recnet.world.formulas import popularity_prior
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy
 from recnet.world.profile import Weights, changes
 from recnet.world.routing import select_recipients
@@ -160,9 +160,7 @@ class ForwardPhase:
 
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
-        if self.max_count == 0:
-            return 0.0
-        return math.log1p(item.interactions) / math.log1p(self.max_count)
+        return popularity_prior(item.interactions, self.max_count)
 
     def _sample_negatives(self, step: int, users: list[ClientAgent]) -> list[ClientAgent]:
         rng = self.ctx.seeds.generator("interaction-negatives", step)

@@ -1,0 +1,102 @@
+"""The numbers behind the method, each written once: effective profile, preference score,
+popularity prior, router averaging and the propagated-profile merge.
+
+Pipeline position: shared by both brains (``recnet.brain.offline``, ``recnet.brain.llm``: an LLM
+brain keeps weights next to its texts with the same formulas), credit assignment
+(``recnet.brain.credit``), the forward phase and evaluation. Changing a formula here changes it for
+every one of them, so credit assignment can never drift from the merge or the score it explains.
+``recnet.brain.credit.OfflineScorer.score_lists`` is the vectorised form of ``preference_score``
+(sparse numpy) for validation lists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from recnet.world.buffer import RouterMessage
+from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
+
+
+def effective_profile(
+    original: Mapping[str, float], propagated: Mapping[str, float], propagated_weight: float
+) -> Mapping[str, float]:
+    """The profile an agent acts with: original + ``propagated_weight`` × propagated (the
+    original map itself when nothing propagated counts)."""
+    if not propagated or propagated_weight == 0.0:
+        return original
+    return add_scaled(original, propagated, propagated_weight)
+
+
+def preference_score(
+    user: Mapping[str, float],
+    user_norm: float,
+    item: Mapping[str, float],
+    popularity: float,
+    popularity_weight: float,
+) -> float:
+    """cos(user, item) of effective profiles (0 when either is empty) + weight × popularity."""
+    denominator = user_norm * norm(item)
+    similarity = dot(user, item) / denominator if denominator else 0.0
+    return similarity + popularity_weight * popularity
+
+
+def popularity_prior(count: int, max_count: int) -> float:
+    """Popularity prior in [0, 1]: ``log(1 + count) / log(1 + max_count)`` (0 before any choice)."""
+    if max_count == 0:
+        return 0.0
+    return math.log1p(count) / math.log1p(max_count)
+
+
+def router_average(
+    profile: Mapping[str, float], routed: Mapping[str, float], ema: float, size: int
+) -> Weights:
+    """A router's new profile: exponential moving average of its profile and the normalised
+    routed changes, positive weights only, the ``size`` strongest, normalised."""
+    blended = add_scaled({a: (1.0 - ema) * w for a, w in profile.items()}, normalized(routed), ema)
+    kept = {a: w for a, w in blended.items() if w > 0}
+    return normalized(top(kept, size))
+
+
+def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
+    """Mean of the messages' router profiles, weighted by routing score (always a new map: the
+    messages' attribute snapshots are shared by every recipient and must stay untouched)."""
+    if len(messages) == 1:
+        return dict(messages[0].attributes)
+    total = 0.0
+    incoming: Weights = {}
+    for message in messages:
+        weight = max(message.score, 1e-3)
+        total += weight
+        for a, w in message.attributes.items():
+            incoming[a] = incoming.get(a, 0.0) + weight * w
+    return {a: w / total for a, w in incoming.items()}
+
+
+def merged_profile(
+    original: Mapping[str, float],
+    propagated: Mapping[str, float],
+    accepted: Sequence[RouterMessage],
+    *,
+    damping: float,
+    max_share: float,
+    size: int,
+) -> Weights:
+    """The propagated profile after taking in ``accepted`` messages.
+
+    ``(1 − d) · P + d · |original| · mean(messages)``, the mean weighted by routing score; then,
+    when ``max_share < 1``, scaled down so that |P| ≤ share / (1 − share) · |original| (community
+    updates make up at most that share); the ``size`` strongest attributes.
+    """
+    incoming = score_weighted_mean(accepted)
+    scale = norm(original)
+    merged = {a: (1.0 - damping) * w for a, w in propagated.items()}
+    for a, w in incoming.items():
+        merged[a] = merged.get(a, 0.0) + damping * scale * w
+    if max_share < 1.0:
+        cap = max_share / (1.0 - max_share) * scale
+        current = norm(merged)
+        if current > cap:
+            factor = cap / current if current else 0.0
+            merged = {a: w * factor for a, w in merged.items()}
+    return top(merged, size)
