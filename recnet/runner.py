@@ -11,17 +11,18 @@ import asyncio
 import json
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recnet import __version__
 from recnet.brain.base import Brain
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from recnet.checkpoint import Checkpoint
+from recnet.checkpoint import Checkpoint, Checkpointed
 from recnet.checkpoint import dump as dump_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
@@ -44,7 +45,7 @@ from recnet.phases.forward import (
     profile_row,
     router_version_row,
 )
-from recnet.phases.loop import BackwardHook, PhaseLoop
+from recnet.phases.loop import PhaseLoop
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
@@ -52,6 +53,9 @@ from recnet.trace.store import TraceStore
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
+
+if TYPE_CHECKING:
+    from recnet.phases.backward import BackwardPhase
 
 PACKAGES = ("numpy", "networkx", "langgraph", "pydantic", "sqlalchemy", "openai")
 
@@ -250,7 +254,6 @@ async def resume(
         on_prepared(prepared)
     brain = _brain_for(scenario, store, path, run["run_id"])
     brain.operations = checkpoint.operations
-    restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
         scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
     )
@@ -261,14 +264,7 @@ async def resume(
     world.space.attach(build_embedder(scenario))
 
     async def body() -> dict[str, dict[str, float]]:
-        return await run_loop(
-            ctx,
-            world,
-            prepared,
-            first_step=checkpoint.step + 1,
-            forward_state=checkpoint.forward,
-            backward_state=checkpoint.extra.get("backward"),
-        )
+        return await run_loop(ctx, world, prepared, checkpoint=checkpoint)
 
     metrics = await _supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
@@ -356,16 +352,6 @@ def _brain_for(scenario: Scenario, store: TraceStore, path: Path, run_id: str) -
         store.add("llm_calls", [{**row, "run_id": run_id}])
 
     return build_brain(scenario, on_record=record, cache_path=cache_path(scenario, path))
-
-
-def restore_brain_state(brain: Brain, state: object) -> None:
-    """Give a rebuilt brain the counters it had at the checkpoint (LLM stats for budgets)."""
-    if state is not None and hasattr(brain, "restore_state"):
-        brain.restore_state(state)
-
-
-def brain_state(brain: Brain) -> object:
-    return brain.checkpoint_state() if hasattr(brain, "checkpoint_state") else None
 
 
 async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedder) -> World:
@@ -462,7 +448,7 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
     store.add(
         "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
     )
-    add_checkpoint(ctx, world, -1, ForwardPhase(ctx, world).state())
+    add_checkpoint(ctx, world, -1, {"brain": ctx.brain, "forward": ForwardPhase(ctx, world)})
     store.commit_step(run_id, -1)
 
 
@@ -471,21 +457,22 @@ async def run_loop(
     world: World,
     prepared: Prepared,
     *,
-    first_step: int = 0,
-    forward_state: dict[str, object] | None = None,
-    backward_state: object | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics.
+    """Run the forward steps (after the ``checkpoint``'s step, if resuming), then evaluate;
+    return model → metrics.
 
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
     """
     forward = ForwardPhase(ctx, world)
-    if forward_state is not None:
-        forward.restore(forward_state)
     backward = make_backward_hook(ctx, world, prepared, forward)
-    if backward is not None and backward_state is not None:
-        backward.load_state(backward_state)  # type: ignore[attr-defined]
+    parts: dict[str, Checkpointed] = {"brain": ctx.brain, "forward": forward}
+    if backward is not None:
+        parts["backward"] = backward
+    if checkpoint is not None:
+        checkpoint.restore(parts)
+    first_step = checkpoint.step + 1 if checkpoint is not None else 0
     n_steps = len(prepared.batches)
     every = ctx.scenario.trace.profile_every
     checkpoint_every = checkpoint_interval(ctx)
@@ -499,13 +486,7 @@ async def run_loop(
             store.add("profile_versions", forward.profile_rows(state.step))
         world.step = state.step
         if last or (state.step + 1) % checkpoint_every == 0:
-            add_checkpoint(
-                ctx,
-                world,
-                state.step,
-                forward.state(),
-                backward.state() if backward is not None else None,  # type: ignore[attr-defined]
-            )
+            add_checkpoint(ctx, world, state.step, parts)
         store.commit_step(ctx.run_id, state.step)
         if ctx.on_step is not None:
             ctx.on_step(state.step, n_steps)
@@ -561,21 +542,10 @@ def checkpoint_interval(ctx: RunContext) -> int:
 
 
 def add_checkpoint(
-    ctx: RunContext,
-    world: World,
-    step: int,
-    forward: dict[str, object],
-    backward: object | None = None,
+    ctx: RunContext, world: World, step: int, parts: Mapping[str, Checkpointed]
 ) -> None:
     """Queue the state after ``step``; it is written in the step's own transaction."""
-    checkpoint = Checkpoint(
-        step=step,
-        world=world,
-        forward=forward,
-        operations=ctx.brain.operations,
-        run_stats=dict(ctx.stats),
-        extra={"brain": brain_state(ctx.brain), "backward": backward},
-    )
+    checkpoint = Checkpoint.of(step, world, ctx.brain.operations, ctx.stats, parts)
     ctx.store.add(
         "checkpoints",
         [
@@ -592,7 +562,7 @@ def add_checkpoint(
 
 def make_backward_hook(
     ctx: RunContext, world: World, prepared: Prepared, forward: ForwardPhase
-) -> BackwardHook | None:
+) -> BackwardPhase | None:
     """The backward phase as a loop hook, or None when ``backward.enabled`` is false."""
     if not ctx.scenario.backward.enabled:
         return None

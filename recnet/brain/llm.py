@@ -111,6 +111,14 @@ class _Calls:
 
 
 @dataclass(frozen=True, slots=True)
+class LLMBrainState:
+    """What a checkpoint carries of an LLM brain (``recnet.checkpoint.Checkpointed``)."""
+
+    stats: dict[str, Any]  # LLMStats counters
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     """One structured call another component (a critic) makes through the brain: a pack
     operation, its template variables, who and when it is for, and an optional answer check."""
@@ -516,16 +524,15 @@ class LLMBrain:
         return RankOutcome([float(n - position[i]) for i in ids], value.reasoning or None)
 
     # checkpoints -------------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict[str, Any]:
+    def state(self) -> LLMBrainState:
         """What a resumed run needs besides the world: the LLM counters (budgets read them)."""
-        return {"stats": self.stats.as_dict(), "step": self.step}
+        return LLMBrainState(self.stats.as_dict(), self.step)
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Undo ``checkpoint_state``; the stats object is updated in place (wrappers share it)."""
-        for name, value in dict(state.get("stats") or {}).items():
-            if hasattr(self.stats, name):
-                setattr(self.stats, name, value)
-        self.step = int(state.get("step", self.step))
+    def restore(self, state: LLMBrainState) -> None:
+        """Undo ``state``; the stats object is updated in place (wrappers share it)."""
+        for name, value in state.stats.items():
+            setattr(self.stats, name, value)
+        self.step = state.step
 
     async def aclose(self) -> None:
         await self.backend.aclose()

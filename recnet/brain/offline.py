@@ -166,3 +166,10 @@ class OfflineBrain:
 
     async def aclose(self) -> None:
         return None
+
+    def state(self) -> None:
+        """Nothing to carry across a checkpoint (``recnet.checkpoint.Checkpointed``)."""
+        return None
+
+    def restore(self, state: None) -> None:
+        return None

@@ -60,8 +60,22 @@ class StepState:
     merges: list[MergeRecord] = field(default_factory=list)
 
 
+@dataclass
+class ForwardState:
+    """What a checkpoint carries of the forward phase."""
+
+    seq: int  # position in the chronological training stream
+    max_count: int  # the most interactions of any item (popularity prior)
+    dirty_profiles: set[str]  # clients whose profile changed since last written
+    buffered: set[str]  # clients with a non-empty buffer
+
+
 class ForwardPhase:
     """The five forward sub-phases over one world."""
+
+    #: The sub-phases of one step, in order: each is a method taking the ``StepState``; the
+    #: phase loop (``recnet.phases.loop``) makes one graph node of each.
+    SUBPHASES = ("interact", "perceive", "integrate", "multicast", "receive")
 
     def __init__(self, ctx: RunContext, world: World) -> None:
         self.ctx = ctx
@@ -78,20 +92,13 @@ class ForwardPhase:
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
 
-    def state(self) -> dict[str, object]:
-        """Counters a checkpoint must carry to continue exactly."""
-        return {
-            "seq": self.seq,
-            "max_count": self.max_count,
-            "dirty_profiles": set(self.dirty_profiles),
-            "buffered": set(self.buffered),
-        }
+    def state(self) -> ForwardState:
+        """Counters a checkpoint must carry to continue exactly (``Checkpointed``)."""
+        return ForwardState(self.seq, self.max_count, set(self.dirty_profiles), set(self.buffered))
 
-    def restore(self, state: dict[str, object]) -> None:
-        self.seq = int(state["seq"])  # type: ignore[arg-type]
-        self.max_count = int(state["max_count"])  # type: ignore[arg-type]
-        self.dirty_profiles = set(state["dirty_profiles"])  # type: ignore[arg-type]
-        self.buffered = set(state["buffered"])  # type: ignore[arg-type]
+    def restore(self, state: ForwardState) -> None:
+        self.seq, self.max_count = state.seq, state.max_count
+        self.dirty_profiles, self.buffered = set(state.dirty_profiles), set(state.buffered)
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
