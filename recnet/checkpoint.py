@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from recnet.brain.base import OperationCounts
+from recnet.context import RunContext
 from recnet.errors import TraceError
 from recnet.world.world import World
 
@@ -80,3 +81,22 @@ def load(blob: bytes, fmt: str) -> Checkpoint:
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint
+
+
+def add_checkpoint(
+    ctx: RunContext, world: World, step: int, parts: Mapping[str, Checkpointed]
+) -> None:
+    """Queue the state after ``step``; it is written in the step's own transaction."""
+    checkpoint = Checkpoint.of(step, world, ctx.brain.operations, ctx.stats, parts)
+    ctx.store.add(
+        "checkpoints",
+        [
+            {
+                "run_id": ctx.run_id,
+                "step": step,
+                "created_at": ctx.clock(),
+                "format": FORMAT,
+                "state": dump(checkpoint),
+            }
+        ],
+    )

@@ -11,7 +11,7 @@ import asyncio
 import json
 import platform
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -21,19 +21,13 @@ from typing import TYPE_CHECKING
 from recnet import __version__
 from recnet.brain.base import Brain
 from recnet.brain.factory import build_brain
-from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from recnet.checkpoint import Checkpoint, Checkpointed
-from recnet.checkpoint import dump as dump_checkpoint
+from recnet.checkpoint import Checkpoint, Checkpointed, add_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext, utc_now
-from recnet.data.load import load_dataset
-from recnet.data.types import Dataset, Interaction
 from recnet.errors import BudgetExceeded, ScenarioError, TraceError
-from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
 from recnet.phases.evaluate import (
-    candidate_rows,
     evaluate_baselines,
     metric_rows,
     rank_with_brain,
@@ -42,16 +36,14 @@ from recnet.phases.forward import (
     ForwardPhase,
     StepState,
     message_row,
-    profile_row,
-    router_version_row,
 )
+from recnet.phases.initialise import initialise_world
 from recnet.phases.loop import PhaseLoop
+from recnet.prepare import Prepared, build_embedder, prepare
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
-from recnet.world.build import build_world, history_profiles
-from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
 
 if TYPE_CHECKING:
@@ -74,54 +66,6 @@ class RunResult:
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
-
-
-@dataclass
-class Prepared:
-    """Everything decided before the first step: data, split, candidates, batches."""
-
-    dataset: Dataset
-    split: Split
-    test_candidates: CandidateSet
-    valid_candidates: CandidateSet
-    batches: list[list[Interaction]]
-
-
-def prepare(scenario: Scenario) -> Prepared:
-    """Load the dataset, split it and fix the candidate lists (no agents, no LLM)."""
-    dataset = load_dataset(scenario.dataset, scenario.seed)
-    split = split_leave_one_out(dataset)
-    evaluation = scenario.evaluation
-    test, valid = (
-        sample_candidates(
-            dataset,
-            split,
-            n_negatives=evaluation.n_negatives,
-            seed=scenario.seed,
-            negatives_from=evaluation.negatives_from,
-            which=which,
-        )
-        for which in ("test", "valid")
-    )
-    if evaluation.max_test_users is not None and evaluation.max_test_users < len(test):
-        rng = SeedTree(scenario.seed).generator("test-users")
-        users = sorted(test)
-        keep = sorted(rng.choice(len(users), evaluation.max_test_users, replace=False).tolist())
-        chosen = {users[i] for i in keep}
-        test = {u: c for u, c in test.items() if u in chosen}
-        valid = {u: c for u, c in valid.items() if u in chosen}
-    size = scenario.propagation.update_size
-    batches = [split.train[i : i + size] for i in range(0, len(split.train), size)]
-    return Prepared(dataset, split, test, valid, batches)
-
-
-def build_embedder(scenario: Scenario) -> Embedder:
-    """The hashing embedder (default, no download) or an OpenAI-compatible ``/embeddings``."""
-    if scenario.embedder.kind == "hashing":
-        return HashingEmbedder(scenario.embedder.dim)
-    from recnet.llm.embeddings import OpenAIEmbedder
-
-    return OpenAIEmbedder(scenario.embedder)
 
 
 def new_run_id(scenario: Scenario) -> str:
@@ -354,104 +298,6 @@ def _brain_for(scenario: Scenario, store: TraceStore, path: Path, run_id: str) -
     return build_brain(scenario, on_record=record, cache_path=cache_path(scenario, path))
 
 
-async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedder) -> World:
-    """Extract item profiles, build the world and write its initial state to the trace."""
-    scenario, dataset = ctx.scenario, prepared.dataset
-    items = await ctx.brain.extract_items(list(dataset.items.values()))
-    item_profiles = {key: update.weights for key, update in items.items()}
-    item_texts = {key: update.text for key, update in items.items() if update.text is not None}
-    user_profiles = {}
-    if scenario.world.user_init == "history" and scenario.world.user_init_items > 0:
-        user_profiles = history_profiles(
-            prepared.split.train, item_profiles, scenario.world.user_init_items
-        )
-    world = build_world(
-        dataset,
-        scenario,
-        embedder,
-        item_profiles,
-        user_profiles,
-        ctx.seeds.generator("routers-init"),
-        item_texts=item_texts,
-    )
-    write_initial_state(ctx, world, prepared)
-    return world
-
-
-def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> None:
-    store, run_id = ctx.store, ctx.run_id
-    store.add(
-        "agents",
-        [
-            {
-                "run_id": run_id,
-                "agent_id": a.agent_id,
-                "kind": a.kind,
-                "label": a.label,
-                "created_step": -1,
-            }
-            for a in world.clients
-        ]
-        + [
-            {"run_id": run_id, "agent_id": r, "kind": "router", "label": None, "created_step": -1}
-            for r in world.routers
-        ],
-    )
-    if ctx.scenario.trace.profiles == "changed":
-        store.add(
-            "profile_versions",
-            [profile_row(run_id, a, -1, "original", "init") for a in world.clients],
-        )
-    store.add(
-        "routers",
-        [
-            {
-                "run_id": run_id,
-                "router_id": r,
-                "created_step": -1,
-                "retired_step": None,
-                "origin": "init",
-            }
-            for r in world.routers
-        ],
-    )
-    store.add(
-        "router_versions",
-        [
-            router_version_row(run_id, -1, r, world, "init", parent_version=None)
-            for r in world.routers.values()
-        ],
-    )
-    store.add(
-        "filter_rule_versions",
-        [
-            {
-                "run_id": run_id,
-                "agent_id": world.default_filters.owner,
-                "rule_id": rule.rule_id,
-                "step": -1,
-                "version": rule.version,
-                "parent_version": None,
-                "position": position,
-                "text": rule.text,
-                "executable_json": json.dumps(rule.executable()),
-                "active": True,
-                "reason": "init",
-                "gradient_id": None,
-            }
-            for position, rule in enumerate(world.default_filters.rules)
-        ],
-    )
-    store.add(
-        "candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split)
-    )
-    store.add(
-        "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
-    )
-    add_checkpoint(ctx, world, -1, {"brain": ctx.brain, "forward": ForwardPhase(ctx, world)})
-    store.commit_step(run_id, -1)
-
-
 async def run_loop(
     ctx: RunContext,
     world: World,
@@ -539,25 +385,6 @@ def checkpoint_interval(ctx: RunContext) -> int:
     if every > 0:
         return every
     return ctx.brain.checkpoint_every
-
-
-def add_checkpoint(
-    ctx: RunContext, world: World, step: int, parts: Mapping[str, Checkpointed]
-) -> None:
-    """Queue the state after ``step``; it is written in the step's own transaction."""
-    checkpoint = Checkpoint.of(step, world, ctx.brain.operations, ctx.stats, parts)
-    ctx.store.add(
-        "checkpoints",
-        [
-            {
-                "run_id": ctx.run_id,
-                "step": step,
-                "created_at": ctx.clock(),
-                "format": CHECKPOINT_FORMAT,
-                "state": dump_checkpoint(checkpoint),
-            }
-        ],
-    )
 
 
 def make_backward_hook(

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,19 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
+from recnet.brain.llm_calls import LLMCaller, OnRecord, Record, _Calls
+from recnet.brain.llm_prompts import (
+    _merge_indices,
+    _one_of,
+    _permutation_of,
+    attributes_to_weights,
+    candidate_lines,
+    describe,
+    match_id,
+    message_lines,
+    routed_lines,
+    rule_lines,
+)
 from recnet.brain.offline import OfflineBrain
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
@@ -78,36 +91,18 @@ from recnet.llm.schemas import (
     SummarizeOutput,
 )
 from recnet.llm.stats import LLMStats
-from recnet.llm.structured import CallMeta, StructuredResult, call_structured, run_concurrently
+from recnet.llm.structured import StructuredResult, run_concurrently
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
 from recnet.world.formulas import merged_profile, router_average
-from recnet.world.profile import Weights, render
+from recnet.world.profile import Weights
 from recnet.world.rules import Decision
-
-Record = dict[str, Any]
-OnRecord = Callable[[Record], None]
 
 EXTRACT_CATEGORIES = ["genre", "era", "mood", "theme", "tag", "title"]
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
-MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
 FALLBACK_RULE = "llm-fallback"
 LLM_RULE = "llm"
-
-
-class _Calls:
-    """The records of one task's calls, kept per call in program order (for a stable trace)."""
-
-    __slots__ = ("slots",)
-
-    def __init__(self) -> None:
-        self.slots: list[list[Record]] = []
-
-    def slot(self) -> list[Record]:
-        records: list[Record] = []
-        self.slots.append(records)
-        return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,20 +113,7 @@ class LLMBrainState:
     step: int
 
 
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """One structured call another component (a critic) makes through the brain: a pack
-    operation, its template variables, who and when it is for, and an optional answer check."""
-
-    operation: str
-    variables: Mapping[str, Any]
-    agent_id: str
-    step: int
-    phase: str
-    validator: Callable[[Any], None] | None = None
-
-
-class LLMBrain:
+class LLMBrain(LLMCaller):
     """The Brain protocol on an LLM backend; see the module docstring for the policy."""
 
     kind: BrainKind = "llm"
@@ -183,80 +165,6 @@ class LLMBrain:
         pack = load_pack(scenario.llm.pack)  # validate the pack before any connection is made
         backend = build_backend(scenario.llm, cache_path=cache_path, stats=stats)
         return cls(scenario, backend, pack=pack, stats=stats, on_record=on_record, run_id=run_id)
-
-    # plumbing ----------------------------------------------------------------------------------
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots_loop is not loop:
-            self._slots = asyncio.Semaphore(self.settings.max_concurrency)
-            self._slots_loop = loop
-        return self._slots
-
-    async def _call(
-        self,
-        sink: list[Record],
-        operation: str,
-        variables: Mapping[str, Any],
-        *,
-        agent_id: str,
-        step: int,
-        phase: str,
-        validator: Callable[[Any], None] | None = None,
-    ) -> StructuredResult[Any]:
-        meta = CallMeta.from_settings(
-            self.settings,
-            seed=self.scenario.seed,
-            agent_id=agent_id,
-            step=step,
-            phase=phase,
-            run_id=self.run_id,
-        )
-        async with self._semaphore():
-            return await call_structured(
-                self.backend,
-                self.pack,
-                operation,
-                variables,
-                meta=meta,
-                max_repairs=self.settings.max_repairs,
-                on_record=sink.append,
-                validator=validator,
-                stats=self.stats,
-            )
-
-    async def ask(self, asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
-        """Run one call per ``Ask`` concurrently (bounded by ``llm.max_concurrency``) through
-        this brain's backend, pack, stats and trace hook; records come in ask order."""
-        calls = [_Calls() for _ in asks]
-        coros = [
-            self._call(
-                c.slot(),
-                a.operation,
-                a.variables,
-                agent_id=a.agent_id,
-                step=a.step,
-                phase=a.phase,
-                validator=a.validator,
-            )
-            for a, c in zip(asks, calls, strict=True)
-        ]
-        return await self._batch(coros, calls)
-
-    async def _batch(self, coros: Sequence[Awaitable[Any]], calls: Sequence[_Calls]) -> list[Any]:
-        """Run one batch's task coroutines; emit their records in task and call order."""
-        try:
-            return await run_concurrently(coros, self.settings.max_concurrency)
-        finally:
-            self._emit(calls)
-
-    def _emit(self, calls: Sequence[_Calls]) -> None:
-        for task_calls in calls:
-            for records in task_calls.slots:
-                for record in records:
-                    tokens = (record["tokens_in"] or 0) + (record["tokens_out"] or 0)
-                    self.operations.add(record["operation"], 1, tokens)
-                    if self.on_record is not None:
-                        self.on_record(record)
 
     def _see(self, step: int) -> None:
         self.step = max(self.step, step)
@@ -547,144 +455,3 @@ async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
 
 
 # prompt variables ------------------------------------------------------------------------------
-def _one_line(text: str, limit: int = MAX_PROMPT_PROFILE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def describe(agent: ClientAgent) -> str:
-    """An item for reflect prompts: label and profile."""
-    text = _one_line(agent.profile_text())
-    return text if text.startswith(agent.label) else f"{agent.label} — {text}"
-
-
-def candidate_lines(candidates: Sequence[ClientAgent]) -> str:
-    """``<id>: <profile>`` per candidate (the format the predict/rank templates describe)."""
-    return "\n".join(f"{c.agent_id}: {_one_line(c.profile_text())}" for c in candidates)
-
-
-def routed_lines(routed: Mapping[str, float]) -> list[str]:
-    """Routed attribute changes, strongest first: ``"genre: comedy (+0.80)"``."""
-    ranked = sorted(routed.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-    lines = []
-    for attribute, change in ranked:
-        head, sep, rest = attribute.partition(":")
-        name = f"{head}: {rest}" if sep else attribute
-        lines.append(f"{name} ({change:+.2f})")
-    return lines
-
-
-def rule_lines(rules: Sequence[Any]) -> str:
-    if not rules:
-        return "(no rules: take in every message)"
-    return "\n".join(f"{n}. [{rule.rule_id}] {rule.text}" for n, rule in enumerate(rules, 1))
-
-
-def message_lines(messages: Sequence[RouterMessage], now: int) -> str:
-    lines = []
-    for index, message in enumerate(messages):
-        age = now - message.step
-        when = "this step" if age <= 0 else f"{age} step{'s' if age != 1 else ''} ago"
-        text = _one_line(message.text or render(message.attributes, limit=16))
-        lines.append(
-            f"[{index}] router {message.router_id} (similarity {message.score:.2f}, sent {when}): "
-            f"{text}"
-        )
-    return "\n".join(lines)
-
-
-# answers ---------------------------------------------------------------------------------------
-def match_id(answer: str, ids: Sequence[str]) -> str | None:
-    """The candidate id an answer names: exact, then case/space-insensitive, then the bare key
-    (``"42"`` for ``"i:42"``). None when it names no candidate."""
-    text = answer.strip().strip("\"'`[]").strip()
-    if text in ids:
-        return text
-    lowered = {i.lower(): i for i in ids}
-    if text.lower() in lowered:
-        return lowered[text.lower()]
-    keys = {i.partition(":")[2].lower(): i for i in ids if ":" in i}
-    return keys.get(text.lower())
-
-
-def _one_of(ids: Sequence[str]) -> Callable[[PredictOutput], None]:
-    def check(value: PredictOutput) -> None:
-        if match_id(value.chosen, ids) is None:
-            raise ValueError(
-                f"'chosen' is {value.chosen!r}, which is not a candidate; "
-                f"choose exactly one of: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def exactly_once(
-    answers: Sequence[str], ids: Sequence[str], match: Callable[[str], str | None]
-) -> list[str]:
-    """What keeps ``answers`` from naming every one of ``ids`` exactly once (``match`` maps an
-    answer to the id it names, or None): "unknown: …", "twice: …", "missing: …" (empty = fine)."""
-    unknown: list[str] = []
-    repeated: list[str] = []
-    seen: set[str] = set()
-    for answer in answers:
-        matched = match(answer)
-        if matched is None:
-            unknown.append(answer)
-        elif matched in seen:
-            repeated.append(matched)
-        else:
-            seen.add(matched)
-    missing = [i for i in ids if i not in seen]
-    problems = []
-    for label, names in (("unknown", unknown), ("twice", repeated), ("missing", missing)):
-        if names:
-            problems.append(f"{label}: {', '.join(names)}")
-    return problems
-
-
-def _permutation_of(ids: Sequence[str]) -> Callable[[RankOutput], None]:
-    def check(value: RankOutput) -> None:
-        problems = exactly_once(value.ranking, ids, lambda answer: match_id(answer, ids))
-        if problems:
-            raise ValueError(
-                "'ranking' must list every candidate id exactly once "
-                f"({'; '.join(problems)}); the candidates are: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def _merge_indices(n: int) -> Callable[[MergeOutput], None]:
-    def check(value: MergeOutput) -> None:
-        bad = sorted({i for i in [*value.accepted, *value.rejected] if not 0 <= i < n})
-        both = sorted(set(value.accepted) & set(value.rejected))
-        if bad:
-            raise ValueError(
-                f"message indices {bad} do not exist; the messages are numbered 0 to {n - 1}"
-            )
-        if both:
-            raise ValueError(f"messages {both} are both accepted and rejected; decide once each")
-
-    return check
-
-
-def attributes_to_weights(attributes: Mapping[str, Sequence[str]], size: int) -> Weights:
-    """``{"genre": ["noir", "not gory"]}`` → ``{"genre:noir": 1.0, "genre:gory": -1.0}``.
-
-    Lower case, whitespace collapsed, ':' inside a category replaced; the first ``size``
-    attributes in answer order are kept.
-    """
-    weights: Weights = {}
-    for raw_category, values in attributes.items():
-        category = " ".join(raw_category.lower().replace(":", " ").split()) or "misc"
-        for raw in values:
-            value = " ".join(str(raw).lower().split())
-            sign = 1.0
-            if value.startswith("not "):
-                value, sign = value[4:].strip(), -1.0
-            if not value:
-                continue
-            weights.setdefault(f"{category}:{value}", sign)
-            if len(weights) >= size:
-                return weights
-    return weights
