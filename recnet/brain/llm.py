@@ -143,6 +143,7 @@ class LLMBrain(LLMCaller):
         self._reference = OfflineBrain(scenario)  # the fallback score when an answer is unusable
         self.propagation = scenario.propagation
         self.filtering = scenario.world.filters.enabled
+        self.damping = scenario.propagation.merge_damping
         self.profile_size = scenario.world.profile_size
         self.router_profile_size = scenario.world.router_profile_size
         self.client_words = WORDS_PER_ATTRIBUTE * self.profile_size
@@ -387,12 +388,7 @@ class LLMBrain(LLMCaller):
         """The damped, score-weighted merge of the accepted messages' weights (the same formula
         as the offline brain's: ``recnet.world.formulas.merged_profile``)."""
         return merged_profile(
-            client.original,
-            client.propagated,
-            accepted,
-            damping=self.propagation.merge_damping,
-            max_share=client.filters.max_share() if self.filtering else 1.0,
-            size=self.profile_size,
+            client, accepted, damping=self.damping, filtering=self.filtering, size=self.profile_size
         )
 
     # rank --------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class OfflineBrain:
         self.router_profile_size = scenario.world.router_profile_size
         self.with_titles = True
         self.filtering = scenario.world.filters.enabled
+        self.damping = scenario.propagation.merge_damping
         self.operations = OperationCounts()
 
     # helpers -----------------------------------------------------------------------------------
@@ -151,12 +152,7 @@ class OfflineBrain:
         if not accepted:
             return MergeOutcome(decisions, None)
         weights = merged_profile(
-            client.original,
-            client.propagated,
-            accepted,
-            damping=self.propagation.merge_damping,
-            max_share=client.filters.max_share() if self.filtering else 1.0,
-            size=self.profile_size,
+            client, accepted, damping=self.damping, filtering=self.filtering, size=self.profile_size
         )
         return MergeOutcome(decisions, ProfileUpdate(weights))
 

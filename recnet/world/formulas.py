@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
+
+if TYPE_CHECKING:
+    from recnet.world.agents import ClientAgent
 
 
 def effective_profile(
@@ -74,20 +78,22 @@ def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
 
 
 def merged_profile(
-    original: Mapping[str, float],
-    propagated: Mapping[str, float],
+    client: ClientAgent,
     accepted: Sequence[RouterMessage],
     *,
     damping: float,
-    max_share: float,
+    filtering: bool,
     size: int,
 ) -> Weights:
-    """The propagated profile after taking in ``accepted`` messages.
+    """The client's propagated profile after taking in ``accepted`` messages.
 
     ``(1 − d) · P + d · |original| · mean(messages)``, the mean weighted by routing score; then,
-    when ``max_share < 1``, scaled down so that |P| ≤ share / (1 − share) · |original| (community
-    updates make up at most that share); the ``size`` strongest attributes.
+    with filters on and a ``max_share`` rule below 1, scaled down so that |P| ≤ share / (1 −
+    share) · |original| (community updates make up at most that share); the ``size`` strongest
+    attributes.
     """
+    original, propagated = client.original, client.propagated
+    max_share = client.filters.max_share() if filtering else 1.0
     incoming = score_weighted_mean(accepted)
     scale = norm(original)
     merged = {a: (1.0 - damping) * w for a, w in propagated.items()}
