@@ -7,11 +7,10 @@ display and tables around it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -19,14 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recnet import __version__
-from recnet.brain.base import Brain
+from recnet.brain.base import Brain, OperationCounts
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import Checkpoint, Checkpointed, add_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
-from recnet.context import RunContext, utc_now
-from recnet.errors import BudgetExceeded, ScenarioError, TraceError
+from recnet.context import RunContext
+from recnet.errors import ScenarioError, TraceError
+from recnet.eval.protocol import CandidateSet
 from recnet.phases.evaluate import (
     evaluate_baselines,
     metric_rows,
@@ -42,8 +42,11 @@ from recnet.phases.loop import PhaseLoop
 from recnet.prepare import Prepared, build_embedder, prepare
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
+from recnet.supervisor import supervised
+from recnet.trace.lease import TraceLease
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
+from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.world import World
 
 if TYPE_CHECKING:
@@ -66,6 +69,12 @@ class RunResult:
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
+    #: per operation: calls and prompt/output tokens (the LLM brain's measured traffic)
+    operation_counts: OperationCounts | None = None
+    #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
+    planned_llm_calls: dict[str, int] = field(default_factory=dict)
+    planned_llm_parts: dict[str, int] = field(default_factory=dict)  # agents per batched op
+    scenario: Scenario | None = None
 
 
 def new_run_id(scenario: Scenario) -> str:
@@ -102,8 +111,18 @@ async def simulate(
         on_prepared(prepared)
     run_id = run_id or new_run_id(scenario)
     path = Path(trace_path or default_trace_path(scenario, run_id))
-    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
-    brain = _brain_for(scenario, store, path, run_id)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
+    except BaseException:
+        lease.release()
+        raise
+    try:
+        brain = _brain_for(scenario, store, path, run_id)
+    except BaseException:
+        store.close()
+        lease.release()
+        raise
     ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
     store.create_run(
         {
@@ -124,12 +143,15 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await _supervised(ctx, path, body)
+    metrics = await supervised(ctx, path, lease, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
-#: Settings a resumed run may change: how calls are made and paid for, never what they ask.
+#: Settings a resumed run may change: how calls are made and paid for, never what they ask,
+#: and which cut-offs and baselines the final evaluation reports (it reruns after a resume).
 RESUMABLE_OVERRIDES = (
+    "evaluation.ks",
+    "evaluation.baselines",
     "llm.budget.",
     "llm.retry.",
     "llm.rate_limit.",
@@ -142,17 +164,19 @@ RESUMABLE_OVERRIDES = (
 
 def resumed_scenario(scenario_json: str, overrides: list[str] | None) -> Scenario:
     """The stored scenario with the allowed ``--set`` overrides applied (e.g. a raised budget)."""
-    if not overrides:
-        return Scenario.model_validate_json(scenario_json)
-    for override in overrides:
+    for override in overrides or []:
         key = override.partition("=")[0].strip()
         if not key.startswith(RESUMABLE_OVERRIDES):
             raise ScenarioError(
                 f"--set {key}: a resumed run keeps its scenario",
                 "only these may change on resume: " + ", ".join(RESUMABLE_OVERRIDES),
             )
-    raw = apply_overrides(json.loads(scenario_json), overrides)
-    return validate_scenario(raw, source="resumed scenario")
+    raw = apply_overrides(json.loads(scenario_json), overrides or [])
+    try:
+        return validate_scenario(raw, source="the scenario stored in the trace")
+    except ScenarioError as exc:  # written by an older recnet that checked less
+        exc.remedy = "fix it on resume with --set (allowed: " + ", ".join(RESUMABLE_OVERRIDES) + ")"
+        raise
 
 
 async def resume(
@@ -172,7 +196,12 @@ async def resume(
     path = Path(trace_path)
     if not path.is_file():
         raise TraceError(f"no trace file {path}", "pass the .sqlite file `recnet simulate` wrote")
-    store = SQLiteTraceStore(path, background=True)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, background=True)
+    except BaseException:
+        lease.release()
+        raise
     try:
         run = _run_to_resume(store, run_id)
         rows = store.read("checkpoints", run["run_id"])
@@ -182,26 +211,24 @@ async def resume(
                 "start it again with `recnet simulate`",
             )
         checkpoint = load_checkpoint(rows[-1]["state"], rows[-1]["format"])
-    except BaseException:
-        store.close()
-        raise
-    try:
         scenario = resumed_scenario(run["scenario_json"], overrides)
+        store.batch_size = scenario.trace.batch_size
+        if overrides:
+            store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
+        prepared = prepare(scenario)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        brain = _brain_for(scenario, store, path, run["run_id"])
     except BaseException:
         store.close()
+        lease.release()
         raise
-    store.batch_size = scenario.trace.batch_size
-    if overrides:
-        store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
-    prepared = prepare(scenario)
-    if on_prepared is not None:
-        on_prepared(prepared)
-    brain = _brain_for(scenario, store, path, run["run_id"])
     brain.operations = checkpoint.operations
     ctx = RunContext(
         scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
     )
     ctx.stats = dict(checkpoint.run_stats)
+    ctx.at(checkpoint.step, "resume")
     store.truncate_after(ctx.run_id, checkpoint.step)
     store.update_run(ctx.run_id, status="running", finished_at=None, note=None)
     world = checkpoint.world
@@ -210,7 +237,7 @@ async def resume(
     async def body() -> dict[str, dict[str, float]]:
         return await run_loop(ctx, world, prepared, checkpoint=checkpoint)
 
-    metrics = await _supervised(ctx, path, body)
+    metrics = await supervised(ctx, path, lease, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -233,36 +260,6 @@ def _run_to_resume(store: SQLiteTraceStore, run_id: str | None) -> dict:
     return run
 
 
-async def _supervised(
-    ctx: RunContext, path: Path, body: Callable[[], Awaitable[dict[str, dict[str, float]]]]
-) -> dict[str, dict[str, float]]:
-    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
-    store = ctx.store
-    try:
-        metrics = await body()
-        store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
-        return metrics
-    except BaseException as exc:
-        stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
-        note = repr(exc)[:2000]
-        if isinstance(exc, BudgetExceeded):
-            note = f"{exc.message}; resume with: recnet simulate --resume {path}"
-            exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
-        try:
-            store.flush()
-        finally:
-            store.update_run(
-                ctx.run_id,
-                status="stopped" if stopped else "failed",
-                finished_at=utc_now(),
-                note=note,
-            )
-        raise
-    finally:
-        store.close()
-        await ctx.brain.aclose()
-
-
 def _result(
     ctx: RunContext,
     path: Path,
@@ -281,6 +278,10 @@ def _result(
         operations=dict(ctx.brain.operations.counts),
         stats=dict(ctx.stats),
         llm_stats=getattr(ctx.brain, "stats", None),
+        operation_counts=ctx.brain.operations,
+        planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
+        planned_llm_parts=dict(getattr(getattr(ctx.brain, "plan", None), "parts", {})),
+        scenario=ctx.scenario,
     )
 
 
@@ -339,6 +340,11 @@ async def run_loop(
 
     async def evaluate(last_step: int) -> None:
         step = n_steps
+        # test users rank and their candidates are ranked: they act, so lazy buffers merge now
+        await forward.flush_before_act(
+            StepState(step=step, interactions=[], started_at=ctx.clock()),
+            acting_in_evaluation(world, prepared.test_candidates),
+        )
         leftover = [
             message_row(ctx.run_id, m, "buffered", None, step)
             for client in world.clients
@@ -370,9 +376,22 @@ async def run_loop(
         evaluate=evaluate,
         backward=backward,
         clock=ctx.clock,
+        on_phase=ctx.at,
     )
     await loop.run(first_step)
     return results
+
+
+def acting_in_evaluation(world: World, candidates: CandidateSet) -> list[ClientAgent]:
+    """The clients that act when ``candidates`` are ranked: each user, then its candidates."""
+    acting: dict[str, ClientAgent] = {}
+    for user in sorted(candidates):
+        agent = world.users[user_agent_id(user)]
+        acting.setdefault(agent.agent_id, agent)
+        for item in candidates[user]:
+            item_agent = world.items[item_agent_id(item)]
+            acting.setdefault(item_agent.agent_id, item_agent)
+    return list(acting.values())
 
 
 def checkpoint_interval(ctx: RunContext) -> int:

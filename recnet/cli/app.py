@@ -4,8 +4,9 @@ Pipeline position: the outermost layer. It reads a scenario (``recnet.config.loa
 to the composition root (``recnet.runner``) and shows progress and results
 (``recnet.cli.display``). Library errors (``RecnetError``: scenario, dataset, trace, backend,
 budget) become one ``error: ...`` line on stderr and exit code 1; usage errors exit 2 as click
-does; Ctrl-C during a run exits 130 and says where the trace is. Anything else is a bug and keeps
-its traceback.
+does; Ctrl-C during a run exits 130 and prints the resume command. An unexpected error during a
+run is one ``error:`` line too (step, phase, trace, resume command); its traceback goes to a log
+file beside the trace and into the trace, not to the terminal.
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ def run_with_progress(
     """Run ``start(on_step, on_prepared)`` under a progress bar; Ctrl-C exits 130.
 
     ``start`` builds the run's coroutine from the two callbacks, so other ways of running
-    (resuming a trace, a dry run) can reuse the same display and error handling. A library
-    error is one ``error:`` line; when the run had started writing its trace, a second line
-    says where that trace is.
+    (resuming a trace, a dry run) can reuse the same display and error handling. Every way a
+    run can end badly is one ``error:`` line (the runner puts where the trace is and how to
+    resume into the error's remedy); an unexpected error outside the run (a bug) is one line
+    too, its traceback written to a log file.
     """
     started = False
 
@@ -142,16 +144,41 @@ def run_with_progress(
         with StepProgress(console, enabled=not quiet) as progress:
             return asyncio.run(start(progress.on_step, on_prepared))
     except KeyboardInterrupt:
-        if started and trace_path.exists():
-            click.echo(f"interrupted; the trace so far is in {trace_path}", err=True)
+        from recnet.supervisor import last_run_hint
+
+        hint = last_run_hint(trace_path) if started else None
+        if hint is not None:
+            click.echo(hint, err=True)  # "interrupted at step N (phase); resume with `...`"
         else:
             click.echo("interrupted before the run started; no trace was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RecnetError as exc:
         report_error(exc)
-        if started and trace_path.exists():
-            click.echo(f"the trace so far is in {trace_path}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:  # a bug outside the supervised run (e.g. while loading data)
+        report_error(_unexpected(exc, trace_path))
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _unexpected(exc: Exception, trace_path: Path) -> RecnetError:
+    """One-line error for a bug; the traceback goes to a log file beside the trace (or /tmp)."""
+    import traceback
+
+    from recnet.supervisor import log_path
+
+    text = "".join(traceback.format_exception(exc))
+    folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
+    log = folder / log_path(trace_path).name
+    try:
+        with log.open("a", encoding="utf-8") as out:
+            out.write(text + "\n")
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no log file could be written"
+    summary = " ".join(str(exc).split()) or "(no message)"
+    return RecnetError(
+        f"unexpected {type(exc).__name__}: {summary}", f"this is a bug in recnet; {where}"
+    )
 
 
 @app.command()
@@ -184,7 +211,8 @@ def simulate(
             help="Continue a stopped, failed or killed run from its newest checkpoint. Its "
             "scenario is read from the trace; --set may change only how calls are made and "
             "paid for (llm.budget.*, llm.retry.*, llm.rate_limit.*, llm.max_concurrency, "
-            "llm.base_url, llm.api_key_env), e.g. to raise the budget that stopped it.",
+            "llm.base_url, llm.api_key_env) and what evaluation reports (evaluation.ks, "
+            "evaluation.baselines), e.g. to raise the budget that stopped it.",
             show_default=False,
         ),
     ] = None,
@@ -250,12 +278,11 @@ def simulate(
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
     """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
-    from recnet.dry_run import estimate, estimate_table
+    from recnet.dry_run import dry_run_scenario, estimate, estimate_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dry-run.sqlite"
-        offline = scenario.model_copy(deep=True)
-        offline.llm.backend = "offline"
+        offline = dry_run_scenario(scenario)
 
         def start(
             on_step: StepCallback, on_prepared: PreparedCallback
@@ -327,6 +354,57 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     loaded = load_scenario(scenario, overrides)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+@app.command()
+def check(
+    scenario: ScenarioArg,
+    overrides: SetOpt = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate/--no-estimate",
+            help="Also estimate the whole run's calls, tokens and cost (runs the dry run).",
+        ),
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Probe SCENARIO's LLM server before spending: reachable, model served, json_schema honoured
+    or silently ignored (and what to set), one tiny request per operation with latency and
+    tokens, and the whole run's estimated cost. Exits 1 when a probe failed."""
+    import asyncio
+
+    from recnet.check import check_table, run_check
+
+    loaded = load_scenario(scenario, overrides)
+    console = Console()
+
+    def whole_run() -> object:
+        from recnet.dry_run import dry_run_scenario
+        from recnet.dry_run import estimate as estimate_of
+        from recnet.runner import simulate as run_scenario
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "check.sqlite"
+            offline = dry_run_scenario(loaded)
+
+            def start(
+                on_step: StepCallback, on_prepared: PreparedCallback
+            ) -> Coroutine[Any, Any, RunResult]:
+                return run_scenario(
+                    offline, trace_path=path, on_step=on_step, on_prepared=on_prepared
+                )
+
+            result = run_with_progress(console, start, path, quiet=quiet)
+        return estimate_of(loaded, result)
+
+    figures = whole_run() if estimate else None
+    report = asyncio.run(
+        run_check(loaded, (lambda: figures) if figures is not None else None, name=scenario.name)
+    )
+    console.print(check_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- options --------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def format_type(annotation: Any) -> str:
         return "null"
     origin = get_origin(annotation)
     args = get_args(annotation)
-    if origin is Annotated:
+    if origin is Annotated:  # other constraints (min length, checks) are in the description
         registries = [m for m in args[1:] if isinstance(m, Registry)]
         if registries:  # a registered name: the built-ins (the description names the registry)
             return " | ".join(json.dumps(name) for name in registries[0].builtin_names())

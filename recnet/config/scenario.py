@@ -13,32 +13,33 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from recnet.registry import BASELINES, CRITICS, DATASETS, PERCEPTION, ROUTING, Registry
-
-
-def _registered(registry: Registry) -> AfterValidator:
-    """A validator: the value must be a name ``registry`` knows (the error lists them)."""
-
-    def check(value: str) -> str:
-        if not registry.knows(value):
-            raise ValueError(str(registry.unknown(value)))
-        return value
-
-    return AfterValidator(check)
-
-
-# The registry itself rides along as metadata so ``recnet options`` can list the built-in names.
-DatasetName = Annotated[str, _registered(DATASETS), DATASETS]
-PerceptionName = Annotated[str, _registered(PERCEPTION), PERCEPTION]
-RoutingName = Annotated[str, _registered(ROUTING), ROUTING]
-BaselineName = Annotated[str, _registered(BASELINES), BASELINES]
-CriticName = Annotated[str, _registered(CRITICS), CRITICS]
+from recnet.config.checks import (
+    INITIAL_FILTER_RULES,
+    MAX_SEED,
+    BaselineName,
+    CriticName,
+    Cutoffs,
+    DatasetName,
+    EnvName,
+    FlushOn,
+    NonEmpty,
+    PerceptionName,
+    RoutingName,
+    RunName,
+    backend_name,
+    communities_fit,
+    needs_path,
+    non_negative_prices,
+    unique,
+    user_init_fits,
+    world_bounds,
+)
 
 
 class Section(BaseModel):
     """Base for every scenario block: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticSettings(Section):
@@ -58,6 +59,11 @@ class SyntheticSettings(Section):
         2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
     )
 
+    @model_validator(mode="after")
+    def _fits(self) -> SyntheticSettings:
+        communities_fit(self.n_communities, self.n_users, self.n_items, self.n_drifts)
+        return self
+
 
 class DatasetSettings(Section):
     """Where interactions and item metadata come from."""
@@ -75,7 +81,7 @@ class DatasetSettings(Section):
         description="Explicit zip or folder. For recbole: the folder holding <name>.inter etc. "
         "Relative paths are resolved against the scenario file's folder.",
     )
-    name: str | None = Field(
+    name: NonEmpty | None = Field(
         None, description="RecBole dataset name (file stem); defaults to the folder name."
     )
     data_dir: Path | None = Field(
@@ -102,6 +108,11 @@ class DatasetSettings(Section):
     )
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
+    @model_validator(mode="after")
+    def _recbole_path(self) -> DatasetSettings:
+        needs_path(self.kind, self.path)
+        return self
+
 
 class BufferSettings(Section):
     """A client's bounded buffer of incoming router messages."""
@@ -114,10 +125,12 @@ class BufferSettings(Section):
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
-    flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
-        default_factory=lambda: ["full", "before_act", "step_end"],
+    flush_on: FlushOn | None = Field(
+        None,
         description="When a buffer is merged into the propagated profile: when full, just "
-        "before its owner acts, and/or at the end of every step.",
+        "before its owner acts (chooses, is judged as a candidate, is ranked or ranks), and/or "
+        "at the end of every step. None = by brain: [full, before_act] with an LLM brain (lazy "
+        "merge: a client that never acts never pays), [full, before_act, step_end] offline.",
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -156,7 +169,9 @@ class FilterSettings(Section):
         description="Reject messages that push an attribute the client strongly "
         "dislikes (weight below minus this).",
     )
-    max_rules: int = Field(8, ge=1, description="Upper bound on rules in one filter memory.")
+    max_rules: int = Field(
+        8, ge=INITIAL_FILTER_RULES, description="Upper bound on rules in one filter memory."
+    )
 
 
 class WorldSettings(Section):
@@ -181,11 +196,8 @@ class WorldSettings(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> WorldSettings:
-        if not self.min_routers <= self.n_routers <= self.max_routers:
-            raise ValueError(
-                "need min_routers <= n_routers <= max_routers "
-                f"(got {self.min_routers}, {self.n_routers}, {self.max_routers})"
-            )
+        world_bounds(self.min_routers, self.n_routers, self.max_routers)
+        user_init_fits(self.user_init, self.user_init_items)
         return self
 
 
@@ -349,8 +361,8 @@ class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
     n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
-    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
-    baselines: list[BaselineName] = Field(
+    ks: Cutoffs = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
+    baselines: Annotated[list[BaselineName], AfterValidator(unique)] = Field(
         default_factory=lambda: ["popularity", "random"],
         description="Baselines scored on the same candidates: popularity, random, itemknn, "
         "bprmf, or a registered name (recnet.registry.BASELINES).",
@@ -370,9 +382,9 @@ class EmbedderSettings(Section):
         "hashing", description="Hashing embedder (no download) or an OpenAI-compatible /embeddings."
     )
     dim: int = Field(256, ge=8, description="Hashing embedder dimension.")
-    model: str = Field("text-embedding-3-small", description="Model for kind=openai.")
-    base_url: str | None = Field(None, description="Endpoint for kind=openai.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("text-embedding-3-small", description="Model for kind=openai.")
+    base_url: NonEmpty | None = Field(None, description="Endpoint for kind=openai.")
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
 
 
 class RetrySettings(Section):
@@ -398,7 +410,7 @@ class BudgetSettings(Section):
     max_calls: int | None = Field(None, ge=0, description="Network calls (cache hits are free).")
     max_tokens: int | None = Field(None, ge=0, description="Prompt + completion tokens.")
     max_cost: float | None = Field(None, ge=0, description="US dollars, from the price table.")
-    prices: dict[str, tuple[float, float]] = Field(
+    prices: Annotated[dict[str, tuple[float, float]], AfterValidator(non_negative_prices)] = Field(
         default_factory=dict,
         description="model → (USD per 1M input tokens, USD per 1M output tokens).",
     )
@@ -416,23 +428,61 @@ class CacheSettings(Section):
 class LLMSettings(Section):
     """The brain's backend. ``offline`` is the deterministic reference policy (no network)."""
 
-    backend: str = Field(
+    backend: Annotated[str, AfterValidator(backend_name)] = Field(
         "offline",
         description="offline | openai | replay | scripted | module:Class | an entry point name "
         "in the group recnet.backends.",
     )
-    model: str = Field("gpt-4o-mini", description="Model name sent to the backend.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
+    base_url: NonEmpty | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama)."
+    )
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     max_tokens: int = Field(512, ge=1, description="Completion token cap per call.")
     structured_output: Literal["json_schema", "json_text", "auto"] = Field(
         "auto",
         description="json_schema response format, JSON in text, or auto (schema, then fall back).",
     )
-    pack: str = Field("default", description="Prompt pack: a name under agents/ or a folder.")
+    pack: NonEmpty = Field("default", description="Prompt pack: a name under agents/ or a folder.")
     max_concurrency: int = Field(8, ge=1, description="Concurrent calls within one phase.")
     max_repairs: int = Field(2, ge=0, description="Re-asks with the validation error.")
+    fuse: list[Literal["choose_merge", "reflect"]] = Field(
+        default_factory=lambda: ["choose_merge", "reflect"],
+        description="Fused operations: choose_merge = the user's choice and the merge of its "
+        "buffered messages in one call; reflect = user and item reflections of an interaction "
+        "and the extraction of their attributes in one call. [] = the paper's separate "
+        "operations (predict, merge, reflect_user, reflect_item, extract), for ablations.",
+    )
+    reflect_on: Literal["wrong", "always"] = Field(
+        "wrong",
+        description="When the LLM writes reflections: only after a wrong choice (a right one "
+        "reinforces the weights numerically, as the offline brain does, and keeps the texts), "
+        "or after every choice (the paper's reinforcement by prompt).",
+    )
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Independent small operations of one phase sent in one call: summarize of "
+        "several routers, merge of several clients' buffers, extract of several profiles. "
+        "Each agent's part is validated on its own and a failing part is re-asked alone. "
+        "1 = one call per agent.",
+    )
+    max_profile_chars: int = Field(
+        480,
+        ge=40,
+        description="Longest profile text (own, propagated, candidate item) put into a prompt; "
+        "longer texts are cut with an ellipsis.",
+    )
+    max_message_chars: int = Field(
+        200, ge=40, description="Longest router message text put into a merge prompt."
+    )
+    coalesce_messages: bool = Field(
+        True,
+        description="A merge prompt shows only the newest buffered message of each router (its "
+        "later profile folds in the earlier ones); the older ones are dropped with rule "
+        "'superseded'. false shows every buffered message.",
+    )
     options: dict[str, object] = Field(
         default_factory=dict, description="Extra keyword arguments for a custom backend."
     )
@@ -472,9 +522,9 @@ class TraceSettings(Section):
 class Scenario(Section):
     """A whole simulation: data, world, phases, brain, evaluation and trace."""
 
-    name: str = Field("scenario", description="Name used in run ids and file names.")
+    name: RunName = Field("scenario", description="Name used in run ids and file names.")
     seed: int = Field(
-        0, ge=0, description="The one seed that drives every random choice in the run."
+        0, ge=0, le=MAX_SEED, description="The one seed that drives every random choice in the run."
     )
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
@@ -485,3 +535,14 @@ class Scenario(Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+
+
+def flush_triggers(scenario: Scenario, brain_kind: str) -> set[str]:
+    """When buffers flush: ``world.buffer.flush_on``, or its default for the brain (lazy merge
+    for an LLM brain, also at every step's end offline)."""
+    chosen = scenario.world.buffer.flush_on
+    if chosen is not None:
+        return set(chosen)
+    if brain_kind == "llm":
+        return {"full", "before_act"}
+    return {"full", "before_act", "step_end"}

@@ -54,7 +54,7 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
     store.add(
         "agents",
         [agent_row(run_id, a.agent_id, a.kind, a.label, -1) for a in world.clients]
-        + [agent_row(run_id, r, "router", None, -1) for r in world.routers],
+        + [agent_row(run_id, r.router_id, "router", r.label(), -1) for r in world.routers.values()],
     )
     if ctx.scenario.trace.profiles == "changed":
         store.add(

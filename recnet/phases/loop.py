@@ -24,6 +24,8 @@ from recnet.phases.forward import ForwardPhase, StepState
 BackwardHook = Callable[[StepState], Awaitable[None]]
 EvaluateHook = Callable[[int], Awaitable[None]]
 CommitHook = Callable[[StepState], None]
+PhaseHook = Callable[[int, str], None]  # (step, phase) as each node starts
+NodeFunction = Callable[["LoopState"], Awaitable["LoopState"]]
 
 
 class LoopState(TypedDict):
@@ -42,6 +44,7 @@ class PhaseLoop:
         evaluate: EvaluateHook,
         backward: BackwardHook | None = None,
         clock: Callable[[], str],
+        on_phase: PhaseHook | None = None,
     ) -> None:
         self.forward = forward
         self.batches = batches
@@ -49,10 +52,11 @@ class PhaseLoop:
         self.evaluate = evaluate
         self.backward = backward
         self.clock = clock
+        self.on_phase = on_phase
         self.current: StepState | None = None
         self.graph = self._build()
 
-    def step_nodes(self) -> list[tuple[str, Callable[[LoopState], Awaitable[LoopState]]]]:
+    def step_nodes(self) -> list[tuple[str, NodeFunction]]:
         """One step's nodes in order: the forward sub-phases (``ForwardPhase.SUBPHASES``), the
         backward hook when there is one, then commit. The graph and its recursion limit are
         derived from this list."""
@@ -67,8 +71,8 @@ class PhaseLoop:
         graph = StateGraph(LoopState)
         nodes = self.step_nodes()
         for name, node in nodes:
-            graph.add_node(name, node)
-        graph.add_node("evaluate", self._evaluate)
+            graph.add_node(name, self._tracked(name, node))
+        graph.add_node("evaluate", self._tracked("evaluate", self._evaluate))
         first, last = nodes[0][0], nodes[-1][0]
         graph.add_conditional_edges(START, self._has_steps_left, {True: first, False: "evaluate"})
         for (a, _), (b, _) in itertools.pairwise(nodes):
@@ -85,6 +89,16 @@ class PhaseLoop:
             config={"recursion_limit": remaining * nodes_per_step + 10},
         )
 
+    def _tracked(self, phase: str, node: NodeFunction) -> NodeFunction:
+        """``node`` reporting ``(step, phase)`` to ``on_phase`` before it runs (for error lines)."""
+
+        async def run(state: LoopState) -> LoopState:
+            if self.on_phase is not None:
+                self.on_phase(state["step"], phase)
+            return await node(state)
+
+        return run
+
     # nodes -------------------------------------------------------------------------------------
     def _has_steps_left(self, state: LoopState) -> bool:
         return state["step"] < len(self.batches)
@@ -98,7 +112,7 @@ class PhaseLoop:
         self.current = StepState(step, self.batches[step], started_at=self.clock())
         return state
 
-    def _forward_node(self, name: str) -> Callable[[LoopState], Awaitable[LoopState]]:
+    def _forward_node(self, name: str) -> NodeFunction:
         """A node that runs one forward sub-phase (a method of ``ForwardPhase``, sync or async)."""
         method = getattr(self.forward, name)
 

@@ -5,7 +5,7 @@ Pipeline position: shared by both brains (``recnet.brain.offline``, ``recnet.bra
 brain keeps weights next to its texts with the same formulas), credit assignment
 (``recnet.brain.credit``), the forward phase and evaluation. Changing a formula here changes it for
 every one of them, so credit assignment can never drift from the merge or the score it explains.
-``recnet.brain.credit.OfflineScorer.score_lists`` is the vectorised form of ``preference_score``
+``recnet.brain.scoring.OfflineScorer.score_lists`` is the vectorised form of ``preference_score``
 (sparse numpy) for validation lists.
 """
 
@@ -62,6 +62,37 @@ def router_average(
     return normalized(top(kept, size))
 
 
+def fold_messages(
+    client: ClientAgent,
+    accepted: Sequence[RouterMessage],
+    damping: float,
+    share: float,
+    size: int,
+) -> Weights:
+    """The propagated profile after taking in ``accepted``: each sending step's messages, oldest
+    first, as one damped, score-weighted mean (``(1 - d) * P + d * |original| * mean``), capped
+    by the max-share rule and cut to ``size`` attributes. A buffer that waited several steps (lazy
+    merge) therefore ends where merging at each step's end would have ended."""
+    by_step: dict[int, list[RouterMessage]] = {}
+    for message in accepted:
+        by_step.setdefault(message.step, []).append(message)
+    scale = norm(client.original)
+    propagated = dict(client.propagated)
+    for step in sorted(by_step):
+        incoming = score_weighted_mean(by_step[step])
+        propagated = {a: (1.0 - damping) * w for a, w in propagated.items()}
+        for a, w in incoming.items():
+            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
+        if share < 1.0:
+            cap = share / (1.0 - share) * scale
+            current = norm(propagated)
+            if current > cap:
+                factor = cap / current if current else 0.0
+                propagated = {a: w * factor for a, w in propagated.items()}
+        propagated = top(propagated, size)
+    return propagated
+
+
 def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
     """Mean of the messages' router profiles, weighted by routing score (always a new map: the
     messages' attribute snapshots are shared by every recipient and must stay untouched)."""
@@ -75,34 +106,3 @@ def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
         for a, w in message.attributes.items():
             incoming[a] = incoming.get(a, 0.0) + weight * w
     return {a: w / total for a, w in incoming.items()}
-
-
-def merged_profile(
-    client: ClientAgent,
-    accepted: Sequence[RouterMessage],
-    *,
-    damping: float,
-    filtering: bool,
-    size: int,
-) -> Weights:
-    """The client's propagated profile after taking in ``accepted`` messages.
-
-    ``(1 − d) · P + d · |original| · mean(messages)``, the mean weighted by routing score; then,
-    with filters on and a ``max_share`` rule below 1, scaled down so that |P| ≤ share / (1 −
-    share) · |original| (community updates make up at most that share); the ``size`` strongest
-    attributes.
-    """
-    original, propagated = client.original, client.propagated
-    max_share = client.filters.max_share() if filtering else 1.0
-    incoming = score_weighted_mean(accepted)
-    scale = norm(original)
-    merged = {a: (1.0 - damping) * w for a, w in propagated.items()}
-    for a, w in incoming.items():
-        merged[a] = merged.get(a, 0.0) + damping * scale * w
-    if max_share < 1.0:
-        cap = max_share / (1.0 - max_share) * scale
-        current = norm(merged)
-        if current > cap:
-            factor = cap / current if current else 0.0
-            merged = {a: w * factor for a, w in merged.items()}
-    return top(merged, size)

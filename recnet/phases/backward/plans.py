@@ -197,7 +197,7 @@ class Planner:
         if change.operation in ("split", "merge"):
             ctx.store.add(
                 "agents",
-                [agent_row(ctx.run_id, r.router_id, "router", None, step) for r in created],
+                [agent_row(ctx.run_id, r.router_id, "router", r.label(), step) for r in created],
             )
             ctx.store.add("routers", [router_row(ctx.run_id, r, step) for r in created])
             ctx.store.retire_routers(ctx.run_id, change.removed, step)

@@ -1,30 +1,69 @@
-"""The LLM brain's prompt parts and answer checks: how agents are shown to the model and how
-its answers are matched and validated.
+"""Prompt variables and answer checks of the LLM brain: how agents become prompt text, and how an
+answer is matched back to candidates, message indices and attributes.
 
-Pipeline position: used by ``recnet.brain.llm`` (and the LLM critic, ``recnet.critic.llm``) to
-fill prompt-pack templates and to check structured answers before they change any state.
+Pipeline position: helpers of ``recnet.brain.llm`` (and its fused and backward parts); pure
+functions, no calls. Texts put into prompts are flattened to one line and cut to a length.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from recnet.llm.schemas import (
-    MergeOutput,
-    PredictOutput,
-    RankOutput,
-)
+from recnet.llm.schemas import MergeOutput, PredictOutput, RankOutput
+from recnet.llm.structured import run_concurrently
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, render
 
-Record = dict[str, Any]
-OnRecord = Callable[[Record], None]
-
 MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
+Record = dict[str, Any]
 
 
+class _Calls:
+    """The records of one task's calls, kept per call in program order (for a stable trace)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots: list[list[Record]] = []
+
+    def slot(self) -> list[Record]:
+        records: list[Record] = []
+        self.slots.append(records)
+        return records
+
+
+async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Await all of ``coros`` (each bounded by the brain's call slots); the first error cancels
+    the rest."""
+    if not coros:
+        return []
+    return await run_concurrently(coros, len(coros))
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """``items`` in consecutive chunks of at most ``size``."""
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
+
+
+def batch_agent_id(ids: Sequence[str]) -> str:
+    """The ``llm_calls.agent_id`` of a batched call: its first agent and how many others."""
+    return ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
+
+
+def _part(parts: Mapping[str, Any], agent_id: str) -> Any:
+    """The part of a keyed answer that belongs to ``agent_id`` (exact, or its bare key)."""
+    if agent_id in parts:
+        return parts[agent_id]
+    bare = agent_id.partition(":")[2]
+    for key, value in parts.items():
+        if key.strip().strip("[]#").strip().lower() in (agent_id.lower(), bare.lower()):
+            return value
+    return None
+
+
+# prompt variables ------------------------------------------------------------------------------
 def _one_line(text: str, limit: int = MAX_PROMPT_PROFILE_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -58,12 +97,14 @@ def rule_lines(rules: Sequence[Any]) -> str:
     return "\n".join(f"{n}. [{rule.rule_id}] {rule.text}" for n, rule in enumerate(rules, 1))
 
 
-def message_lines(messages: Sequence[RouterMessage], now: int) -> str:
+def message_lines(
+    messages: Sequence[RouterMessage], now: int, limit: int = MAX_PROMPT_PROFILE_CHARS
+) -> str:
     lines = []
     for index, message in enumerate(messages):
         age = now - message.step
         when = "this step" if age <= 0 else f"{age} step{'s' if age != 1 else ''} ago"
-        text = _one_line(message.text or render(message.attributes, limit=16))
+        text = _one_line(message.text or render(message.attributes, limit=16), limit)
         lines.append(
             f"[{index}] router {message.router_id} (similarity {message.score:.2f}, sent {when}): "
             f"{text}"
