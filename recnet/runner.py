@@ -123,7 +123,9 @@ async def simulate(
         store.close()
         lease.release()
         raise
-    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    ctx = RunContext(
+        scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step, lease=lease
+    )
     store.create_run(
         {
             "run_id": run_id,
@@ -143,7 +145,7 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -225,7 +227,13 @@ async def resume(
         raise
     brain.operations = checkpoint.operations
     ctx = RunContext(
-        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+        scenario,
+        brain,
+        store,
+        run["run_id"],
+        SeedTree(scenario.seed),
+        on_step=on_step,
+        lease=lease,
     )
     ctx.stats = dict(checkpoint.run_stats)
     ctx.at(checkpoint.step, "resume")
@@ -237,7 +245,7 @@ async def resume(
     async def body() -> dict[str, dict[str, float]]:
         return await run_loop(ctx, world, prepared, checkpoint=checkpoint)
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 

@@ -50,13 +50,19 @@ def report_error(exc: BaseException) -> None:
 
 
 class RecnetGroup(TyperGroup):
-    """Root command group: turns library errors raised by any sub-command into one line."""
+    """Root command group: turns library errors raised by any sub-command into one line, and a
+    bug into one line whose traceback is in a log file."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RecnetError as exc:
             report_error(exc)
+            raise typer.Exit(EXIT_ERROR) from None
+        except Exception as exc:  # a bug in any command: one line, the traceback in a log file
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise  # exits, aborts and usage errors (typer vendors click): as click shows them
+            report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
             raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -156,19 +162,18 @@ def run_with_progress(
         report_error(exc)
         raise typer.Exit(EXIT_ERROR) from None
     except Exception as exc:  # a bug outside the supervised run (e.g. while loading data)
-        report_error(_unexpected(exc, trace_path))
+        from recnet.supervisor import log_path
+
+        folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
+        report_error(_unexpected(exc, folder / log_path(trace_path).name))
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _unexpected(exc: Exception, trace_path: Path) -> RecnetError:
-    """One-line error for a bug; the traceback goes to a log file beside the trace (or /tmp)."""
+def _unexpected(exc: Exception, log: Path) -> RecnetError:
+    """One-line error for a bug; its traceback is appended to ``log``."""
     import traceback
 
-    from recnet.supervisor import log_path
-
     text = "".join(traceback.format_exception(exc))
-    folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
-    log = folder / log_path(trace_path).name
     try:
         with log.open("a", encoding="utf-8") as out:
             out.write(text + "\n")
