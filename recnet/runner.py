@@ -44,6 +44,7 @@ from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
+from recnet.trace.levels import resolve_profile_every
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
@@ -159,6 +160,7 @@ RESUMABLE_OVERRIDES = (
     "llm.rate_limit.",
     "llm.max_concurrency",
     "llm.base_url",
+    "llm.endpoints",
     "llm.api_key_env",
     "trace.batch_size",
 )
@@ -321,6 +323,7 @@ async def run_loop(
     killed while evaluating is resumed without duplicate rows.
     """
     forward = ForwardPhase(ctx, world)
+    ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
     backward = make_backward_hook(ctx, world, prepared, forward)
     parts: dict[str, Checkpointed] = {"brain": ctx.brain, "forward": forward}
     if backward is not None:
@@ -329,13 +332,15 @@ async def run_loop(
         checkpoint.restore(parts)
     first_step = checkpoint.step + 1 if checkpoint is not None else 0
     n_steps = len(prepared.batches)
-    every = ctx.scenario.trace.profile_every
+    every = resolve_profile_every(ctx.scenario.trace.profile_every, len(world.clients), n_steps)
     checkpoint_every = checkpoint_interval(ctx)
     results: dict[str, dict[str, float]] = {}
 
     def commit(state: StepState) -> None:
         store = ctx.store
         store.add("steps", [forward.step_row(state, ctx.clock())])
+        if forward.message_trace.counting:
+            store.add("message_counts", forward.message_trace.count_rows(ctx.run_id, state.step))
         last = state.step == n_steps - 1
         if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
             store.add("profile_versions", forward.profile_rows(state.step))
@@ -353,13 +358,20 @@ async def run_loop(
             StepState(step=step, interactions=[], started_at=ctx.clock()),
             acting_in_evaluation(world, prepared.test_candidates),
         )
-        leftover = [
-            message_row(ctx.run_id, m, "buffered", None, step)
-            for client in world.clients
-            for m in client.buffer.peek()
-        ]
-        if ctx.scenario.trace.messages == "all" and leftover:
-            ctx.store.add("messages", leftover)
+        levels = forward.message_trace
+        leftover = [m for client in world.clients for m in client.buffer.peek()]
+        levels.count_all((m.router_id, "buffered") for m in leftover)
+        if levels.rows_wanted and leftover:
+            ctx.store.add(
+                "messages",
+                [
+                    message_row(ctx.run_id, m, "buffered", None, step)
+                    for m in leftover
+                    if levels.keep(m.message_id)
+                ],
+            )
+        if levels.counting:
+            ctx.store.add("message_counts", levels.count_rows(ctx.run_id, step))
         metrics, _ = await rank_with_brain(
             ctx, world, prepared.split, prepared.test_candidates, which="test", step=step
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from recnet.config.checks import (
     EnvName,
@@ -43,6 +43,21 @@ class RateLimitSettings(Section):
     tokens_per_minute: float | None = Field(None, gt=0, description="None = unlimited.")
 
 
+class EndpointSettings(Section):
+    """One server of an LLM fleet (``llm.endpoints``)."""
+
+    url: NonEmpty = Field(description="OpenAI-compatible base URL of this server.")
+    weight: float = Field(
+        1.0, gt=0.0, description="Share of concurrent calls (in flight per weight)."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="This server's limit; None = llm.rate_limit's."
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="This server's limit; None = llm.rate_limit's."
+    )
+
+
 class BudgetSettings(Section):
     """Caps that stop the run cleanly (state saved, resumable)."""
 
@@ -73,8 +88,15 @@ class LLMSettings(Section):
         "in the group recnet.backends.",
     )
     model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
-    base_url: NonEmpty | None = Field(
-        None, description="OpenAI-compatible endpoint (vLLM, Ollama)."
+    base_url: NonEmpty | list[NonEmpty] | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (vLLM, Ollama), or a list of them: calls are "
+        "spread by least outstanding requests, each server with its own llm.rate_limit.",
+    )
+    endpoints: list[EndpointSettings] = Field(
+        default_factory=list,
+        description="Weighted endpoints with their own rate limits (instead of base_url): a "
+        "list of {url, weight, requests_per_minute, tokens_per_minute}.",
     )
     api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
@@ -129,3 +151,21 @@ class LLMSettings(Section):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_servers(self) -> LLMSettings:
+        if self.endpoints and self.base_url is not None:
+            raise ValueError(
+                "give either base_url or endpoints, not both (endpoints carry their own url)"
+            )
+        if isinstance(self.base_url, list) and not self.base_url:
+            raise ValueError("base_url is an empty list: give one URL, several, or leave it out")
+        return self
+
+    def servers(self) -> list[EndpointSettings]:
+        """Every server named by ``base_url`` (one or a list) or ``endpoints``; [] for none."""
+        if self.endpoints:
+            return list(self.endpoints)
+        if isinstance(self.base_url, list):
+            return [EndpointSettings(url=url) for url in self.base_url]
+        return [EndpointSettings(url=self.base_url)] if self.base_url else []

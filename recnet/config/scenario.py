@@ -35,6 +35,7 @@ from recnet.config.checks import (
 )
 from recnet.config.llm_settings import BudgetSettings as BudgetSettings
 from recnet.config.llm_settings import CacheSettings as CacheSettings
+from recnet.config.llm_settings import EndpointSettings as EndpointSettings
 from recnet.config.llm_settings import LLMSettings, Section
 from recnet.config.llm_settings import RateLimitSettings as RateLimitSettings
 from recnet.config.llm_settings import RetrySettings as RetrySettings
@@ -398,17 +399,30 @@ class TraceSettings(Section):
     dir: Path = Field(Path("runs"), description="Folder for run databases.")
     path: Path | None = Field(None, description="Explicit database file (overrides dir).")
     batch_size: int = Field(2000, ge=1, description="Rows buffered before one write.")
-    messages: Literal["all", "none"] = Field(
-        "all", description="Record every router→client message, or none."
+    messages: Literal["auto", "all", "sampled", "aggregate", "none"] = Field(
+        "auto",
+        description="Router→client messages in the trace: all (a row per message), sampled (a "
+        "row for a seeded share, message_share; exact per-router counts in message_counts), "
+        "aggregate (per step, router and fate counts only), none; auto = all for worlds of at "
+        "most 20,000 clients, else sampled (a million-agent run's trace stays a few GB). The "
+        "level in force is stated in runs.trace_messages.",
+    )
+    message_share: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="With messages=sampled: the share of messages that get a row (chosen by a "
+        "hash of the seed and the message id).",
     )
     profiles: Literal["changed", "none"] = Field(
         "changed", description="Record profile versions of clients that changed, or none."
     )
     profile_every: int = Field(
-        10,
-        ge=1,
+        0,
+        ge=0,
         description="Write changed profiles every N steps (and always at the last step); larger "
-        "values keep big runs' trace files small.",
+        "values keep big runs' trace files small. 0 = auto: every 10 steps for worlds of at "
+        "most 20,000 clients, else only at the last step.",
     )
 
 

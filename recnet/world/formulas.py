@@ -100,9 +100,10 @@ def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
         return dict(messages[0].attributes)
     total = 0.0
     incoming: Weights = {}
+    get = incoming.get
     for message in messages:
         weight = max(message.score, 1e-3)
         total += weight
         for a, w in message.attributes.items():
-            incoming[a] = incoming.get(a, 0.0) + weight * w
+            incoming[a] = get(a, 0.0) + weight * w
     return {a: w / total for a, w in incoming.items()}
