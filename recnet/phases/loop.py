@@ -54,6 +54,7 @@ class PhaseLoop:
         self.clock = clock
         self.on_phase = on_phase
         self.current: StepState | None = None
+        self.stop = len(batches)  # run() pauses before this step (evaluates when it is the end)
         self.graph = self._build()
 
     def step_nodes(self) -> list[tuple[str, NodeFunction]]:
@@ -77,12 +78,19 @@ class PhaseLoop:
         graph.add_conditional_edges(START, self._has_steps_left, {True: first, False: "evaluate"})
         for (a, _), (b, _) in itertools.pairwise(nodes):
             graph.add_edge(a, b)
-        graph.add_conditional_edges(last, self._has_steps_left, {True: first, False: "evaluate"})
+        graph.add_conditional_edges(
+            last, self._after_commit, {"next": first, "pause": END, "end": "evaluate"}
+        )
         graph.add_edge("evaluate", END)
         return graph.compile()
 
-    async def run(self, first_step: int = 0) -> None:
-        remaining = max(0, len(self.batches) - first_step)
+    async def run(self, first_step: int = 0, stop: int | None = None) -> None:
+        """Run steps ``first_step`` .. ``stop - 1``; evaluate when that reaches the last batch.
+
+        ``stop=None`` runs to the end. A paused loop continues with ``run(stop_before_step)``.
+        """
+        self.stop = len(self.batches) if stop is None else min(stop, len(self.batches))
+        remaining = max(0, self.stop - first_step)
         nodes_per_step = len(self.step_nodes())
         await self.graph.ainvoke(
             {"step": first_step},
@@ -102,6 +110,11 @@ class PhaseLoop:
     # nodes -------------------------------------------------------------------------------------
     def _has_steps_left(self, state: LoopState) -> bool:
         return state["step"] < len(self.batches)
+
+    def _after_commit(self, state: LoopState) -> str:
+        if state["step"] >= len(self.batches):
+            return "end"
+        return "next" if state["step"] < self.stop else "pause"
 
     def _state(self) -> StepState:
         assert self.current is not None, "start_step must run first"
