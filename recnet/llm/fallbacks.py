@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from recnet.config.scenario import FallbackSettings
+from recnet.config.llm_settings import FallbackSettings
 from recnet.errors import BudgetExceeded
 
 
