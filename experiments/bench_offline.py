@@ -4,8 +4,9 @@ Pipeline position: outside the library; drives ``recnet.runner.simulate`` end to
 training interactions through the forward phase, 610 test users evaluated) and reports wall time,
 peak memory (max RSS) and training interactions per second. Each configuration runs in its own
 process so that peak memory is its own. The baselines measured in the same invocation are the same
-run with propagation switched off (the AgentCF-style interaction loop alone) and with message
-tracing off, so the cost of propagation and of the trace are visible.
+run with propagation switched off (the AgentCF-style interaction loop alone), with message
+tracing off and with prequential evaluation off (the run as it was before test-then-train ranking
+existed), so the cost of propagation, of the trace and of prequential evaluation are visible.
 
     python experiments/bench_offline.py            # full scenario, ~2-4 minutes in total
     python experiments/bench_offline.py --smoke    # a 40-user subsample, seconds
@@ -32,6 +33,7 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "recnet (propagation on)": [],
     "baseline: propagation off": ["propagation.enabled=false"],
     "baseline: messages not traced": ["trace.messages=none"],
+    "baseline: prequential off": ["evaluation.prequential.every=0"],
 }
 SMOKE = ["dataset.max_users=40", "propagation.update_size=100"]
 
@@ -60,6 +62,9 @@ def run_one(overrides: list[str]) -> dict[str, float]:
         "steps": result.n_steps,
         "test_users": result.n_test_users,
         "trace_mb": round(trace_mb, 1),
+        "prequential ndcg@10": round(result.prequential.overall["ndcg@10"], 4)
+        if result.prequential is not None
+        else None,
         **{
             f"{model} {metric}": round(result.metrics[model][metric], 4)
             for model in ("recnet", "popularity")
@@ -107,7 +112,9 @@ def main() -> None:
     print(
         f"train interactions: {full['train_interactions']}, steps: {full['steps']}, "
         f"test users: {full['test_users']}; propagation costs "
-        f"{full['wall_seconds'] - figures['baseline: propagation off']['wall_seconds']:.1f} s"
+        f"{full['wall_seconds'] - figures['baseline: propagation off']['wall_seconds']:.1f} s, "
+        "prequential evaluation costs "
+        f"{full['wall_seconds'] - figures['baseline: prequential off']['wall_seconds']:.1f} s"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))

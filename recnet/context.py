@@ -31,6 +31,7 @@ class RunContext:
     clock: Callable[[], str] = utc_now
     on_step: Callable[[int, int], None] | None = None  # (completed step, total steps)
     stats: dict[str, int] = field(default_factory=dict)
+    prequential: object | None = None  # recnet.eval.prequential.PrequentialSummary, at the end
 
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n

@@ -32,6 +32,7 @@ from recnet.context import RunContext, utc_now
 from recnet.data.load import load_dataset
 from recnet.data.types import Dataset, Interaction
 from recnet.errors import BudgetExceeded, ScenarioError, TraceError
+from recnet.eval.prequential import PrequentialSummary, prequential_metric_rows
 from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
 from recnet.phases.evaluate import (
     candidate_rows,
@@ -71,6 +72,7 @@ class RunResult:
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
+    prequential: PrequentialSummary | None = None  # test-then-train metrics of the stream
 
 
 @dataclass
@@ -342,6 +344,7 @@ def _result(
         operations=dict(ctx.brain.operations.counts),
         stats=dict(ctx.stats),
         llm_stats=getattr(ctx.brain, "stats", None),
+        prequential=ctx.prequential,  # type: ignore[arg-type]
     )
 
 
@@ -535,6 +538,8 @@ async def run_loop(
             )
         )
         ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results))
+        ctx.prequential = summary = forward.prequential_summary(n_steps)
+        ctx.store.add("metrics", prequential_metric_rows(ctx.run_id, step, summary))
         ctx.store.flush()
 
     loop = PhaseLoop(

@@ -308,6 +308,24 @@ class BackwardSettings(Section):
     )
 
 
+class PrequentialSettings(Section):
+    """Test-then-train: rank a training interaction's true item before it is learned."""
+
+    every: int | None = Field(
+        None,
+        ge=0,
+        description="Rank every n-th training interaction (by stream position) against sampled "
+        "unseen items before it is learned; 0 = off; null = 1 with the offline brain, 25 with "
+        "an LLM brain (one rank call each, priced by the dry run).",
+    )
+    n_negatives: int = Field(
+        19, ge=1, description="Sampled unseen items ranked against each evaluated interaction."
+    )
+    windows: int = Field(
+        10, ge=1, description="Equal windows of steps the prequential metrics are reported for."
+    )
+
+
 class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
@@ -323,6 +341,7 @@ class EvaluationSettings(Section):
     max_test_users: int | None = Field(
         None, ge=1, description="Evaluate a seeded subsample of test users (cheaper LLM runs)."
     )
+    prequential: PrequentialSettings = Field(default_factory=PrequentialSettings)
 
 
 class EmbedderSettings(Section):

@@ -24,6 +24,7 @@ import numpy as np
 from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
 from recnet.context import RunContext
 from recnet.data.types import Interaction
+from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, changes
@@ -68,6 +69,8 @@ class ForwardPhase:
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
+        self.prequential = PrequentialEvaluator(ctx, self.item_ids, world.history)
+        self.prequential_ranks: list[tuple[int, int]] = []  # (step, rank), test-then-train
 
     def state(self) -> dict[str, object]:
         """Counters a checkpoint must carry to continue exactly."""
@@ -76,6 +79,7 @@ class ForwardPhase:
             "max_count": self.max_count,
             "dirty_profiles": set(self.dirty_profiles),
             "buffered": set(self.buffered),
+            "prequential_ranks": list(self.prequential_ranks),
         }
 
     def restore(self, state: dict[str, object]) -> None:
@@ -83,6 +87,7 @@ class ForwardPhase:
         self.max_count = int(state["max_count"])  # type: ignore[arg-type]
         self.dirty_profiles = set(state["dirty_profiles"])  # type: ignore[arg-type]
         self.buffered = set(state["buffered"])  # type: ignore[arg-type]
+        self.prequential_ranks = list(state.get("prequential_ranks", []))  # type: ignore[call-overload]
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
@@ -94,6 +99,11 @@ class ForwardPhase:
             acting = {a.agent_id: a for a in users + positives + negatives if len(a.buffer)}
             if acting:
                 await self._merge(state, {a: c.buffer.drain() for a, c in acting.items()})
+        if self.prequential.enabled:  # test, then train: rank each true item before learning it
+            ranks = await self.prequential.evaluate(
+                state.step, self.seq, users, positives, world.items, self.popularity
+            )
+            self.prequential_ranks.extend((state.step, r) for r in ranks)
         before: dict[str, Weights] = {}
         order = list(range(len(users)))
         rows = []  # traced once per step: rounds are often one interaction long
@@ -352,6 +362,14 @@ class ForwardPhase:
             ctx.store.add("messages", rows)
 
     # step bookkeeping --------------------------------------------------------------------------
+    def prequential_summary(self, n_steps: int) -> PrequentialSummary | None:
+        """Prequential metrics of every interaction ranked so far, overall and per window."""
+        pairs = np.asarray(self.prequential_ranks, dtype=np.int64).reshape(-1, 2)
+        evaluation = self.ctx.scenario.evaluation
+        return summarize_prequential(
+            pairs[:, 0], pairs[:, 1], evaluation.ks, n_steps, evaluation.prequential.windows
+        )
+
     def step_row(self, state: StepState, finished_at: str) -> dict[str, object]:
         interactions = state.interactions
         return {

@@ -69,10 +69,16 @@ def _checkpoints(conn: Connection) -> None:
     schema.checkpoints.create(conn)
 
 
+def _prequential(conn: Connection) -> None:
+    """Test-then-train ranks of training interactions (``evaluation.prequential``)."""
+    schema.prequential.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
     Migration(3, "checkpoints", _checkpoints),
+    Migration(4, "prequential", _prequential),
 ]
 
 #: The schema version this code writes and understands.
