@@ -36,6 +36,28 @@ class SyntheticSettings(Section):
     n_drifts: int = Field(
         2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
     )
+    drift_spread_days: float = Field(
+        0.0,
+        ge=0.0,
+        description="Members of a drifting community adopt the new taste at staggered times, "
+        "uniformly within this many days after the drift starts (0 = all at once).",
+    )
+    adopt_share: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of a drifting community's members who adopt it."
+    )
+    sparse_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of users who make only sparse_interactions choices."
+    )
+    sparse_interactions: int = Field(
+        5, ge=3, description="Choices each sparse user makes (sparse_share)."
+    )
+    cold_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of items released at a random time in the horizon (cold items: never "
+        "chosen before their release).",
+    )
 
 
 class DatasetSettings(Section):
