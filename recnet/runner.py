@@ -48,6 +48,7 @@ from recnet.phases.forward import (
     router_version_row,
 )
 from recnet.phases.loop import BackwardHook, PhaseLoop
+from recnet.phases.perception import acts_until
 from recnet.rng import SeedTree
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
@@ -391,6 +392,9 @@ async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedd
         user_profiles,
         ctx.seeds.generator("routers-init"),
         item_texts=item_texts,
+    )
+    world.acts_until = acts_until(
+        world, prepared.split.train, (prepared.test_candidates, prepared.valid_candidates)
     )
     write_initial_state(ctx, world, prepared)
     return world

@@ -237,6 +237,30 @@ class PropagationSettings(Section):
         "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
         "embeddings.",
     )
+    perception: Literal["nearest_router", "membership"] = Field(
+        "nearest_router",
+        description="Where a changed attribute goes: the router nearest the attribute (the "
+        "paper's rule) or every router the changed client is a member of (its communities).",
+    )
+    message: Literal["profile", "delta"] = Field(
+        "profile",
+        description="What a router multicasts: its whole profile, or what changed in its "
+        "community this step (the routed attribute changes, unit length).",
+    )
+    multicast_to: Literal["similar", "members"] = Field(
+        "similar",
+        description="Recipients: clients whose profile scores at least tau against the router "
+        "(or its top-k), or the router's members.",
+    )
+    multicast_kinds: list[Literal["user", "item"]] = Field(
+        default_factory=lambda: ["user", "item"],
+        description="Which clients a multicast may reach: users, items or both (the paper).",
+    )
+    message_idle_clients: bool = Field(
+        False,
+        description="Also message clients that cannot act on it: items never interacted with "
+        "and in no candidate list, users with no training interactions left and no test list.",
+    )
     routing: Literal["threshold", "top_k"] = Field(
         "threshold", description="Multicast to clients above tau, or to each router's top-k."
     )

@@ -5,9 +5,10 @@ of DESIGN §2's five steps; each builds tasks from the world, hands them to the 
 applies the outcomes, and writes trace rows:
 
 1. ``interact``  — AgentCF interaction update (choose, reflect) per interaction.
-2. ``perceive``  — attributes that changed go to their nearest router.
+2. ``perceive``  — attributes that changed go to routers (``recnet.phases.perception``).
 3. ``integrate`` — routers that received attributes summarise them into a new profile.
-4. ``multicast`` — each updated router sends its profile to clients with cos ≥ τ.
+4. ``multicast`` — each updated router sends its profile (or its change) to clients with
+   cos ≥ τ or to its members; clients that cannot act are skipped.
 5. ``receive``   — flushed buffers are merged into propagated profiles through filter memories;
    with ``world.buffer.enabled: false`` every message is merged on its own, in arrival order.
 """
@@ -25,10 +26,11 @@ from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, Summari
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
+from recnet.phases.perception import PERCEPTION, excluded_mask, member_recipients
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
-from recnet.world.profile import Weights, changes
-from recnet.world.routing import nearest_router, select_recipients
+from recnet.world.profile import Weights, changes, normalized
+from recnet.world.routing import select_recipients
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
@@ -185,23 +187,10 @@ class ForwardPhase:
 
     # 2. perception -----------------------------------------------------------------------------
     def perceive(self, state: StepState) -> None:
+        """Route the step's attribute changes to routers (``propagation.perception``)."""
         if not self.settings.enabled or self.settings.mode != "routers" or not state.changed:
             return
-        totals: Weights = {}
-        for delta in state.changed.values():
-            for attribute, change in delta.items():
-                totals[attribute] = totals.get(attribute, 0.0) + change
-        space = self.world.space
-        space.add(list(totals))
-        names = list(totals)
-        vectors = space.matrix[[space.index[a] for a in names]]
-        router_ids, router_vectors = self.world.router_matrix()
-        positions, _ = nearest_router(vectors, router_vectors)
-        for attribute, position in zip(names, positions.tolist(), strict=True):
-            if position < 0:
-                continue
-            routed = state.routed.setdefault(router_ids[position], {})
-            routed[attribute] = routed.get(attribute, 0.0) + totals[attribute]
+        state.routed = PERCEPTION[self.settings.perception](self.world, state.changed)
 
     # 3. integration ----------------------------------------------------------------------------
     async def integrate(self, state: StepState) -> None:
@@ -223,26 +212,51 @@ class ForwardPhase:
 
     # 4. multicast ------------------------------------------------------------------------------
     def multicast(self, state: StepState) -> None:
-        """Send each updated router's profile to the clients it scores at least τ (or top-k).
+        """Send each updated router's profile (or its community's change, ``message: delta``) to
+        the clients it scores at least τ (or top-k), or to its members (``multicast_to``).
 
         In ``point_to_point`` mode (an ablation without routers) each changed client sends its own
-        profile straight to its ``neighbours`` most similar clients instead.
+        profile straight to its ``neighbours`` most similar clients instead. Clients that cannot
+        act any more are skipped (``propagation.message_idle_clients``).
         """
-        world = self.world
-        if self.settings.mode == "point_to_point":
-            senders = [s for s in state.changed if self.settings.enabled]
+        world, settings = self.world, self.settings
+        if settings.mode == "point_to_point":
+            senders = [s for s in state.changed if settings.enabled]
             profiles = [world.client(s).original for s in senders]
-            top_k: int | None = self.settings.neighbours
+            top_k: int | None = settings.neighbours
             taus = [-1.0] * len(senders)
         else:
             senders = state.updated_routers
-            profiles = [world.routers[r].profile for r in senders]
-            top_k = self.settings.top_k if self.settings.routing == "top_k" else None
+            if settings.message == "delta":
+                profiles = [normalized(state.routed.get(r, {})) for r in senders]
+            else:
+                profiles = [world.routers[r].profile for r in senders]
+            top_k = settings.top_k if settings.routing == "top_k" else None
             taus = [world.routers[r].tau for r in senders]
         if not senders:
             return
-        sender_vectors = world.space.embed_many(profiles)
+        idle = excluded_mask(
+            world, self.seq, idle=settings.message_idle_clients, kinds=settings.multicast_kinds
+        )
+        if settings.mode == "routers" and settings.multicast_to == "members":
+            for sender, profile in zip(senders, profiles, strict=True):
+                positions, chosen = member_recipients(world, sender)
+                if idle is not None:
+                    keep = ~idle[positions]
+                    positions, chosen = positions[keep], chosen[keep]
+                positions, chosen = (
+                    positions[: settings.max_recipients],
+                    chosen[: settings.max_recipients],
+                )
+                self._send(state, sender, dict(profile), positions, chosen)
+            return
+        routing_profiles = (
+            [world.routers[r].profile for r in senders] if settings.mode == "routers" else profiles
+        )
+        sender_vectors = world.space.embed_many(routing_profiles)
         scores = world.client_vectors @ sender_vectors.T
+        if idle is not None:
+            scores[idle, :] = -np.inf
         for column, sender in enumerate(senders):
             exclude = world.client_position.get(sender)
             if exclude is not None:
@@ -250,7 +264,7 @@ class ForwardPhase:
             positions, chosen = select_recipients(
                 scores[:, column],
                 tau=taus[column],
-                max_recipients=self.settings.max_recipients,
+                max_recipients=settings.max_recipients,
                 top_k=top_k,
             )
             self._send(state, sender, dict(profiles[column]), positions, chosen)

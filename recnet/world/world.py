@@ -35,6 +35,9 @@ class World:
         self.history: dict[str, set[str]] = {}  # user agent id → item agent ids (all splits)
         self.memberships: dict[str, dict[str, float]] = {}  # client id → router id → score
         self.step = -1  # last completed step
+        #: per client position, the last training-stream position at which it acts (see
+        #: ``recnet.phases.perception.acts_until``); None = unknown, everyone may be messaged
+        self.acts_until: np.ndarray | None = None
         self._next_message_id = 0
         self._next_router_number = 0
 
