@@ -276,6 +276,10 @@ def run_agent(job: Job) -> Record:
             "status": "ok",
             "note": "",
             **{m: result.metrics["recnet"][m] for m in METRICS},
+            **{
+                f"preq_{m}": (result.prequential.overall[m] if result.prequential else None)
+                for m in METRICS
+            },
             "n_train": result.n_train,
             "n_steps": result.n_steps,
             "n_test_users": result.n_test_users,

@@ -101,6 +101,7 @@ def _restrict_truth(truth: GroundTruth | None, users: set[str]) -> GroundTruth |
         ],
         user_taste={u: t for u, t in truth.user_taste.items() if u in users},
         item_release=dict(truth.item_release),
+        item_weight=dict(truth.item_weight),
     )
 
 

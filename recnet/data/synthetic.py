@@ -185,6 +185,11 @@ def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
         community_attributes={g: tuple(comm_attrs[g]) for g in range(c)},
         drifts=[],
         user_taste={user_ids[u]: changes for u, changes in taste.items() if changes},
+        item_weight={
+            item_ids[i]: float(np.exp(w))
+            for group, weights in zip(members, log_w, strict=True)
+            for i, w in zip(group.tolist(), weights.tolist(), strict=True)
+        },
         item_release={item_ids[i]: int(release[i]) for i in np.flatnonzero(cold).tolist()},
     )
     if not adoption:  # all members adopt at the drift's start

@@ -63,6 +63,9 @@ class GroundTruth:
     #: true current taste an oracle knows (empty when the generator did not record it).
     user_taste: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     item_release: dict[str, int] = field(default_factory=dict)  # cold items: first choosable time
+    #: item → its weight among its community's items when a user of that taste chooses (the
+    #: generator's popularity skew); with ``taste_at`` what a Bayes-optimal oracle ranks by
+    item_weight: dict[str, float] = field(default_factory=dict)
 
     def taste_at(self, user: str, timestamp: int) -> int:
         """The community whose items ``user`` prefers at ``timestamp``."""
