@@ -274,7 +274,8 @@ def lift_table(rows: list[Record], records: list[Record]) -> str:
         and ALL_MODELS[r["model"]].kind == "agent"
     ]  # fmt: skip
     headers = ["Variant", "n", "preq NDCG@10", "preq HR@10", "preq MRR", "NDCG@10",
-               "lift NDCG@10 [95% CI]", "lift preq NDCG@10 [95% CI]"]  # fmt: skip
+               "lift NDCG@10 [95% CI]", "lift preq NDCG@10 [95% CI]",
+               "backward kept / rolled back"]  # fmt: skip
     body = []
     for r in agent_rows:
         model = r["model"]
@@ -283,11 +284,48 @@ def lift_table(rows: list[Record], records: list[Record]) -> str:
             else lift_text(paired_lift(records, model, LIFT_REFERENCE, column))
             for column in ("ndcg@10", "preq_ndcg@10")
         ]  # fmt: skip
+        ok = [x for x in records if x.get("model") == model and x.get("status") == "ok"]
+        kept = sum(int(x.get("optimizations_kept") or 0) for x in ok)
+        rolled = sum(int(x.get("optimizations_rolled_back") or 0) for x in ok)
         body.append(
             [ALL_MODELS[model].label, r["n"], *[pm(r, c) for c in PREQUENTIAL], pm(r, "ndcg@10"),
-             *lifts]
+             *lifts, f"{kept} / {rolled}" if kept or rolled else "–"]
         )  # fmt: skip
     return markdown_table(headers, body)
+
+
+def filter_table(records: list[Record]) -> str:
+    """Per agent variant (summed over seeds): messages and the share each filter rule or buffer
+    policy stopped, from the traces' ``messages`` rows."""
+    totals: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.get("status") != "ok" or r.get("model") not in ALL_MODELS:
+            continue
+        mine = totals.setdefault(r["model"], {})
+        for key, value in r.items():
+            counted = key in ("messages", "accepted", "rejected", "dropped") or key.startswith(
+                "rule_"
+            )
+            if counted and isinstance(value, int | float) and not math.isnan(value):
+                mine[key] = mine.get(key, 0) + int(value)
+    rules = sorted({k for mine in totals.values() for k in mine if k.startswith("rule_")})
+    headers = ["Variant", "messages", "accepted", "rejected", "dropped",
+               *[k.removeprefix("rule_").replace("_", " ", 1) for k in rules]]  # fmt: skip
+
+    def share(n: int, of: int) -> str:
+        return f"{n / of:.2%}" if of else "–"
+
+    body = []
+    for model, mine in totals.items():
+        n = mine.get("messages", 0)
+        if not n:
+            continue
+        body.append(
+            [ALL_MODELS[model].label, f"{n:,}",
+             *[share(mine.get(k, 0), n) for k in ("accepted", "rejected", "dropped")],
+             *[share(mine.get(k, 0), n) for k in rules]]
+        )  # fmt: skip
+    return markdown_table(headers, body) if body else "No messages."
 
 
 def cost_table(rows: list[Record], ops: Sequence[str]) -> str:
@@ -405,6 +443,13 @@ def write_report(
             "t-interval.",
             "",
             lift_table(rows, mine),
+            "",
+            "### Filter decisions (share of messages, all seeds)",
+            "",
+            "Which filter rule (or buffer policy) stopped how many router messages; "
+            "`max_share` caps the propagated share instead of rejecting messages.",
+            "",
+            filter_table(mine),
             "",
         ]
         lines += [

@@ -239,16 +239,16 @@ class ForwardPhase:
             world, self.seq, idle=settings.message_idle_clients, kinds=settings.multicast_kinds
         )
         if settings.mode == "routers" and settings.multicast_to == "members":
-            for sender, profile in zip(senders, profiles, strict=True):
-                positions, chosen = member_recipients(world, sender)
+            # members by membership strength; each message's score is its relevance to the
+            # recipient, cos(message, client), which the min_relevance filter rule reads
+            message_vectors = world.space.embed_many(profiles)
+            for column, (sender, profile) in enumerate(zip(senders, profiles, strict=True)):
+                positions, _ = member_recipients(world, sender)
                 if idle is not None:
-                    keep = ~idle[positions]
-                    positions, chosen = positions[keep], chosen[keep]
-                positions, chosen = (
-                    positions[: settings.max_recipients],
-                    chosen[: settings.max_recipients],
-                )
-                self._send(state, sender, dict(profile), positions, chosen)
+                    positions = positions[~idle[positions]]
+                positions = positions[: settings.max_recipients]
+                relevance = world.client_vectors[positions] @ message_vectors[column]
+                self._send(state, sender, dict(profile), positions, relevance)
             return
         routing_profiles = (
             [world.routers[r].profile for r in senders] if settings.mode == "routers" else profiles
