@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from recnet.config.scenario import Scenario
+from recnet.eval.prequential import prequential_every
 from recnet.llm.pack import load_pack
 from recnet.runner import RunResult
 
@@ -92,6 +93,18 @@ def estimate(scenario: Scenario, offline: RunResult) -> Estimate:
         for operation, count in sorted(calls.items())
         if operation in pack.operations
     ]
+    every = prequential_every(scenario.evaluation.prequential, "llm")
+    if every > 0 and "rank" in pack.operations:  # test-then-train ranks on the LLM cadence
+        rows.append(
+            OperationEstimate(
+                operation="rank (prequential)",
+                calls=-(-offline.n_train // every),
+                prompt_tokens=prompt_tokens(
+                    pack, "rank", scenario.evaluation.prequential.n_negatives + 1
+                ),
+                output_tokens=min(TYPICAL_OUTPUT_TOKENS, scenario.llm.max_tokens),
+            )
+        )
     return Estimate(
         operations=rows,
         model=scenario.llm.model,

@@ -157,3 +157,15 @@ def test_candidates_identical_across_variants_and_cadence(tmp_path: Path) -> Non
     result, none = run(tmp_path, "none", "evaluation.prequential.every=0")
     assert none.execute("SELECT count(*) FROM prequential").fetchone()[0] == 0
     assert result.prequential is None
+
+
+def test_dry_run_prices_prequential_ranks_on_the_llm_cadence(tmp_path: Path) -> None:
+    from recnet.dry_run import estimate
+
+    scenario = validate_scenario(BASE)
+    result = asyncio.run(simulate(scenario, trace_path=tmp_path / "dry.sqlite"))
+    rows = {row.operation: row for row in estimate(scenario, result).operations}
+    assert rows["rank (prequential)"].calls == -(-result.n_train // 25)
+    assert rows["rank (prequential)"].prompt_tokens > 0
+    scenario.evaluation.prequential.every = 0
+    assert "rank (prequential)" not in {r.operation for r in estimate(scenario, result).operations}
