@@ -15,7 +15,22 @@ chat request::
 
 ``supports_json_schema=False`` makes the server reject every ``response_format`` of type
 ``json_schema`` with a 400, like servers that lack structured output; such a request does not
-consume a planned fault. ``latency`` adds a fixed delay (seconds) to every answer.
+consume a planned fault. ``ignores_response_format=True`` models the other kind of server: it
+accepts ``response_format`` with a 200 and silently ignores it, so a request that carries one is
+answered with ``off_schema_answer`` (plain prose by default, ``OFF_SCHEMA_JSON`` for JSON that does
+not follow the schema) while a request without one (schema in the prompt) gets the responder's
+answer. ``latency`` adds a fixed delay (seconds) to every answer.
+
+``litellm_headers=True`` answers like a LiteLLM proxy: the provider's headers come back prefixed
+``llm_provider-`` (a 429's wait is ``llm_provider-retry-after``, with no plain ``Retry-After``) and
+every answer carries ``x-litellm-*`` headers. ``Fault.rate_limit(retry_after=..., header=...)``
+picks the wait header of one 429 (``retry-after``, ``retry-after-ms`` or
+``llm_provider-retry-after``).
+
+``fault_mix=FaultMix(rate_limit=0.08, server_error=0.04, retry_after=0.05, seed=0)`` adds a seeded
+random fault to chat requests that have no planned fault: the n-th such request draws the n-th
+number of a ``random.Random(seed)``, so the sequence of faults is reproducible (which request gets
+it depends on arrival order under concurrency).
 ``server.requests`` lists what the server saw (path, JSON body, lower-cased headers);
 ``server.count(path_suffix)`` counts them.
 
@@ -28,6 +43,8 @@ As a pytest fixture (function scope; configure it with ``set_responder``/``plan`
 Run it standalone (used by ``experiments/bench_llm.py`` to keep the server off the client's GIL)::
 
     python tests/llm_server.py --latency 0.1 --port 0 [--answer TEXT]   # prints "PORT <n>"
+        [--ignore-response-format] [--litellm-headers]
+        [--fault-429 0.08 --fault-500 0.04 --retry-after 1 --fault-seed 0]
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import random
 import socket
 import struct
 import threading
@@ -56,22 +74,47 @@ FaultKind = Literal[
 ]
 
 
+RetryAfterHeader = Literal["retry-after", "retry-after-ms", "llm_provider-retry-after"]
+
+OFF_SCHEMA_TEXT = (
+    "Sure! Looking at this user's history, I think they would most enjoy the first candidate, "
+    "and their taste seems to be shifting towards lighter films."
+)
+OFF_SCHEMA_JSON = '{"answer": "the first candidate", "confidence": "high"}'
+
+LITELLM_HEADERS = {
+    "x-litellm-model-id": "test-model-deployment",
+    "x-litellm-version": "1.55.0",
+    "x-litellm-call-id": "00000000-0000-0000-0000-000000000000",
+    "llm_provider-x-ratelimit-remaining-requests": "99",
+}
+
+
 @dataclass(frozen=True)
 class Fault:
     """One injected misbehaviour, applied to the next chat request the server receives."""
 
     kind: FaultKind
     retry_after: str | None = None  # rate_limit: Retry-After header value (seconds or HTTP date)
+    header: RetryAfterHeader | None = None  # rate_limit: which header carries it (None: default)
     seconds: float = 0.0  # delay: how long to stall before answering normally
     status: int = 500  # status: the HTTP status to return
     text: str = "this is not JSON at all"  # malformed: the answer's content
     message: str = "injected failure"  # server_error/status: the error message in the body
 
     @classmethod
-    def rate_limit(cls, retry_after: float | str | None = None) -> Fault:
-        """429 Too Many Requests, with an optional Retry-After header."""
+    def rate_limit(
+        cls, retry_after: float | str | None = None, *, header: RetryAfterHeader | None = None
+    ) -> Fault:
+        """429 Too Many Requests, with an optional wait header.
+
+        ``header`` names it: ``retry-after`` (seconds or HTTP date), ``retry-after-ms``
+        (milliseconds: pass the value in milliseconds) or ``llm_provider-retry-after``
+        (LiteLLM). None: ``Retry-After``, or LiteLLM's header when the server has
+        ``litellm_headers``.
+        """
         value = None if retry_after is None else str(retry_after)
-        return cls("rate_limit", retry_after=value)
+        return cls("rate_limit", retry_after=value, header=header)
 
     @classmethod
     def server_error(cls, status: int = 500) -> Fault:
@@ -122,6 +165,24 @@ def fake_embedding(text: str, dim: int) -> list[float]:
     return out[:dim]
 
 
+@dataclass(frozen=True)
+class FaultMix:
+    """Random faults: each chat request without a planned fault is a 429 with probability
+    ``rate_limit`` (waiting ``retry_after`` seconds; None sends no wait header), else a 500 with
+    probability ``server_error``. Seeded, so the sequence of faults is reproducible."""
+
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    retry_after: float | None = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rate_limit < 0.0 or self.server_error < 0.0:
+            raise ValueError("fault shares must be >= 0")
+        if self.rate_limit + self.server_error > 1.0:
+            raise ValueError("fault shares must add up to at most 1")
+
+
 @dataclass
 class SeenRequest:
     """One request as the server received it."""
@@ -138,6 +199,11 @@ class _State:
     latency: float
     supports_json_schema: bool
     embedding_dim: int
+    ignores_response_format: bool = False
+    off_schema_answer: str = OFF_SCHEMA_TEXT
+    litellm_headers: bool = False
+    fault_mix: FaultMix | None = None
+    mix_rng: random.Random | None = None
     faults: deque[Fault] = field(default_factory=deque)
     requests: list[SeenRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -181,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             # A request the server cannot accept anyway does not consume a planned fault.
             fault = state.faults.popleft() if state.faults and not unsupported else None
+            if fault is None and not unsupported and state.fault_mix is not None:
+                fault = _draw_fault(state.fault_mix, state.mix_rng)
             state.requests.append(
                 SeenRequest(path, body, _headers(self), fault.kind if fault else None)
             )
@@ -190,7 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.seconds)
             fault = None
         if fault is not None and fault.kind == "rate_limit":
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            header = fault.header or (
+                "llm_provider-retry-after" if state.litellm_headers else "Retry-After"
+            )
+            headers = {header: fault.retry_after} if fault.retry_after else {}
             self._send_json(429, _error_body("Rate limit reached", "rate_limit_exceeded"), headers)
             return
         if fault is not None and fault.kind in ("server_error", "status"):
@@ -211,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "malformed":
             text = fault.text
+        elif state.ignores_response_format and response_format:
+            text = state.off_schema_answer  # accepted with a 200, then ignored
         else:
             try:
                 text = state.responder(body)
@@ -278,11 +351,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        extra = dict(LITELLM_HEADERS) if self.server.state.litellm_headers else {}
+        extra.update(headers or {})
+        for name, value in extra.items():
             self.send_header(name, value)
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             self.wfile.write(data)
+
+
+def _draw_fault(mix: FaultMix, rng: random.Random | None) -> Fault | None:
+    draw = (rng or random.Random(mix.seed)).random()
+    if draw < mix.rate_limit:
+        return Fault.rate_limit(mix.retry_after)
+    if draw < mix.rate_limit + mix.server_error:
+        return Fault.server_error()
+    return None
 
 
 def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
@@ -312,6 +396,10 @@ class LLMTestServer:
         *,
         latency: float = 0.0,
         supports_json_schema: bool = True,
+        ignores_response_format: bool = False,
+        off_schema_answer: str = OFF_SCHEMA_TEXT,
+        litellm_headers: bool = False,
+        fault_mix: FaultMix | None = None,
         embedding_dim: int = 16,
         port: int = 0,
     ) -> None:
@@ -320,7 +408,11 @@ class LLMTestServer:
             latency=latency,
             supports_json_schema=supports_json_schema,
             embedding_dim=embedding_dim,
+            ignores_response_format=ignores_response_format,
+            off_schema_answer=off_schema_answer,
+            litellm_headers=litellm_headers,
         )
+        self.set_fault_mix(fault_mix)
         self._httpd = _Server(("127.0.0.1", port), self._state)
         self._thread: threading.Thread | None = None
 
@@ -369,6 +461,29 @@ class LLMTestServer:
     def set_supports_json_schema(self, value: bool) -> None:
         self._state.supports_json_schema = value
 
+    def set_ignores_response_format(self, value: bool, answer: str | None = None) -> None:
+        """Accept ``response_format`` and ignore it, answering such requests with ``answer``."""
+        self._state.ignores_response_format = value
+        if answer is not None:
+            self._state.off_schema_answer = answer
+
+    def set_litellm_headers(self, value: bool) -> None:
+        self._state.litellm_headers = value
+
+    def set_fault_mix(self, mix: FaultMix | None) -> None:
+        """Random 429/500 faults (None: off). Restarts the mix's random sequence."""
+        with self._state.lock:
+            self._state.fault_mix = mix
+            self._state.mix_rng = random.Random(mix.seed) if mix is not None else None
+
+    def faults_served(self) -> dict[str, int]:
+        """How many requests got each kind of fault (planned or drawn)."""
+        out: dict[str, int] = {}
+        for request in self.requests:
+            if request.fault is not None:
+                out[request.fault] = out.get(request.fault, 0) + 1
+        return out
+
     # -- observation -----------------------------------------------------------------------
 
     @property
@@ -404,9 +519,31 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="Added seconds per answer.")
     parser.add_argument("--answer", default=None, help="Answer every chat request with this text.")
+    parser.add_argument(
+        "--ignore-response-format",
+        action="store_true",
+        help="Accept response_format and ignore it (answer off-schema prose).",
+    )
+    parser.add_argument(
+        "--litellm-headers", action="store_true", help="Answer with LiteLLM proxy headers."
+    )
+    parser.add_argument("--fault-429", type=float, default=0.0, help="Share of requests → 429.")
+    parser.add_argument("--fault-500", type=float, default=0.0, help="Share of requests → 500.")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="429 wait, seconds.")
+    parser.add_argument("--fault-seed", type=int, default=0)
     args = parser.parse_args()
     responder = None if args.answer is None else (lambda _body: args.answer)
-    server = LLMTestServer(responder, latency=args.latency, port=args.port)
+    mix = None
+    if args.fault_429 or args.fault_500:
+        mix = FaultMix(args.fault_429, args.fault_500, args.retry_after, args.fault_seed)
+    server = LLMTestServer(
+        responder,
+        latency=args.latency,
+        port=args.port,
+        ignores_response_format=args.ignore_response_format,
+        litellm_headers=args.litellm_headers,
+        fault_mix=mix,
+    )
     print(f"PORT {server.port}", flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.05)
