@@ -520,6 +520,7 @@ async def run_loop(
 
     async def evaluate(last_step: int) -> None:
         step = n_steps
+        await forward.flush_before_test(step, prepared.test_candidates)
         leftover = [
             message_row(ctx.run_id, m, "buffered", None, step)
             for client in world.clients

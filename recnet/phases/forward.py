@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,11 +26,10 @@ from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, Summari
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
-from recnet.phases.perception import PERCEPTION, excluded_mask, member_recipients
+from recnet.phases.perception import PERCEPTION, plan_multicast
 from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, changes, normalized
-from recnet.world.routing import select_recipients
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
@@ -223,51 +222,16 @@ class ForwardPhase:
         if settings.mode == "point_to_point":
             senders = [s for s in state.changed if settings.enabled]
             profiles = [world.client(s).original for s in senders]
-            top_k: int | None = settings.neighbours
-            taus = [-1.0] * len(senders)
         else:
             senders = state.updated_routers
             if settings.message == "delta":
                 profiles = [normalized(state.routed.get(r, {})) for r in senders]
             else:
                 profiles = [world.routers[r].profile for r in senders]
-            top_k = settings.top_k if settings.routing == "top_k" else None
-            taus = [world.routers[r].tau for r in senders]
-        if not senders:
-            return
-        idle = excluded_mask(
-            world, self.seq, idle=settings.message_idle_clients, kinds=settings.multicast_kinds
-        )
-        if settings.mode == "routers" and settings.multicast_to == "members":
-            # members by membership strength; each message's score is its relevance to the
-            # recipient, cos(message, client), which the min_relevance filter rule reads
-            message_vectors = world.space.embed_many(profiles)
-            for column, (sender, profile) in enumerate(zip(senders, profiles, strict=True)):
-                positions, _ = member_recipients(world, sender)
-                if idle is not None:
-                    positions = positions[~idle[positions]]
-                positions = positions[: settings.max_recipients]
-                relevance = world.client_vectors[positions] @ message_vectors[column]
-                self._send(state, sender, dict(profile), positions, relevance)
-            return
-        routing_profiles = (
-            [world.routers[r].profile for r in senders] if settings.mode == "routers" else profiles
-        )
-        sender_vectors = world.space.embed_many(routing_profiles)
-        scores = world.client_vectors @ sender_vectors.T
-        if idle is not None:
-            scores[idle, :] = -np.inf
-        for column, sender in enumerate(senders):
-            exclude = world.client_position.get(sender)
-            if exclude is not None:
-                scores[exclude, column] = -np.inf
-            positions, chosen = select_recipients(
-                scores[:, column],
-                tau=taus[column],
-                max_recipients=settings.max_recipients,
-                top_k=top_k,
-            )
-            self._send(state, sender, dict(profiles[column]), positions, chosen)
+        for sender, profile, positions, scores in plan_multicast(
+            world, settings, senders, profiles, self.seq
+        ):
+            self._send(state, sender, dict(profile), positions, scores)
 
     def _send(
         self,
@@ -337,6 +301,22 @@ class ForwardPhase:
             self.buffered.clear()
         if flush:
             await self._merge(state, flush)
+
+    async def flush_before_test(self, step: int, candidates: Mapping[str, Sequence[str]]) -> None:
+        """With ``flush_on: before_act``, the final ranking is the test users' act: merge what
+        the test users and their candidate items hold before they are ranked."""
+        if not self.buffering or "before_act" not in self.flush_on:
+            return
+        acting = {user_agent_id(u) for u in candidates}
+        acting.update(item_agent_id(i) for items in candidates.values() for i in items)
+        world = self.world
+        flush = {
+            a: world.client(a).buffer.drain()
+            for a in sorted(acting & self.buffered, key=world.client_position.__getitem__)
+            if a in world.client_position and len(world.client(a).buffer)
+        }
+        if flush:
+            await self._merge(StepState(step, [], started_at=""), flush)
 
     async def _merge_each(self, state: StepState, arrived: dict[str, list[RouterMessage]]) -> None:
         """One merge per message, each client's messages in arrival order.

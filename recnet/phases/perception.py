@@ -19,14 +19,15 @@ list, users with no training interaction left and no test list) are never messag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from recnet.config.scenario import PropagationSettings
 from recnet.data.types import Interaction
 from recnet.world.agents import item_agent_id, user_agent_id
 from recnet.world.profile import Weights
-from recnet.world.routing import nearest_router
+from recnet.world.routing import nearest_router, select_recipients
 from recnet.world.world import World
 
 #: ``acts_until`` of a client that acts until the end (a test user, an item in a candidate list).
@@ -132,3 +133,56 @@ def excluded_mask(world: World, now: int, *, idle: bool, kinds: Sequence[str]) -
         wrong = np.array([c.kind not in kinds for c in world.clients], dtype=bool)
         mask = wrong if mask is None else mask | wrong
     return mask
+
+
+def plan_multicast(
+    world: World,
+    settings: PropagationSettings,
+    senders: Sequence[str],
+    profiles: Sequence[Weights],
+    now: int,
+) -> Iterator[tuple[str, Weights, np.ndarray, np.ndarray]]:
+    """``(sender, message, recipient positions, scores)`` per sender, best recipient first.
+
+    ``multicast_to: members`` reaches the router's members by membership strength, each message
+    scored by its relevance to the recipient, cos(message, client), which the min_relevance
+    filter rule reads; ``similar`` reaches clients with cos(router, client) ≥ τ (or the top-k; in
+    ``point_to_point`` mode, a changed client's ``neighbours`` most similar clients).
+    """
+    if not senders:
+        return
+    idle = excluded_mask(
+        world, now, idle=settings.message_idle_clients, kinds=settings.multicast_kinds
+    )
+    if settings.mode == "routers" and settings.multicast_to == "members":
+        message_vectors = world.space.embed_many(list(profiles))
+        for column, (sender, profile) in enumerate(zip(senders, profiles, strict=True)):
+            positions, _ = member_recipients(world, sender)
+            if idle is not None:
+                positions = positions[~idle[positions]]
+            positions = positions[: settings.max_recipients]
+            yield (
+                sender,
+                profile,
+                positions,
+                world.client_vectors[positions] @ message_vectors[column],
+            )
+        return
+    if settings.mode == "point_to_point":
+        routing_profiles, top_k = list(profiles), settings.neighbours
+        taus = [-1.0] * len(senders)
+    else:
+        routing_profiles = [world.routers[r].profile for r in senders]
+        top_k = settings.top_k if settings.routing == "top_k" else None
+        taus = [world.routers[r].tau for r in senders]
+    scores = world.client_vectors @ world.space.embed_many(routing_profiles).T
+    if idle is not None:
+        scores[idle, :] = -np.inf
+    for column, sender in enumerate(senders):
+        exclude = world.client_position.get(sender)
+        if exclude is not None:
+            scores[exclude, column] = -np.inf
+        positions, chosen = select_recipients(
+            scores[:, column], tau=taus[column], max_recipients=settings.max_recipients, top_k=top_k
+        )
+        yield sender, profiles[column], positions, chosen
