@@ -34,6 +34,17 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "baseline: propagation off": ["propagation.enabled=false"],
     "baseline: messages not traced": ["trace.messages=none"],
     "baseline: prequential off": ["evaluation.prequential.every=0"],
+    # the defaults before issue 9 (paper perception, τ multicast to everyone, merge at every
+    # step's end, propagated weight 0.5, no prequential ranking): "before" in one invocation
+    "before: previous defaults": [
+        "propagation.perception=nearest_router",
+        "propagation.multicast_to=similar",
+        "propagation.message=profile",
+        "propagation.message_idle_clients=true",
+        "world.buffer.flush_on=[full, before_act, step_end]",
+        "interaction.propagated_weight=0.5",
+        "evaluation.prequential.every=0",
+    ],
 }
 SMOKE = ["dataset.max_users=40", "propagation.update_size=100"]
 
@@ -80,6 +91,13 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGURATIONS),
+        default=list(CONFIGURATIONS),
+        help="which configurations to run (default: all)",
+    )
     args = parser.parse_args()
     if args.single is not None:
         print(json.dumps(run_one(json.loads(args.single))))
@@ -87,6 +105,8 @@ def main() -> None:
     extra = SMOKE if args.smoke else []
     figures: dict[str, dict[str, float]] = {}
     for name, overrides in CONFIGURATIONS.items():
+        if name not in args.configs:
+            continue
         child = subprocess.run(
             [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
             check=True,
@@ -103,7 +123,18 @@ def main() -> None:
             f"{row['recnet ndcg@5']:.4f} {row['recnet ndcg@10']:.4f}",
             flush=True,
         )
-    full = figures["recnet (propagation on)"]
+    full = figures.get("recnet (propagation on)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))
+    before = figures.get("before: previous defaults")
+    if full is not None and before is not None:
+        print(
+            f"now vs the previous defaults: {full['wall_seconds'] - before['wall_seconds']:+.1f} s "
+            f"wall, {full['cpu_seconds'] - before['cpu_seconds']:+.1f} s CPU"
+        )
+    if full is None or len(figures) < len(CONFIGURATIONS):
+        print(f"written to {args.out}")
+        return
     print(
         "popularity on the same candidates: NDCG@1/5/10 "
         f"{full['popularity ndcg@1']:.4f} {full['popularity ndcg@5']:.4f} "

@@ -114,9 +114,11 @@ class BufferSettings(Section):
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
     flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
-        default_factory=lambda: ["full", "before_act", "step_end"],
+        default_factory=lambda: ["full", "before_act"],
         description="When a buffer is merged into the propagated profile: when full, just "
-        "before its owner acts, and/or at the end of every step.",
+        "before its owner acts (the final ranking counts as the test users' act), and/or at "
+        "the end of every step. The default waits until the owner acts (fewer merges, stale "
+        "messages dropped by the recency rule; measured on par or better than step_end).",
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -210,7 +212,10 @@ class InteractionSettings(Section):
         "best of 0.2/0.3/0.5/1.0 on ml-latest-small).",
     )
     propagated_weight: float = Field(
-        0.5, ge=0.0, description="Weight of the propagated profile when a client is scored."
+        2.0,
+        ge=0.0,
+        description="Weight of the propagated profile when a client is scored (2.0 measured "
+        "best of 0.5/1/2/3 on the synthetic world; see experiments/README.md).",
     )
 
 
@@ -238,7 +243,7 @@ class PropagationSettings(Section):
         "embeddings.",
     )
     perception: Literal["nearest_router", "membership"] = Field(
-        "nearest_router",
+        "membership",
         description="Where a changed attribute goes: the router nearest the attribute (the "
         "paper's rule) or every router the changed client is a member of (its communities).",
     )
@@ -248,7 +253,7 @@ class PropagationSettings(Section):
         "community this step (the routed attribute changes, unit length).",
     )
     multicast_to: Literal["similar", "members"] = Field(
-        "similar",
+        "members",
         description="Recipients: clients whose profile scores at least tau against the router "
         "(or its top-k), or the router's members.",
     )

@@ -277,8 +277,10 @@ class ForwardPhase:
     async def receive(self, state: StepState) -> None:
         """Merge what flushed this step (``state.to_flush``) into propagated profiles.
 
-        With the buffer (default) each client's flushed messages are merged together, in one merge
-        per client and step. This holds for ``capacity: 1`` too: a buffer that flushes when full
+        With the buffer (default) each client's flushed messages are merged together: with the
+        step's end as a trigger, in one merge per client and step (a client waiting to act may
+        merge once before acting and once more when its buffer fills). This holds for
+        ``capacity: 1`` too: a buffer that flushes when full
         hands its messages to ``state.to_flush``, where all of the step's flushes of one client
         are collected into that single merge. The capacity decides what overflow drops and when
         messages leave the buffer, not how many merges a step makes.
