@@ -248,7 +248,8 @@ async def test_record_then_replay_gives_the_same_run(server: LLMTestServer, tmp_
     changed = synthetic(server, backend="replay", temperature=0.5, cache={"path": str(cache)})
     with pytest.raises(BackendError) as info:
         await simulate(changed, trace_path=tmp_path / "miss.sqlite")
-    assert "replay cache miss for predict" in info.value.message
+    # the run's first call is the prequential rank of the first interaction, before its predict
+    assert "replay cache miss for rank" in info.value.message
     assert "same scenario, seed, model, parameters and prompt pack" in (info.value.remedy or "")
     assert server.count() == n_requests
     assert rows(tmp_path / "miss.sqlite", "SELECT status FROM runs")[0][0] == "failed"
