@@ -38,7 +38,7 @@ CONFIGURATIONS: dict[str, list[str]] = {
     # step's end, propagated weight 0.5, no prequential ranking): "before" in one invocation
     "before: previous defaults": [
         "propagation.perception=nearest_router",
-        "propagation.multicast_to=similar",
+        "propagation.routing=threshold",
         "propagation.message=profile",
         "propagation.message_idle_clients=true",
         "world.buffer.flush_on=[full, before_act, step_end]",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import sys
@@ -34,18 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from experiments.costs import TextSizes, estimate_tokens_total, llm_cost, tokens_per_operation
-from recnet.baselines import (
-    BPRMFScorer,
-    ItemKNNScorer,
-    PopularityScorer,
-    RandomScorer,
-    Scorer,
-    evaluate_scorer,
-)
+from recnet.baselines import Scorer, evaluate_scorer
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import Scenario
 from recnet.errors import RecnetError
 from recnet.eval.protocol import item_universe
+from recnet.registry import BASELINES
 from recnet.runner import Prepared, prepare, simulate
 
 with contextlib.suppress(ImportError):
@@ -93,21 +88,13 @@ AGENT_VARIANTS: tuple[Variant, ...] = (
         "paper-perception",
         "Paper perception (nearest router, τ multicast)",
         "agent",
-        (
-            "propagation.perception=nearest_router",
-            "propagation.multicast_to=similar",
-            "propagation.message=profile",
-        ),
+        ("propagation.perception=nearest_router", "propagation.routing=threshold"),
     ),
     Variant(
         "community-delta",
         "Community routing, delta messages",
         "agent",
-        (
-            "propagation.perception=membership",
-            "propagation.multicast_to=members",
-            "propagation.message=delta",
-        ),
+        ("propagation.message=delta",),
     ),
     Variant("agentcf", "AgentCF-style (no propagation)", "agent", ("propagation.enabled=false",)),
 )
@@ -123,25 +110,22 @@ REFERENCE_VARIANT = "recnet-no-backward"  # the defaults; other variants are com
 
 
 def classic_factories(seed: int) -> dict[str, Callable[[], Scorer]]:
-    """Classic scorers with the hyper-parameters of ``experiments/check_baselines.py``."""
+    """Classic scorers of the library's baseline registry (``recnet.registry.BASELINES``)."""
     return {
-        "random": lambda: RandomScorer(seed=seed),
-        "popularity": PopularityScorer,
-        "itemknn": lambda: ItemKNNScorer(k=100, shrink=10.0),
-        "bprmf": lambda: BPRMFScorer(factors=64, epochs=30, lr=0.05, reg=0.005, seed=seed),
+        name: functools.partial(BASELINES.get(name), seed)
+        for name in ("random", "popularity", "itemknn", "bprmf")
     }
 
 
 def sasrec_factory(seed: int) -> tuple[Callable[[], Scorer] | None, str]:
-    """SASRec when torch and a SASRec scorer are importable, else (None, why not)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return None, "needs torch (optional extra: pip install -e '.[torch]')"
+    """SASRec once ``recnet.baselines.sasrec`` exists, else (None, why not).
+
+    recnet ships no SASRec scorer yet, so it declares no torch extra either; the row says so.
+    """
     try:
         from recnet.baselines.sasrec import SASRecScorer  # type: ignore[import-not-found]
     except ImportError:
-        return None, "torch found, but recnet.baselines has no SASRec scorer yet"
+        return None, "recnet has no SASRec scorer yet"
     return (lambda: SASRecScorer(seed=seed)), ""
 
 

@@ -32,6 +32,12 @@ class RunContext:
     on_step: Callable[[int, int], None] | None = None  # (completed step, total steps)
     stats: dict[str, int] = field(default_factory=dict)
     prequential: object | None = None  # recnet.eval.prequential.PrequentialSummary, at the end
+    step: int = -1  # where the run is (the phase loop updates both; error lines name them)
+    phase: str = "initialise"
+
+    def at(self, step: int, phase: str) -> None:
+        """Record that ``phase`` of ``step`` is starting."""
+        self.step, self.phase = step, phase
 
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n

@@ -34,8 +34,49 @@ class BackendError(RecnetError):
 
 
 class BudgetExceeded(RecnetError):
-    """A call, token or cost cap was reached; the run stops cleanly and can be resumed."""
+    """A call, token or cost cap was reached; the run stops cleanly and can be resumed.
+
+    ``setting`` names the cap (``max_calls``, ``max_tokens`` or ``max_cost`` under
+    ``llm.budget``) and ``limit`` its value, so the resume hint can say what to raise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        remedy: str | None = None,
+        *,
+        setting: str | None = None,
+        limit: float | None = None,
+    ) -> None:
+        super().__init__(message, remedy)
+        self.setting = setting
+        self.limit = limit
+
+    def raised_limit(self) -> str | None:
+        """``llm.budget.<setting>=<twice the limit>``: an override that lets a resume go on."""
+        if self.setting is None or self.limit is None:
+            return None
+        raised = self.limit * 2 if self.limit > 0 else 10
+        value = f"{raised:g}" if isinstance(raised, float) else str(int(raised))
+        return f"llm.budget.{self.setting}={value}"
 
 
 class TraceError(RecnetError):
     """A trace database is missing, unreadable or of an unknown schema version."""
+
+
+class TraceBusy(TraceError):
+    """Another live process holds the trace's writer lease (one writer per trace)."""
+
+
+class RunFailed(RecnetError):
+    """An unexpected error (a bug, not bad input) ended a run.
+
+    The message names the step and phase; the remedy says where the traceback was written and
+    how to resume. The original exception is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, remedy: str | None = None, *, step: int, phase: str) -> None:
+        super().__init__(message, remedy)
+        self.step = step
+        self.phase = phase

@@ -7,19 +7,16 @@ display and tables around it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from recnet import __version__
-from recnet.baselines.popularity import PopularityScorer
-from recnet.baselines.random_baseline import RandomScorer
 from recnet.brain.base import Brain
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -28,10 +25,10 @@ from recnet.checkpoint import dump as dump_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
-from recnet.context import RunContext, utc_now
+from recnet.context import RunContext
 from recnet.data.load import load_dataset
 from recnet.data.types import Dataset, Interaction
-from recnet.errors import BudgetExceeded, ScenarioError, TraceError
+from recnet.errors import ScenarioError, TraceError
 from recnet.eval.prequential import PrequentialSummary, prequential_metric_rows
 from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
 from recnet.phases.evaluate import (
@@ -48,12 +45,15 @@ from recnet.phases.forward import (
     router_version_row,
 )
 from recnet.phases.loop import BackwardHook, PhaseLoop
-from recnet.phases.perception import acts_until
+from recnet.registry import BASELINES
 from recnet.rng import SeedTree
+from recnet.supervisor import supervised
+from recnet.trace.lease import TraceLease
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
+from recnet.world.policies import acts_until
 from recnet.world.world import World
 
 PACKAGES = ("numpy", "networkx", "langgraph", "pydantic", "sqlalchemy", "openai")
@@ -158,8 +158,18 @@ async def simulate(
         on_prepared(prepared)
     run_id = run_id or new_run_id(scenario)
     path = Path(trace_path or default_trace_path(scenario, run_id))
-    store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
-    brain = _brain_for(scenario, store, path, run_id)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, batch_size=scenario.trace.batch_size, background=True)
+    except BaseException:
+        lease.release()
+        raise
+    try:
+        brain = _brain_for(scenario, store, path, run_id)
+    except BaseException:
+        store.close()
+        lease.release()
+        raise
     ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
     store.create_run(
         {
@@ -169,7 +179,7 @@ async def simulate(
             "scenario_json": scenario.model_dump_json(),
             "versions_json": json.dumps(versions()),
             "dataset_source": prepared.dataset.source,
-            "brain": "offline" if brain.kind == "offline" else f"llm:{scenario.llm.backend}",
+            "brain": brain.label,
             "status": "running",
             "started_at": ctx.clock(),
             "last_completed_step": -1,
@@ -180,12 +190,15 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await _supervised(ctx, path, body)
+    metrics = await supervised(ctx, path, lease, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
-#: Settings a resumed run may change: how calls are made and paid for, never what they ask.
+#: Settings a resumed run may change: how calls are made and paid for, never what they ask,
+#: and which cut-offs and baselines the final evaluation reports (it reruns after a resume).
 RESUMABLE_OVERRIDES = (
+    "evaluation.ks",
+    "evaluation.baselines",
     "llm.budget.",
     "llm.retry.",
     "llm.rate_limit.",
@@ -198,17 +211,19 @@ RESUMABLE_OVERRIDES = (
 
 def resumed_scenario(scenario_json: str, overrides: list[str] | None) -> Scenario:
     """The stored scenario with the allowed ``--set`` overrides applied (e.g. a raised budget)."""
-    if not overrides:
-        return Scenario.model_validate_json(scenario_json)
-    for override in overrides:
+    for override in overrides or []:
         key = override.partition("=")[0].strip()
         if not key.startswith(RESUMABLE_OVERRIDES):
             raise ScenarioError(
                 f"--set {key}: a resumed run keeps its scenario",
                 "only these may change on resume: " + ", ".join(RESUMABLE_OVERRIDES),
             )
-    raw = apply_overrides(json.loads(scenario_json), overrides)
-    return validate_scenario(raw, source="resumed scenario")
+    raw = apply_overrides(json.loads(scenario_json), overrides or [])
+    try:
+        return validate_scenario(raw, source="the scenario stored in the trace")
+    except ScenarioError as exc:  # written by an older recnet that checked less
+        exc.remedy = "fix it on resume with --set (allowed: " + ", ".join(RESUMABLE_OVERRIDES) + ")"
+        raise
 
 
 async def resume(
@@ -228,7 +243,12 @@ async def resume(
     path = Path(trace_path)
     if not path.is_file():
         raise TraceError(f"no trace file {path}", "pass the .sqlite file `recnet simulate` wrote")
-    store = SQLiteTraceStore(path, background=True)
+    lease = TraceLease(path).acquire()
+    try:
+        store = SQLiteTraceStore(path, background=True)
+    except BaseException:
+        lease.release()
+        raise
     try:
         run = _run_to_resume(store, run_id)
         rows = store.read("checkpoints", run["run_id"])
@@ -238,27 +258,25 @@ async def resume(
                 "start it again with `recnet simulate`",
             )
         checkpoint = load_checkpoint(rows[-1]["state"], rows[-1]["format"])
-    except BaseException:
-        store.close()
-        raise
-    try:
         scenario = resumed_scenario(run["scenario_json"], overrides)
+        store.batch_size = scenario.trace.batch_size
+        if overrides:
+            store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
+        prepared = prepare(scenario)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        brain = _brain_for(scenario, store, path, run["run_id"])
     except BaseException:
         store.close()
+        lease.release()
         raise
-    store.batch_size = scenario.trace.batch_size
-    if overrides:
-        store.update_run(run["run_id"], scenario_json=scenario.model_dump_json())
-    prepared = prepare(scenario)
-    if on_prepared is not None:
-        on_prepared(prepared)
-    brain = _brain_for(scenario, store, path, run["run_id"])
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
         scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
     )
     ctx.stats = dict(checkpoint.run_stats)
+    ctx.at(checkpoint.step, "resume")
     store.truncate_after(ctx.run_id, checkpoint.step)
     store.update_run(ctx.run_id, status="running", finished_at=None, note=None)
     world = checkpoint.world
@@ -274,7 +292,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await _supervised(ctx, path, body)
+    metrics = await supervised(ctx, path, lease, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -295,36 +313,6 @@ def _run_to_resume(store: SQLiteTraceStore, run_id: str | None) -> dict:
             f"run {run['run_id']} already finished", "nothing to resume; start a new run instead"
         )
     return run
-
-
-async def _supervised(
-    ctx: RunContext, path: Path, body: Callable[[], Awaitable[dict[str, dict[str, float]]]]
-) -> dict[str, dict[str, float]]:
-    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
-    store = ctx.store
-    try:
-        metrics = await body()
-        store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
-        return metrics
-    except BaseException as exc:
-        stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError | BudgetExceeded)
-        note = repr(exc)[:2000]
-        if isinstance(exc, BudgetExceeded):
-            note = f"{exc.message}; resume with: recnet simulate --resume {path}"
-            exc.remedy = f"state saved; continue with `recnet simulate --resume {path}`"
-        try:
-            store.flush()
-        finally:
-            store.update_run(
-                ctx.run_id,
-                status="stopped" if stopped else "failed",
-                finished_at=utc_now(),
-                note=note,
-            )
-        raise
-    finally:
-        store.close()
-        await ctx.brain.aclose()
 
 
 def _result(
@@ -415,8 +403,14 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
             for a in world.clients
         ]
         + [
-            {"run_id": run_id, "agent_id": r, "kind": "router", "label": None, "created_step": -1}
-            for r in world.routers
+            {
+                "run_id": run_id,
+                "agent_id": router.router_id,
+                "kind": "router",
+                "label": router.label(),
+                "created_step": -1,
+            }
+            for router in world.routers.values()
         ],
     )
     if ctx.scenario.trace.profiles == "changed":
@@ -554,6 +548,7 @@ async def run_loop(
         evaluate=evaluate,
         backward=backward,
         clock=ctx.clock,
+        on_phase=ctx.at,
     )
     await loop.run(first_step)
     return results
@@ -568,7 +563,7 @@ def checkpoint_interval(ctx: RunContext) -> int:
     every = ctx.scenario.trace.checkpoint_every
     if every > 0:
         return every
-    return 100 if ctx.brain.kind == "offline" else 1
+    return ctx.brain.checkpoint_every
 
 
 def add_checkpoint(
@@ -613,14 +608,12 @@ def make_backward_hook(
 
 
 def fitted_baselines(scenario: Scenario, prepared: Prepared) -> list:
+    """The scenario's baselines (``recnet.registry.BASELINES``), fitted on the training split."""
     item_ids = list(prepared.dataset.items)
+    seeds = SeedTree(scenario.seed)
     scorers = []
     for name in scenario.evaluation.baselines:
-        scorer = (
-            PopularityScorer()
-            if name == "popularity"
-            else RandomScorer(SeedTree(scenario.seed).integer_seed("random-baseline"))
-        )
+        scorer = BASELINES.get(name)(seeds.integer_seed(f"{name}-baseline"))
         scorer.fit(prepared.split.train, item_ids)
         scorers.append(scorer)
     return scorers

@@ -130,6 +130,7 @@ async def hand_phase(
     assert outcome.decisions == [("accepted", None)]
     assert outcome.propagated is not None
     user.propagated = outcome.propagated.weights
+    phase.log.observe("u:1", [message], outcome.decisions)  # what StepState.merges hands over
     forward.seq = 1
     state = StepState(0, [Interaction("1", "t", 100)], started_at="t0")
     return ctx, world, phase, state

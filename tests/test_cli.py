@@ -209,27 +209,35 @@ def test_ctrl_c_exits_130_and_names_the_trace(
     trace = tmp_path / "stopped.sqlite"
     result = invoke("simulate", SYNTHETIC, *SMALL, "--trace", trace)
     assert result.exit_code == 130
-    assert result.stderr.strip().splitlines() == [f"interrupted; the trace so far is in {trace}"]
+    assert result.stderr.strip().splitlines() == [
+        f"interrupted at step 2 (commit); resume with `recnet simulate --resume {trace}`"
+    ]
     with sqlite3.connect(trace) as db:
         steps = db.execute("SELECT count(*) FROM steps").fetchone()[0]
-        status = db.execute("SELECT status FROM runs").fetchone()[0]
+        status, note = db.execute("SELECT status, note FROM runs").fetchone()
     assert steps == 3  # steps 0, 1 and 2 were committed before the interrupt
-    assert status != "finished"
+    assert status == "stopped" and note.startswith("interrupted at step 2")
 
 
-def test_library_error_mid_run_is_one_line_plus_trace(
+def test_library_error_mid_run_is_one_line_with_the_resume_command(
     tmp_path: Path, stop_at_step: list[BaseException]
 ) -> None:
-    stop_at_step.append(BudgetExceeded("call budget of 10 reached", "raise llm.budget.max_calls"))
+    stop_at_step.append(
+        BudgetExceeded(
+            "call budget of 10 reached",
+            "raise llm.budget.max_calls",
+            setting="max_calls",
+            limit=10,
+        )
+    )
     trace = tmp_path / "budget.sqlite"
     result = invoke("simulate", SYNTHETIC, *SMALL, "--trace", trace)
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
-    # The runner replaces a budget error's remedy with the resume command for this trace.
+    # The runner replaces a budget error's remedy with the command that raises the cap and goes on.
     assert result.stderr.strip().splitlines() == [
-        "error: call budget of 10 reached — state saved; continue with "
-        f"`recnet simulate --resume {trace}`",
-        f"the trace so far is in {trace}",
+        f"error: call budget of 10 reached — state saved in {trace}; resume with "
+        f"`recnet simulate --resume {trace} --set llm.budget.max_calls=20`"
     ]
 
 
@@ -256,14 +264,23 @@ def test_error_before_the_run_does_not_point_at_an_older_trace(
     assert table_rows(trace)["runs"] == 1  # the failed start added no run
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_bug_outside_the_run_is_one_line_and_a_log_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in recnet")
 
     monkeypatch.setattr(recnet.runner, "simulate", broken)
     result = invoke("simulate", SYNTHETIC, "--trace", tmp_path / "x.sqlite")
-    assert isinstance(result.exception, RuntimeError)  # not swallowed into an error line
-    assert "error:" not in result.output
+    assert result.exit_code == 1
+    log = tmp_path / "x.log"
+    assert result.stderr.strip().splitlines() == [
+        "error: unexpected RuntimeError: a bug in recnet — this is a bug in recnet; "
+        f"traceback in {log}"
+    ]
+    assert "Traceback (most recent call last)" not in result.output
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text
 
 
 # -- validate, options, traces --------------------------------------------------------------------

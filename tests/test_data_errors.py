@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from recnet.config.scenario import DatasetSettings
 from recnet.data.filters import apply_filters
@@ -149,8 +150,11 @@ def test_recent_window_then_short_users_on_a_handmade_dataset() -> None:
 
 
 def test_recbole_needs_a_path() -> None:
+    with pytest.raises(ValidationError, match=r"kind=recbole needs dataset\.path"):
+        DatasetSettings(kind="recbole")  # refused before anything runs (issue 11, item 4)
+    unchecked = DatasetSettings.model_construct(**{**DatasetSettings().__dict__, "kind": "recbole"})
     with pytest.raises(DatasetError, match=r"dataset\.path"):
-        load_dataset(DatasetSettings(kind="recbole"), seed=0)
+        load_dataset(unchecked, seed=0)
 
 
 def test_recbole_missing_folder(tmp_path: Path) -> None:

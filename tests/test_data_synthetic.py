@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from pydantic import ValidationError
 
 from recnet.config.scenario import DatasetSettings, SyntheticSettings
 from recnet.data.load import load_dataset
@@ -102,8 +103,13 @@ def test_seeded_reproducible_and_seed_sensitive() -> None:
 
 
 def test_no_drift_without_a_second_community() -> None:
+    with pytest.raises(ValidationError, match="n_communities >= 2"):
+        SyntheticSettings(n_communities=1, n_drifts=1)  # refused before anything runs
+    unchecked = SyntheticSettings.model_construct(
+        **{**SyntheticSettings().__dict__, "n_communities": 1, "n_drifts": 1}
+    )
     with pytest.raises(DatasetError, match="n_communities"):
-        generate_synthetic(SyntheticSettings(n_communities=1, n_drifts=1), seed=0)
+        generate_synthetic(unchecked, seed=0)  # the generator still checks its own input
     ds = generate_synthetic(SyntheticSettings(n_communities=1, n_drifts=0, n_users=5), seed=0)
     assert ds.ground_truth is not None and ds.ground_truth.drifts == []
 

@@ -12,18 +12,18 @@ import numpy as np
 
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.data.types import Interaction
-from recnet.phases.perception import (
-    FOREVER,
-    acts_until,
-    excluded_mask,
-    member_recipients,
-    perceive_membership,
-    perceive_nearest_router,
-)
 from recnet.runner import simulate
 from recnet.world.agents import ClientAgent, RouterAgent
 from recnet.world.buffer import MessageBuffer
 from recnet.world.embedding import AttributeSpace, HashingEmbedder
+from recnet.world.policies import (
+    FOREVER,
+    acts_until,
+    excluded_mask,
+    members_routing,
+    membership_perception,
+    nearest_router_perception,
+)
 from recnet.world.rules import FilterMemory
 from recnet.world.world import World
 
@@ -62,14 +62,20 @@ def test_membership_perception_routes_a_change_to_the_changers_communities() -> 
     # u:1 starts liking b-attributes: the paper's rule sends the change to the b-router, the
     # membership rule to u:1's own (a) community
     change = {"u:1": {"x:b1": 0.4, "x:b2": 0.2}}
-    assert set(perceive_nearest_router(world, change)) == {"r:1"}
-    routed = perceive_membership(world, change)
+    assert set(nearest_router_perception(world, change)) == {"r:1"}
+    routed = membership_perception(world, change)
     assert routed == {"r:0": {"x:b1": 0.4, "x:b2": 0.2}}
-    positions, scores = member_recipients(world, "r:0")
+    router_vector = world.space.embed_many([world.routers["r:0"].profile])[0]
+    cosines = world.client_vectors @ router_vector
+    settings = validate_scenario({}).propagation
+    positions, scores = members_routing(world, "r:0", cosines, 0.6, settings)
     reached = {world.clients[p].agent_id for p in positions.tolist()}
     assert {"u:1", "u:2", "i:a"} <= reached and "u:3" not in reached
     assert "u:new" not in reached  # an empty profile is nobody's member
-    assert list(scores) == sorted(scores, reverse=True)
+    assert np.allclose(scores, cosines[positions])  # relevance of the message to each member
+    cosines[world.client_position["u:2"]] = -np.inf  # a client that cannot act is skipped
+    again, _ = members_routing(world, "r:0", cosines, 0.6, settings)
+    assert world.client_position["u:2"] not in again.tolist()
 
 
 def test_clients_that_cannot_act_are_excluded() -> None:
@@ -126,7 +132,7 @@ def test_community_routing_reaches_members_with_what_changed(tmp_path: Path) -> 
         tmp_path,
         "community",
         "propagation.perception=membership",
-        "propagation.multicast_to=members",
+        "propagation.routing=members",
         "propagation.message=delta",
         "propagation.multicast_kinds=[user]",
     )

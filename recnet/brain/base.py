@@ -107,6 +107,9 @@ class Brain(Protocol):
     """The policy behind every agent operation."""
 
     kind: BrainKind
+    critic: str  # name of the backward phase's default critic in recnet.registry.CRITICS
+    label: str  # what the trace's runs.brain says: "offline", "llm:<backend>"
+    checkpoint_every: int  # default steps between checkpoints (an LLM step costs money)
     operations: OperationCounts
 
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,25 @@ class _Calls:
         return records
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One structured call another component (a critic) makes through the brain: a pack
+    operation, its template variables, who and when it is for, and an optional answer check."""
+
+    operation: str
+    variables: Mapping[str, Any]
+    agent_id: str
+    step: int
+    phase: str
+    validator: Callable[[Any], None] | None = None
+
+
 class LLMBrain:
     """The Brain protocol on an LLM backend; see the module docstring for the policy."""
 
     kind: BrainKind = "llm"
+    critic = "llm"  # the backward phase's default critic (recnet.registry.CRITICS)
+    checkpoint_every = 1  # an LLM step costs money: never repeat one on resume
 
     def __init__(
         self,
@@ -125,6 +141,7 @@ class LLMBrain:
     ) -> None:
         self.scenario = scenario
         self.settings = scenario.llm
+        self.label = f"llm:{scenario.llm.backend}"
         self.backend = backend
         self.pack = pack if pack is not None else load_pack(self.settings.pack)
         self.stats = stats if stats is not None else LLMStats()
@@ -197,6 +214,24 @@ class LLMBrain:
                 validator=validator,
                 stats=self.stats,
             )
+
+    async def ask(self, asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
+        """Run one call per ``Ask`` concurrently (bounded by ``llm.max_concurrency``) through
+        this brain's backend, pack, stats and trace hook; records come in ask order."""
+        calls = [_Calls() for _ in asks]
+        coros = [
+            self._call(
+                c.slot(),
+                a.operation,
+                a.variables,
+                agent_id=a.agent_id,
+                step=a.step,
+                phase=a.phase,
+                validator=a.validator,
+            )
+            for a, c in zip(asks, calls, strict=True)
+        ]
+        return await self._batch(coros, calls)
 
     async def _batch(self, coros: Sequence[Awaitable[Any]], calls: Sequence[_Calls]) -> list[Any]:
         """Run one batch's task coroutines; emit their records in task and call order."""

@@ -1,10 +1,10 @@
-"""The backward phase's *gradient* and *optimize* operations on an LLM (the pack's templates).
+"""Prompt parts and answer parsing of the LLM critic's *gradient* and *optimize* operations.
 
-Pipeline position: backward phase steps 2 and 3 when the brain is the LLM brain
-(``recnet.phases.backward`` calls it instead of the offline counterfactual credit and rule-based
-optimizer). It produces the same typed values as the offline path — ``ModuleJudgement`` per module
-and prediction, then ``ProfileRewrite`` / ``FilterRewrite`` / ``RouterDecision`` per module — so the
-phase's batching, validation, rollback and lineage are shared.
+Pipeline position: backward phase steps 2 and 3 with the LLM critic (``recnet.critic.llm``, which
+makes the calls through the LLM brain's public ``ask``). It produces the same typed values as the
+offline critic — ``ModuleJudgement`` per module and prediction, then ``ProfileRewrite`` /
+``FilterRewrite`` / ``RouterDecision`` per module — so the phase's batching, validation, rollback
+and lineage are shared.
 
 * *gradient* — one call per selected prediction: the user's profile, the candidates, what was
   predicted and what was chosen, and one block per module (``[propagated_profile]``,
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from recnet.brain.credit import NO_ADJUSTMENT, Feedback, ModuleJudgement, ModuleKind
-from recnet.brain.llm import LLMBrain, _Calls, candidate_lines, exactly_once
+from recnet.brain.llm import exactly_once
 from recnet.brain.optimizer import (
     FilterRewrite,
     OptimizerSettings,
@@ -38,7 +38,6 @@ from recnet.brain.optimizer import (
     RouterDecision,
     RouterState,
     RuleEdit,
-    net,
     new_rule_id,
 )
 from recnet.llm.schemas import GradientOutput, OptimizeOutput
@@ -89,82 +88,6 @@ class OptimizeRequest:
     step: int
     rule_ids: tuple[str, ...] = ()  # filter memory: its rule ids, in order
     partners: tuple[str, ...] = ()  # router: the routers it may merge with
-
-
-class LLMBackward:
-    """Gradient and optimize calls through an ``LLMBrain``'s backend, pack and trace hooks."""
-
-    def __init__(self, brain: LLMBrain) -> None:
-        self.brain = brain
-
-    async def gradient(
-        self, requests: Sequence[GradientRequest]
-    ) -> list[list[ModuleJudgement] | None]:
-        """Judgements per request (module order as shown); None when the answer was unusable."""
-        calls = [_Calls() for _ in requests]
-        return await self.brain._batch(
-            [self._gradient_one(r, c) for r, c in zip(requests, calls, strict=True)], calls
-        )
-
-    async def _gradient_one(
-        self, request: GradientRequest, calls: _Calls
-    ) -> list[ModuleJudgement] | None:
-        modules = module_blocks(request)
-        fb = request.feedback
-        ranking = [fb.candidates[k] for k in fb.order]
-        true = next(c for c in request.candidates if c.agent_id == fb.true_item)
-        result = await self.brain._call(
-            calls.slot(),
-            "gradient",
-            {
-                "user_profile": request.user.profile_text(),
-                "modules": "\n".join(modules.values()),
-                "candidates": candidate_lines(list(request.candidates)),
-                "predicted": f"{ranking[0]} (its ranking, best first: {', '.join(ranking)})",
-                "true_item": f"{true.agent_id}: {true.profile_text()}",
-            },
-            agent_id=request.user.agent_id,
-            step=request.step,
-            phase=PHASE,
-            validator=_judges_each(list(modules)),
-        )
-        if not result.ok:
-            return None
-        return judgements_from(result.value, list(modules), request.user.agent_id)
-
-    async def optimize(self, requests: Sequence[OptimizeRequest]) -> list[OptimizeOutput | None]:
-        """One validated edit per request; None when the answer was unusable."""
-        calls = [_Calls() for _ in requests]
-        return await self.brain._batch(
-            [self._optimize_one(r, c) for r, c in zip(requests, calls, strict=True)], calls
-        )
-
-    async def _optimize_one(self, request: OptimizeRequest, calls: _Calls) -> OptimizeOutput | None:
-        verdict, _ = net(request.judgements, 0.0)
-        reasons = _distinct(j.reason for j in request.judgements if j.judgement == verdict)
-        suggestions = _distinct(
-            j.suggestion
-            for j in request.judgements
-            if j.judgement == verdict and j.suggestion.strip().lower() != NO_ADJUSTMENT
-        )
-        result = await self.brain._call(
-            calls.slot(),
-            "optimize",
-            {
-                "module_kind": request.module,
-                "module_id": request.target_id,
-                "content": request.content,
-                "judgement": f"{verdict} ({len(request.judgements)} prediction(s))",
-                "reason": " / ".join(reasons) or "none given",
-                "suggestion": " / ".join(suggestions) or NO_ADJUSTMENT,
-                "allowed_operations": list(request.allowed),
-            },
-            agent_id=request.target_id,
-            step=request.step,
-            phase=PHASE,
-            validator=_fits(request),
-        )
-        return result.value if result.ok else None
 
 
 # -- prompt parts ---------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class OfflineBrain:
     """Reference policy; see the module docstring for what each operation does."""
 
     kind: BrainKind = "offline"
+    critic = "offline"  # the backward phase's default critic (recnet.registry.CRITICS)
+    label = "offline"
+    # an offline checkpoint pickles the whole world; repeating up to 99 steps costs seconds
+    checkpoint_every = 100
 
     def __init__(self, scenario: Scenario) -> None:
         self.interaction = scenario.interaction

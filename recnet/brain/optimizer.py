@@ -28,7 +28,7 @@ from typing import Literal
 from recnet.brain.credit import Judgement, ModuleJudgement, ModuleKind
 from recnet.config.scenario import Scenario
 from recnet.world.profile import Weights, normalized, top
-from recnet.world.rules import FilterMemory, FilterRule, RuleKind, describe
+from recnet.world.rules import FilterMemory, FilterRule, RuleKindName, describe
 
 ModuleKey = tuple[ModuleKind, str]
 
@@ -164,7 +164,7 @@ class RuleEdit:
 
     op: Literal["modify", "add", "delete", "reorder"]
     rule_id: str
-    kind: RuleKind | None = None
+    kind: RuleKindName | None = None
     params: Mapping[str, float] = field(default_factory=dict)
     text: str | None = None
     position: int | None = None
@@ -221,7 +221,7 @@ def apply_rule_edits(memory: FilterMemory, edits: Sequence[RuleEdit], owner: str
     return memory.replaced(tuple(rules), owner)
 
 
-def new_rule_id(memory: FilterMemory, kind: RuleKind) -> str:
+def new_rule_id(memory: FilterMemory, kind: RuleKindName) -> str:
     taken = {r.rule_id for r in memory.rules}
     base = f"rule-{kind}"
     if base not in taken:

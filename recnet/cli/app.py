@@ -4,8 +4,9 @@ Pipeline position: the outermost layer. It reads a scenario (``recnet.config.loa
 to the composition root (``recnet.runner``) and shows progress and results
 (``recnet.cli.display``). Library errors (``RecnetError``: scenario, dataset, trace, backend,
 budget) become one ``error: ...`` line on stderr and exit code 1; usage errors exit 2 as click
-does; Ctrl-C during a run exits 130 and says where the trace is. Anything else is a bug and keeps
-its traceback.
+does; Ctrl-C during a run exits 130 and prints the resume command. An unexpected error during a
+run is one ``error:`` line too (step, phase, trace, resume command); its traceback goes to a log
+file beside the trace and into the trace, not to the terminal.
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ def run_with_progress(
     """Run ``start(on_step, on_prepared)`` under a progress bar; Ctrl-C exits 130.
 
     ``start`` builds the run's coroutine from the two callbacks, so other ways of running
-    (resuming a trace, a dry run) can reuse the same display and error handling. A library
-    error is one ``error:`` line; when the run had started writing its trace, a second line
-    says where that trace is.
+    (resuming a trace, a dry run) can reuse the same display and error handling. Every way a
+    run can end badly is one ``error:`` line (the runner puts where the trace is and how to
+    resume into the error's remedy); an unexpected error outside the run (a bug) is one line
+    too, its traceback written to a log file.
     """
     started = False
 
@@ -142,16 +144,41 @@ def run_with_progress(
         with StepProgress(console, enabled=not quiet) as progress:
             return asyncio.run(start(progress.on_step, on_prepared))
     except KeyboardInterrupt:
-        if started and trace_path.exists():
-            click.echo(f"interrupted; the trace so far is in {trace_path}", err=True)
+        from recnet.supervisor import last_run_hint
+
+        hint = last_run_hint(trace_path) if started else None
+        if hint is not None:
+            click.echo(hint, err=True)  # "interrupted at step N (phase); resume with `...`"
         else:
             click.echo("interrupted before the run started; no trace was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RecnetError as exc:
         report_error(exc)
-        if started and trace_path.exists():
-            click.echo(f"the trace so far is in {trace_path}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:  # a bug outside the supervised run (e.g. while loading data)
+        report_error(_unexpected(exc, trace_path))
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _unexpected(exc: Exception, trace_path: Path) -> RecnetError:
+    """One-line error for a bug; the traceback goes to a log file beside the trace (or /tmp)."""
+    import traceback
+
+    from recnet.supervisor import log_path
+
+    text = "".join(traceback.format_exception(exc))
+    folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
+    log = folder / log_path(trace_path).name
+    try:
+        with log.open("a", encoding="utf-8") as out:
+            out.write(text + "\n")
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no log file could be written"
+    summary = " ".join(str(exc).split()) or "(no message)"
+    return RecnetError(
+        f"unexpected {type(exc).__name__}: {summary}", f"this is a bug in recnet; {where}"
+    )
 
 
 @app.command()
@@ -184,7 +211,8 @@ def simulate(
             help="Continue a stopped, failed or killed run from its newest checkpoint. Its "
             "scenario is read from the trace; --set may change only how calls are made and "
             "paid for (llm.budget.*, llm.retry.*, llm.rate_limit.*, llm.max_concurrency, "
-            "llm.base_url, llm.api_key_env), e.g. to raise the budget that stopped it.",
+            "llm.base_url, llm.api_key_env) and what evaluation reports (evaluation.ks, "
+            "evaluation.baselines), e.g. to raise the budget that stopped it.",
             show_default=False,
         ),
     ] = None,

@@ -14,7 +14,7 @@ import types
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from recnet.config.scenario import Scenario
+from recnet.registry import Registry
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _BOUNDS = (
@@ -71,7 +72,7 @@ def option_sections(model: type[BaseModel] = Scenario, prefix: str = "") -> list
         own.append(
             OptionRow(
                 key=key,
-                type=format_type(info.annotation) + _bounds(info),
+                type=format_type(info.rebuild_annotation()) + _bounds(info),
                 default=format_default(info),
                 description=" ".join((info.description or "").split()),
             )
@@ -102,6 +103,11 @@ def format_type(annotation: Any) -> str:
         return "null"
     origin = get_origin(annotation)
     args = get_args(annotation)
+    if origin is Annotated:  # other constraints (min length, checks) are in the description
+        registries = [m for m in args[1:] if isinstance(m, Registry)]
+        if registries:  # a registered name: the built-ins (the description names the registry)
+            return " | ".join(json.dumps(name) for name in registries[0].builtin_names())
+        return format_type(args[0])
     if origin is Literal:
         return " | ".join(json.dumps(a) if isinstance(a, str) else str(a) for a in args)
     if origin is Union or origin is types.UnionType:

@@ -28,8 +28,12 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML ({exc})", "fix the YAML syntax") from exc
-    if raw is None:
-        raw = {}
+    if raw is None:  # an empty file (or only comments) is a mistake, not "all defaults"
+        raise ScenarioError(
+            f"{path}: the scenario file is empty",
+            "write at least a dataset section, e.g. start from scenarios/synthetic.yaml "
+            "(every key: `recnet options`)",
+        )
     if not isinstance(raw, dict):
         raise ScenarioError(
             f"{path}: the top level must be a mapping of keys", "see README, Scenarios"
@@ -64,8 +68,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             )
             continue
         got = err.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{key}: {err['msg']}{got_text}")
+        secret = key.endswith("api_key_env")  # a key pasted here instead of a variable name
+        got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {message}{got_text}")
     plural = "s" if len(lines) > 1 else ""
     return f"{source}: {len(lines)} invalid setting{plural}: " + "; ".join(lines)
 

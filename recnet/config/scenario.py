@@ -9,15 +9,37 @@ option table is generated from these models (``recnet options``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from recnet.config.checks import (
+    INITIAL_FILTER_RULES,
+    MAX_SEED,
+    BaselineName,
+    CriticName,
+    Cutoffs,
+    DatasetName,
+    EnvName,
+    FlushOn,
+    NonEmpty,
+    PerceptionName,
+    RoutingName,
+    RunName,
+    backend_name,
+    communities_fit,
+    needs_path,
+    non_negative_prices,
+    unique,
+    user_init_fits,
+    world_bounds,
+)
 
 
 class Section(BaseModel):
     """Base for every scenario block: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticSettings(Section):
@@ -59,12 +81,19 @@ class SyntheticSettings(Section):
         "chosen before their release).",
     )
 
+    @model_validator(mode="after")
+    def _fits(self) -> SyntheticSettings:
+        communities_fit(self.n_communities, self.n_users, self.n_items, self.n_drifts)
+        return self
+
 
 class DatasetSettings(Section):
     """Where interactions and item metadata come from."""
 
-    kind: Literal["movielens", "recbole", "synthetic"] = Field(
-        "movielens", description="Loader: MovieLens archive, RecBole atomic files, or synthetic."
+    kind: DatasetName = Field(
+        "movielens",
+        description="Loader: MovieLens archive (movielens), RecBole atomic files (recbole), "
+        "synthetic, or a registered name (recnet.registry.DATASETS).",
     )
     variant: Literal["ml-latest-small", "ml-100k", "ml-1m"] = Field(
         "ml-latest-small", description="MovieLens release (kind=movielens)."
@@ -74,7 +103,7 @@ class DatasetSettings(Section):
         description="Explicit zip or folder. For recbole: the folder holding <name>.inter etc. "
         "Relative paths are resolved against the scenario file's folder.",
     )
-    name: str | None = Field(
+    name: NonEmpty | None = Field(
         None, description="RecBole dataset name (file stem); defaults to the folder name."
     )
     data_dir: Path | None = Field(
@@ -101,6 +130,11 @@ class DatasetSettings(Section):
     )
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
+    @model_validator(mode="after")
+    def _recbole_path(self) -> DatasetSettings:
+        needs_path(self.kind, self.path)
+        return self
+
 
 class BufferSettings(Section):
     """A client's bounded buffer of incoming router messages."""
@@ -113,7 +147,7 @@ class BufferSettings(Section):
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
-    flush_on: list[Literal["full", "before_act", "step_end"]] = Field(
+    flush_on: FlushOn = Field(
         default_factory=lambda: ["full", "before_act"],
         description="When a buffer is merged into the propagated profile: when full, just "
         "before its owner acts (the final ranking counts as the test users' act), and/or at "
@@ -157,7 +191,9 @@ class FilterSettings(Section):
         description="Reject messages that push an attribute the client strongly "
         "dislikes (weight below minus this).",
     )
-    max_rules: int = Field(8, ge=1, description="Upper bound on rules in one filter memory.")
+    max_rules: int = Field(
+        8, ge=INITIAL_FILTER_RULES, description="Upper bound on rules in one filter memory."
+    )
 
 
 class WorldSettings(Section):
@@ -182,11 +218,8 @@ class WorldSettings(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> WorldSettings:
-        if not self.min_routers <= self.n_routers <= self.max_routers:
-            raise ValueError(
-                "need min_routers <= n_routers <= max_routers "
-                f"(got {self.min_routers}, {self.n_routers}, {self.max_routers})"
-            )
+        world_bounds(self.min_routers, self.n_routers, self.max_routers)
+        user_init_fits(self.user_init, self.user_init_items)
         return self
 
 
@@ -242,20 +275,22 @@ class PropagationSettings(Section):
         "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
         "embeddings.",
     )
-    perception: Literal["nearest_router", "membership"] = Field(
+    perception: PerceptionName = Field(
         "membership",
-        description="Where a changed attribute goes: the router nearest the attribute (the "
-        "paper's rule) or every router the changed client is a member of (its communities).",
+        description="Perception policy: which routers hear of a change (membership = the routers "
+        "the changing client is a member of, its communities; nearest_router = the paper's "
+        "argmax cos(attribute, router); or a registered name, see recnet.registry.PERCEPTION).",
+    )
+    routing: RoutingName = Field(
+        "members",
+        description="Routing policy: multicast to the router's members (members), to clients "
+        "above tau (threshold, the paper), to each router's top-k (top_k), or a registered name "
+        "(recnet.registry.ROUTING).",
     )
     message: Literal["profile", "delta"] = Field(
         "profile",
         description="What a router multicasts: its whole profile, or what changed in its "
         "community this step (the routed attribute changes, unit length).",
-    )
-    multicast_to: Literal["similar", "members"] = Field(
-        "members",
-        description="Recipients: clients whose profile scores at least tau against the router "
-        "(or its top-k), or the router's members.",
     )
     multicast_kinds: list[Literal["user", "item"]] = Field(
         default_factory=lambda: ["user", "item"],
@@ -265,9 +300,6 @@ class PropagationSettings(Section):
         False,
         description="Also message clients that cannot act on it: items never interacted with "
         "and in no candidate list, users with no training interactions left and no test list.",
-    )
-    routing: Literal["threshold", "top_k"] = Field(
-        "threshold", description="Multicast to clients above tau, or to each router's top-k."
     )
     top_k: int = Field(50, ge=1, description="Recipients per router when routing=top_k.")
     max_recipients: int = Field(
@@ -288,6 +320,12 @@ class BackwardSettings(Section):
     """Backward phase: feedback → gradient → optimize, validated (see recnet.phases.backward)."""
 
     enabled: bool = Field(False, description="Run the backward phase after forward steps.")
+    critic: CriticName | None = Field(
+        None,
+        description="Who judges and edits modules: offline (counterfactual credit, rule-based "
+        "edits), llm (the pack's gradient/optimize templates; needs an LLM brain), or a "
+        "registered name (recnet.registry.CRITICS). Default: the brain's own.",
+    )
     every: int = Field(
         10,
         ge=1,
@@ -381,10 +419,11 @@ class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
     n_negatives: int = Field(19, ge=1, description="Sampled negatives per test user.")
-    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
-    baselines: list[Literal["popularity", "random"]] = Field(
+    ks: Cutoffs = Field(default_factory=lambda: [1, 5, 10], description="Cut-offs for metrics.")
+    baselines: Annotated[list[BaselineName], AfterValidator(unique)] = Field(
         default_factory=lambda: ["popularity", "random"],
-        description="Baselines scored on the same candidates.",
+        description="Baselines scored on the same candidates: popularity, random, itemknn, "
+        "bprmf, or a registered name (recnet.registry.BASELINES).",
     )
     negatives_from: Literal["unseen", "all"] = Field(
         "unseen", description="Sample negatives among items the user never chose, or any item."
@@ -402,9 +441,9 @@ class EmbedderSettings(Section):
         "hashing", description="Hashing embedder (no download) or an OpenAI-compatible /embeddings."
     )
     dim: int = Field(256, ge=8, description="Hashing embedder dimension.")
-    model: str = Field("text-embedding-3-small", description="Model for kind=openai.")
-    base_url: str | None = Field(None, description="Endpoint for kind=openai.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("text-embedding-3-small", description="Model for kind=openai.")
+    base_url: NonEmpty | None = Field(None, description="Endpoint for kind=openai.")
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
 
 
 class RetrySettings(Section):
@@ -430,7 +469,7 @@ class BudgetSettings(Section):
     max_calls: int | None = Field(None, ge=0, description="Network calls (cache hits are free).")
     max_tokens: int | None = Field(None, ge=0, description="Prompt + completion tokens.")
     max_cost: float | None = Field(None, ge=0, description="US dollars, from the price table.")
-    prices: dict[str, tuple[float, float]] = Field(
+    prices: Annotated[dict[str, tuple[float, float]], AfterValidator(non_negative_prices)] = Field(
         default_factory=dict,
         description="model → (USD per 1M input tokens, USD per 1M output tokens).",
     )
@@ -448,21 +487,23 @@ class CacheSettings(Section):
 class LLMSettings(Section):
     """The brain's backend. ``offline`` is the deterministic reference policy (no network)."""
 
-    backend: str = Field(
+    backend: Annotated[str, AfterValidator(backend_name)] = Field(
         "offline",
         description="offline | openai | replay | scripted | module:Class | an entry point name "
         "in the group recnet.backends.",
     )
-    model: str = Field("gpt-4o-mini", description="Model name sent to the backend.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Env var holding the API key.")
+    model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
+    base_url: NonEmpty | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama)."
+    )
+    api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     max_tokens: int = Field(512, ge=1, description="Completion token cap per call.")
     structured_output: Literal["json_schema", "json_text", "auto"] = Field(
         "auto",
         description="json_schema response format, JSON in text, or auto (schema, then fall back).",
     )
-    pack: str = Field("default", description="Prompt pack: a name under agents/ or a folder.")
+    pack: NonEmpty = Field("default", description="Prompt pack: a name under agents/ or a folder.")
     max_concurrency: int = Field(8, ge=1, description="Concurrent calls within one phase.")
     max_repairs: int = Field(2, ge=0, description="Re-asks with the validation error.")
     options: dict[str, object] = Field(
@@ -504,9 +545,9 @@ class TraceSettings(Section):
 class Scenario(Section):
     """A whole simulation: data, world, phases, brain, evaluation and trace."""
 
-    name: str = Field("scenario", description="Name used in run ids and file names.")
+    name: RunName = Field("scenario", description="Name used in run ids and file names.")
     seed: int = Field(
-        0, ge=0, description="The one seed that drives every random choice in the run."
+        0, ge=0, le=MAX_SEED, description="The one seed that drives every random choice in the run."
     )
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)

@@ -35,12 +35,17 @@ def _check_k(k: int) -> None:
         raise ValueError(f"cut-off k must be >= 1, got {k}")
 
 
-def ndcg_at_k(ranks: Sequence[int] | np.ndarray, k: int) -> float:
-    """Mean over users of ``1 / log2(rank + 1)`` when ``rank <= k``, else 0 (one relevant item)."""
+def ndcg_gains(ranks: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
+    """Per user, ``1 / log2(rank + 1)`` when ``rank <= k``, else 0 (one relevant item): the one
+    NDCG formula, used by evaluation and by the backward phase's validation."""
     _check_k(k)
     arr = _as_ranks(ranks)
-    gains = np.where(arr <= k, 1.0 / np.log2(arr + 1.0), 0.0)
-    return float(gains.mean())
+    return np.where(arr <= k, 1.0 / np.log2(arr + 1.0), 0.0)
+
+
+def ndcg_at_k(ranks: Sequence[int] | np.ndarray, k: int) -> float:
+    """Mean over users of their NDCG gain (``ndcg_gains``)."""
+    return float(ndcg_gains(ranks, k).mean())
 
 
 def hit_at_k(ranks: Sequence[int] | np.ndarray, k: int) -> float:

@@ -102,12 +102,14 @@ class BudgetedBackend:
                     "max_cost",
                 )
 
-    @staticmethod
-    def _stop(what: str, setting: str) -> None:
+    def _stop(self, what: str, setting: str) -> None:
+        limit = getattr(self.settings, setting)
         raise BudgetExceeded(
             f"LLM budget reached: {what}",
             f"the run stopped cleanly with its state saved; raise llm.budget.{setting} "
             f"(e.g. --set llm.budget.{setting}=<larger>) and {RESUME_HINT}",
+            setting=setting,
+            limit=limit,
         )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:

@@ -8,11 +8,11 @@ with ``[project.entry-points."recnet.backends"] mybackend = "mypkg.backend:MyBac
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import inspect
 from typing import Any
 
+from recnet import registry
 from recnet.config.scenario import LLMSettings
 from recnet.errors import BackendError
 from recnet.llm.protocol import LLMBackend
@@ -21,40 +21,13 @@ ENTRY_POINT_GROUP = "recnet.backends"
 
 
 def import_object(spec: str, *, what: str = "backend") -> Any:
-    """Import ``package.module:Name`` (``Name`` may be dotted: ``module:Outer.Inner``)."""
-    module_name, sep, attr_path = spec.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise BackendError(
-            f"{what} {spec!r} is not of the form 'package.module:Name'",
-            "write the import path of the module, a colon, then the class or function name",
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendError(
-            f"cannot import module {module_name!r} for {what} {spec!r}: {exc}",
-            "install the package that provides it or add its folder to PYTHONPATH",
-        ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise BackendError(
-                f"module {module_name!r} has no attribute {attr_path!r} ({what} {spec!r})",
-                f"check the spelling; names defined there: {_public_names(module_name)}",
-            ) from None
-    return obj
-
-
-def _public_names(module_name: str) -> str:
-    module = importlib.import_module(module_name)
-    names = sorted(n for n in vars(module) if not n.startswith("_"))
-    return ", ".join(names[:20]) or "(none)"
+    """Import ``package.module:Name``; errors are ``BackendError``s."""
+    return registry.import_object(spec, what=what, error=BackendError)
 
 
 def entry_point_names() -> list[str]:
     """Names registered in the ``recnet.backends`` entry-point group."""
-    return sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return registry.entry_point_names(ENTRY_POINT_GROUP)
 
 
 def load_backend_class(spec: str) -> type:

@@ -275,16 +275,13 @@ async def run_concurrently(coros: Iterable[Awaitable[R]], limit: int) -> list[R]
     if limit < 1:
         raise ValueError("limit must be >= 1")
     semaphore = asyncio.Semaphore(limit)
+    pending = list(coros)
 
     async def bounded(coro: Awaitable[R]) -> R:
-        try:
-            async with semaphore:
-                return await coro
-        finally:  # cancelled before it started: close it so it is not reported as never awaited
-            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
-                coro.close()
+        async with semaphore:
+            return await coro
 
-    tasks = [asyncio.ensure_future(bounded(c)) for c in coros]
+    tasks = [asyncio.ensure_future(bounded(c)) for c in pending]
     try:
         return list(await asyncio.gather(*tasks))
     finally:
@@ -293,3 +290,8 @@ async def run_concurrently(coros: Iterable[Awaitable[R]], limit: int) -> list[R]
                 task.cancel()
         if any(not t.done() for t in tasks):
             await asyncio.gather(*tasks, return_exceptions=True)
+        # A task cancelled before its first step never runs ``bounded``, so the call it was
+        # given was never started: close it, or Python reports "coroutine ... was never awaited".
+        for coro in pending:
+            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
+                coro.close()

@@ -15,7 +15,6 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,15 +25,21 @@ from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, Summari
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
-from recnet.phases.perception import PERCEPTION, plan_multicast
-from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_agent_id
+from recnet.registry import PERCEPTION, ROUTING
+from recnet.trace.records import message_row, profile_row, router_version_row
+from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
+from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
+from recnet.world.routing import select_recipients
+from recnet.world.rules import Decision
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
 #: A ``messages`` row in the trace's insert order (``SPECS["messages"].insert_columns``).
-MessageRow = tuple[str, int, str, str, float, str, str | None, int | None]
+
+
+MergeRecord = tuple[str, Sequence[RouterMessage], Sequence[tuple[Decision, str | None]]]
 
 
 @dataclass
@@ -53,6 +58,8 @@ class StepState:
     decided: dict[str, int] = field(
         default_factory=lambda: {"accepted": 0, "rejected": 0, "dropped": 0}
     )
+    # every merge of the step, in order: (client id, merged messages, the filter's decisions)
+    merges: list[MergeRecord] = field(default_factory=list)
 
 
 class ForwardPhase:
@@ -62,6 +69,8 @@ class ForwardPhase:
         self.ctx = ctx
         self.world = world
         self.settings = ctx.scenario.propagation
+        self.perception: PerceptionPolicy = PERCEPTION.get(self.settings.perception)
+        self.routing: RoutingPolicy = ROUTING.get(self.settings.routing)
         self.flush_on = set(ctx.scenario.world.buffer.flush_on)
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
@@ -189,7 +198,10 @@ class ForwardPhase:
         """Route the step's attribute changes to routers (``propagation.perception``)."""
         if not self.settings.enabled or self.settings.mode != "routers" or not state.changed:
             return
-        state.routed = PERCEPTION[self.settings.perception](self.world, state.changed)
+        for router_id, routed in self.perception(self.world, state.changed).items():
+            bucket = state.routed.setdefault(router_id, {})
+            for attribute, weight in routed.items():
+                bucket[attribute] = bucket.get(attribute, 0.0) + weight
 
     # 3. integration ----------------------------------------------------------------------------
     async def integrate(self, state: StepState) -> None:
@@ -212,26 +224,55 @@ class ForwardPhase:
     # 4. multicast ------------------------------------------------------------------------------
     def multicast(self, state: StepState) -> None:
         """Send each updated router's profile (or its community's change, ``message: delta``) to
-        the clients it scores at least τ (or top-k), or to its members (``multicast_to``).
+        the clients its routing policy picks (``propagation.routing``: its members, the clients
+        it scores at least τ, or its top-k).
 
         In ``point_to_point`` mode (an ablation without routers) each changed client sends its own
         profile straight to its ``neighbours`` most similar clients instead. Clients that cannot
         act any more are skipped (``propagation.message_idle_clients``).
         """
-        world, settings = self.world, self.settings
-        if settings.mode == "point_to_point":
-            senders = [s for s in state.changed if settings.enabled]
+        world = self.world
+        point_to_point = self.settings.mode == "point_to_point"
+        if point_to_point:
+            senders = [s for s in state.changed if self.settings.enabled]
             profiles = [world.client(s).original for s in senders]
+            taus = [-1.0] * len(senders)
         else:
             senders = state.updated_routers
-            if settings.message == "delta":
-                profiles = [normalized(state.routed.get(r, {})) for r in senders]
+            profiles = [world.routers[r].profile for r in senders]
+            taus = [world.routers[r].tau for r in senders]
+        if not senders:
+            return
+        # what is sent: the sender's profile, or what changed in the router's community this step
+        sent = profiles
+        if not point_to_point and self.settings.message == "delta":
+            sent = [normalized(state.routed.get(r, {})) for r in senders]
+        sender_vectors = world.space.embed_many(profiles)
+        scores = world.client_vectors @ sender_vectors.T
+        skipped = excluded_mask(
+            world,
+            self.seq,
+            idle=self.settings.message_idle_clients,
+            kinds=self.settings.multicast_kinds,
+        )
+        if skipped is not None:
+            scores[skipped, :] = -np.inf
+        for column, sender in enumerate(senders):
+            exclude = world.client_position.get(sender)
+            if exclude is not None:
+                scores[exclude, column] = -np.inf
+            if point_to_point:
+                positions, chosen = select_recipients(
+                    scores[:, column],
+                    tau=taus[column],
+                    max_recipients=self.settings.max_recipients,
+                    top_k=self.settings.neighbours,
+                )
             else:
-                profiles = [world.routers[r].profile for r in senders]
-        for sender, profile, positions, scores in plan_multicast(
-            world, settings, senders, profiles, self.seq
-        ):
-            self._send(state, sender, dict(profile), positions, scores)
+                positions, chosen = self.routing(
+                    world, sender, scores[:, column], taus[column], self.settings
+                )
+            self._send(state, sender, dict(sent[column]), positions, chosen)
 
     def _send(
         self,
@@ -346,6 +387,7 @@ class ForwardPhase:
         rows = []
         record = ctx.scenario.trace.messages == "all"
         for task, outcome in zip(tasks, outcomes, strict=True):
+            state.merges.append((task.client.agent_id, task.messages, outcome.decisions))
             for message, (decision, rule_id) in zip(task.messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
                 if record:
@@ -424,60 +466,3 @@ def conflict_free_rounds(
         busy |= agents
     if current:
         yield current
-
-
-def message_row(
-    run_id: str, message: RouterMessage, status: str, rule_id: str | None, decided_step: int
-) -> MessageRow:
-    """A ``messages`` trace row as a tuple in the table's insert order (the hottest trace row:
-    one per delivered message, so it skips the dict a store would only take apart again)."""
-    return (
-        run_id,
-        message.step,
-        message.router_id,
-        message.client_id,
-        round(message.score, 6),
-        status,
-        rule_id,
-        decided_step if status != "buffered" else None,
-    )
-
-
-def profile_row(
-    run_id: str, agent: ClientAgent, step: int, kind: str, reason: str
-) -> dict[str, object]:
-    weights = agent.original if kind == "original" else agent.propagated
-    text = agent.profile_text() if kind == "original" else agent.propagated_profile_text()
-    return {
-        "run_id": run_id,
-        "agent_id": agent.agent_id,
-        "step": step,
-        "kind": kind,
-        "text": text,
-        "attributes_json": json.dumps({a: round(w, 5) for a, w in weights.items()}),
-        "reason": reason,
-    }
-
-
-def router_version_row(
-    run_id: str,
-    step: int,
-    router: RouterAgent,
-    world: World,
-    reason: str,
-    parent_version: int | None = None,
-    gradient_id: int | None = None,
-) -> dict[str, object]:
-    return {
-        "run_id": run_id,
-        "router_id": router.router_id,
-        "step": step,
-        "version": router.version,
-        "parent_version": router.version - 1 if parent_version is None else parent_version,
-        "text": router.profile_text(),
-        "attributes_json": json.dumps({a: round(w, 5) for a, w in router.profile.items()}),
-        "tau": router.tau,
-        "n_members": world.member_count(router.router_id),
-        "reason": reason,
-        "gradient_id": gradient_id,
-    }

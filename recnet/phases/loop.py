@@ -22,6 +22,8 @@ from recnet.phases.forward import ForwardPhase, StepState
 BackwardHook = Callable[[StepState], Awaitable[None]]
 EvaluateHook = Callable[[int], Awaitable[None]]
 CommitHook = Callable[[StepState], None]
+PhaseHook = Callable[[int, str], None]  # (step, phase) as each node starts
+NodeFunction = Callable[["LoopState"], Awaitable["LoopState"]]
 
 
 class LoopState(TypedDict):
@@ -40,6 +42,7 @@ class PhaseLoop:
         evaluate: EvaluateHook,
         backward: BackwardHook | None = None,
         clock: Callable[[], str],
+        on_phase: PhaseHook | None = None,
     ) -> None:
         self.forward = forward
         self.batches = batches
@@ -47,19 +50,20 @@ class PhaseLoop:
         self.evaluate = evaluate
         self.backward = backward
         self.clock = clock
+        self.on_phase = on_phase
         self.current: StepState | None = None
         self.graph = self._build()
 
     def _build(self):
         graph = StateGraph(LoopState)
-        graph.add_node("start_step", self._start_step)
-        graph.add_node("interact", self._interact)
-        graph.add_node("perceive", self._perceive)
-        graph.add_node("integrate", self._integrate)
-        graph.add_node("multicast", self._multicast)
-        graph.add_node("receive", self._receive)
-        graph.add_node("commit", self._commit)
-        graph.add_node("evaluate", self._evaluate)
+        graph.add_node("start_step", self._tracked("start_step", self._start_step))
+        graph.add_node("interact", self._tracked("interact", self._interact))
+        graph.add_node("perceive", self._tracked("perceive", self._perceive))
+        graph.add_node("integrate", self._tracked("integrate", self._integrate))
+        graph.add_node("multicast", self._tracked("multicast", self._multicast))
+        graph.add_node("receive", self._tracked("receive", self._receive))
+        graph.add_node("commit", self._tracked("commit", self._commit))
+        graph.add_node("evaluate", self._tracked("evaluate", self._evaluate))
         graph.add_conditional_edges(
             START, self._has_steps_left, {True: "start_step", False: "evaluate"}
         )
@@ -69,7 +73,7 @@ class PhaseLoop:
         graph.add_edge("integrate", "multicast")
         graph.add_edge("multicast", "receive")
         if self.backward is not None:
-            graph.add_node("backward", self._backward)
+            graph.add_node("backward", self._tracked("backward", self._backward))
             graph.add_edge("receive", "backward")
             graph.add_edge("backward", "commit")
         else:
@@ -87,6 +91,16 @@ class PhaseLoop:
             {"step": first_step},
             config={"recursion_limit": remaining * nodes_per_step + 10},
         )
+
+    def _tracked(self, phase: str, node: NodeFunction) -> NodeFunction:
+        """``node`` reporting ``(step, phase)`` to ``on_phase`` before it runs (for error lines)."""
+
+        async def run(state: LoopState) -> LoopState:
+            if self.on_phase is not None:
+                self.on_phase(state["step"], phase)
+            return await node(state)
+
+        return run
 
     # nodes -------------------------------------------------------------------------------------
     def _has_steps_left(self, state: LoopState) -> bool:

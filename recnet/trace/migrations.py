@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, Table, insert, select, text
 
 from recnet.errors import TraceError
-from recnet.trace import schema
+from recnet.trace import schema, views
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,39 @@ def _checkpoints(conn: Connection) -> None:
     schema.checkpoints.create(conn)
 
 
+def _links_and_views(conn: Connection) -> None:
+    """Declared foreign keys (tables written before them are rebuilt with them) and the views of
+    ``recnet.trace.views``."""
+    existing = set(table_names(conn))
+    # Parents before children: a table is renamed away only while nothing declares a key to it.
+    for table in schema.metadata.sorted_tables:
+        if table.name not in existing or not table.foreign_key_constraints:
+            continue
+        if conn.exec_driver_sql(f'PRAGMA foreign_key_list("{table.name}")').first() is not None:
+            continue  # created by this version, keys included
+        _rebuild(conn, table)
+    for statement in views.VIEWS.values():
+        conn.exec_driver_sql(statement)
+
+
+def _rebuild(conn: Connection, table: Table) -> None:
+    """Recreate ``table`` from the schema (keys and indexes included), keeping its rows."""
+    old = f"_old_{table.name}"
+    indexes = conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+        (table.name,),
+    ).fetchall()
+    for (index,) in indexes:
+        conn.exec_driver_sql(f'DROP INDEX "{index}"')
+    kept = {str(r[1]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old}"')
+    table.create(conn)
+    # Columns a later migration adds are created now (from today's schema) and left empty.
+    columns = ", ".join(f'"{column.name}"' for column in table.columns if column.name in kept)
+    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{old}"')
+    conn.exec_driver_sql(f'DROP TABLE "{old}"')
+
+
 def _prequential(conn: Connection) -> None:
     """Test-then-train ranks of training interactions (``evaluation.prequential``)."""
     schema.prequential.create(conn)
@@ -78,7 +111,8 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
     Migration(3, "checkpoints", _checkpoints),
-    Migration(4, "prequential", _prequential),
+    Migration(4, "links_and_views", _links_and_views),
+    Migration(5, "prequential", _prequential),
 ]
 
 #: The schema version this code writes and understands.

@@ -3,6 +3,12 @@
 Pipeline position: written by the phase loop through a ``TraceStore``; read by ``recnet traces``,
 by experiments and by anyone with ``sqlite3``. Every table carries ``run_id`` so several runs can
 share a file. ``SCHEMA_VERSION`` increases with every named migration in ``MIGRATIONS``.
+
+Foreign keys are declared (``run_id`` → ``runs``; agent, router and optimisation ids → their
+tables; ``candidates`` and ``predictions`` hold dataset ids, not agent ids, so only their run),
+so tools such as datasette link rows to their pages. SQLite does not enforce them (recnet never
+turns ``PRAGMA foreign_keys`` on) and ``PRAGMA foreign_key_check`` finds none broken. The views
+of ``recnet.trace.views`` answer the common questions in SQL.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -50,7 +58,7 @@ runs = Table(
 steps = Table(
     "steps",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),
     Column("n_interactions", Integer, nullable=False),
     Column("first_timestamp", Integer),
@@ -69,7 +77,7 @@ steps = Table(
 agents = Table(
     "agents",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("agent_id", String, primary_key=True),  # "u:<user>", "i:<item>", "r:<n>"
     Column("kind", String, nullable=False),  # user | item | router
     Column("label", String),  # item title, router summary
@@ -79,7 +87,7 @@ agents = Table(
 interactions = Table(
     "interactions",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("seq", Integer, primary_key=True),  # position in the chronological training stream
     Column("step", Integer, nullable=False),
     Column("user_id", String, nullable=False),
@@ -88,12 +96,16 @@ interactions = Table(
     Column("chosen_id", String, nullable=False),  # what the user agent picked
     Column("correct", Boolean, nullable=False),
     Column("timestamp", Integer),
+    ForeignKeyConstraint(["run_id", "user_id"], ["agents.run_id", "agents.agent_id"]),
+    ForeignKeyConstraint(["run_id", "item_id"], ["agents.run_id", "agents.agent_id"]),
+    ForeignKeyConstraint(["run_id", "negative_id"], ["agents.run_id", "agents.agent_id"]),
+    ForeignKeyConstraint(["run_id", "chosen_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 prequential = Table(
     "prequential",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("seq", Integer, primary_key=True),  # the interaction's position in the training stream
     Column("step", Integer, nullable=False),
     Column("user_id", String, nullable=False),
@@ -101,36 +113,40 @@ prequential = Table(
     Column("rank", Integer, nullable=False),  # 1-based rank of item_id among the candidates
     Column("n_candidates", Integer, nullable=False),
     Column("candidates_json", Text, nullable=False),  # item ids in scoring order, truth included
+    ForeignKeyConstraint(["run_id", "user_id"], ["agents.run_id", "agents.agent_id"]),
+    ForeignKeyConstraint(["run_id", "item_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 profile_versions = Table(
     "profile_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("agent_id", String, nullable=False),
     Column("step", Integer, nullable=False),  # -1 = initialisation
     Column("kind", String, nullable=False),  # original | propagated
     Column("text", Text, nullable=False),
     Column("attributes_json", Text, nullable=False),  # {"genre:comedy": 0.41, ...}
     Column("reason", String, nullable=False),  # init | interact | merge | optimize
+    ForeignKeyConstraint(["run_id", "agent_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 routers = Table(
     "routers",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("router_id", String, primary_key=True),
     Column("created_step", Integer, nullable=False),
     Column("retired_step", Integer),  # set when merged away or split
     Column("origin", String, nullable=False),  # init | split:<parent> | merge:<a>+<b>
+    ForeignKeyConstraint(["run_id", "router_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 router_versions = Table(
     "router_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("router_id", String, nullable=False),
     Column("step", Integer, nullable=False),
     Column("version", Integer, nullable=False),
@@ -141,13 +157,14 @@ router_versions = Table(
     Column("n_members", Integer, nullable=False),
     Column("reason", String, nullable=False),  # init | integrate | optimize | split | merge
     Column("gradient_id", Integer),  # the gradient that caused it (backward phase)
+    ForeignKeyConstraint(["run_id", "router_id"], ["routers.run_id", "routers.router_id"]),
 )
 
 messages = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("step", Integer, nullable=False),  # step the router sent it
     Column("router_id", String, nullable=False),
     Column("client_id", String, nullable=False),
@@ -155,13 +172,15 @@ messages = Table(
     Column("status", String, nullable=False),  # buffered | accepted | rejected | dropped
     Column("rule_id", String),  # the filter rule (or buffer policy) that decided
     Column("decided_step", Integer),
+    ForeignKeyConstraint(["run_id", "router_id"], ["routers.run_id", "routers.router_id"]),
+    ForeignKeyConstraint(["run_id", "client_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 filter_rule_versions = Table(
     "filter_rule_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("agent_id", String, nullable=False),  # "*" = the default memory every client starts with
     Column("rule_id", String, nullable=False),
     Column("step", Integer, nullable=False),
@@ -178,7 +197,7 @@ filter_rule_versions = Table(
 candidates = Table(
     "candidates",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("split", String, primary_key=True),  # test | valid
     Column("user_id", String, primary_key=True),
     Column("position", Integer, primary_key=True),
@@ -190,7 +209,7 @@ predictions = Table(
     "predictions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("step", Integer, nullable=False),
     Column("split", String, nullable=False),  # test | valid | feedback
     Column("model", String, nullable=False),  # recnet | popularity | random | ...
@@ -205,7 +224,7 @@ predictions = Table(
 metrics = Table(
     "metrics",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),
     Column("split", String, primary_key=True),
     Column("model", String, primary_key=True),
@@ -224,7 +243,7 @@ llm_calls = Table(
     "llm_calls",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String, nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), nullable=False),
     Column("step", Integer, nullable=False),
     Column("phase", String),  # interact | integrate | receive | evaluate | backward | init
     Column("operation", String, nullable=False),  # extract | summarize | merge | rank | ...
@@ -257,7 +276,7 @@ Index("ix_llm_calls_step", llm_calls.c.run_id, llm_calls.c.step)
 gradients = Table(
     "gradients",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("gradient_id", Integer, primary_key=True, autoincrement=False),
     Column("step", Integer, nullable=False),
     # The prediction it came from: the predictions row (split='feedback') of this run, step,
@@ -275,12 +294,13 @@ gradients = Table(
     Column("effect", Float),  # offline: margin change the module caused (true − rival score)
     Column("reason", Text, nullable=False),
     Column("suggestion", Text, nullable=False),  # "no adjustment" when none
+    ForeignKeyConstraint(["run_id", "user_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
 optimizations = Table(
     "optimizations",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("optimization_id", Integer, primary_key=True, autoincrement=False),
     Column("step", Integer, nullable=False),
     Column("batch", Integer, nullable=False),  # optimisations validated (kept/rolled back) together
@@ -298,7 +318,7 @@ optimizations = Table(
 router_operations = Table(
     "router_operations",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("operation_id", Integer, primary_key=True, autoincrement=False),
     Column("step", Integer, nullable=False),
     Column("optimization_id", Integer, nullable=False),
@@ -309,12 +329,15 @@ router_operations = Table(
     Column("after_json", Text, nullable=False),
     Column("gradient_id", Integer),
     Column("status", String, nullable=False),  # kept | rolled_back
+    ForeignKeyConstraint(
+        ["run_id", "optimization_id"], ["optimizations.run_id", "optimizations.optimization_id"]
+    ),
 )
 
 backward_steps = Table(
     "backward_steps",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),
     Column("n_predictions", Integer, nullable=False),  # feedback predictions made
     Column("n_correct", Integer, nullable=False),  # reward L = 1
@@ -337,7 +360,7 @@ Index("ix_optimizations_target", optimizations.c.run_id, optimizations.c.target_
 checkpoints = Table(
     "checkpoints",
     metadata,
-    Column("run_id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),  # the last completed step the state belongs to
     Column("created_at", String, nullable=False),
     Column("format", String, nullable=False),  # "pickle/1"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from recnet.world.buffer import MessageBuffer
-from recnet.world.profile import Weights, add_scaled, render
+from recnet.world.profile import Weights, add_scaled, category, render, value
 from recnet.world.rules import FilterMemory
 
 ClientKind = Literal["user", "item"]
@@ -78,3 +78,10 @@ class RouterAgent:
 
     def profile_text(self) -> str:
         return self.text if self.text is not None else render(self.profile, limit=16)
+
+    def label(self, size: int = 3) -> str:
+        """A short name for the community: its strongest attributes (``genre comedy, era
+        1990s, ...``), for the trace's ``agents.label``."""
+        ranked = sorted(self.profile.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
+        names = [f"{category(a)} {value(a)}" for a, w in ranked if w > 0]
+        return ", ".join(names) or f"router {self.router_id} (empty profile)"

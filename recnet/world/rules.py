@@ -9,18 +9,17 @@ memory until one of them is optimised (copy on write).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from recnet.config.scenario import FilterSettings
+from recnet.registry import FILTER_RULES
 from recnet.world.buffer import RouterMessage
+from recnet.world.rule_kinds import Decision
 
-RuleKind = Literal["recency", "min_relevance", "conflict", "max_share", "text"]
-Decision = Literal["accepted", "rejected", "dropped"]
-
-EXECUTABLE_KINDS: tuple[RuleKind, ...] = ("recency", "min_relevance", "conflict", "max_share")
+#: A registered kind's name (``recnet.registry.FILTER_RULES``) or ``"text"`` (LLM-only rule).
+RuleKindName = str
+__all__ = ["Decision", "FilterMemory", "FilterRule", "default_rules", "describe", "parse_rule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +28,7 @@ class FilterRule:
 
     rule_id: str
     text: str
-    kind: RuleKind = "text"
+    kind: RuleKindName = "text"
     params: Mapping[str, float] = field(default_factory=dict)
     version: int = 1
 
@@ -47,66 +46,36 @@ class FilterRule:
         )
 
 
-def describe(kind: RuleKind, params: Mapping[str, float]) -> str:
+def describe(kind: RuleKindName, params: Mapping[str, float]) -> str:
     """Natural-language text of an executable rule."""
-    if kind == "recency":
-        return f"Drop community updates older than {int(params['max_age'])} steps."
-    if kind == "min_relevance":
-        return (
-            "Reject community updates whose similarity to my own profile is below "
-            f"{params['threshold']:.2f}."
-        )
-    if kind == "conflict":
-        return (
-            "Reject community updates that promote something I clearly dislike "
-            f"(my weight below -{params['threshold']:.2f})."
-        )
-    if kind == "max_share":
-        return (
-            "Let community updates make up at most "
-            f"{100 * params['share']:.0f}% of my propagated preferences."
-        )
-    raise ValueError(f"rule kind {kind!r} has no generated text")
+    if kind == "text":
+        raise ValueError("rule kind 'text' has no generated text")
+    spec = FILTER_RULES.get(kind)
+    return spec.text(params[spec.param])
 
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
-_RULE_PATTERNS: tuple[tuple[RuleKind, str, re.Pattern[str]], ...] = (
-    ("recency", "max_age", re.compile(rf"older than {_NUMBER} steps?", re.IGNORECASE)),
-    (
-        "min_relevance",
-        "threshold",
-        re.compile(rf"similarity\b.*?\bbelow {_NUMBER}", re.IGNORECASE | re.DOTALL),
-    ),
-    ("conflict", "threshold", re.compile(rf"weight below -?{_NUMBER}", re.IGNORECASE)),
-    ("max_share", "share", re.compile(rf"at most {_NUMBER} ?%", re.IGNORECASE)),
-)
-
-
-def parse_rule(text: str) -> tuple[RuleKind, dict[str, float]]:
+def parse_rule(text: str) -> tuple[RuleKindName, dict[str, float]]:
     """The executable form of a rule text written like ``describe``'s, else ``("text", {})``.
 
     This is how an LLM-written rule stays executable: "Reject community updates whose similarity
     to my own profile is below 0.45." becomes ``min_relevance`` with threshold 0.45; a rule in
-    other words ("Ignore updates about horror films") is a text rule that only LLMs apply.
+    other words ("Ignore updates about horror films") is a text rule that only LLMs apply. Kinds
+    are tried in registry order (built-ins first).
     """
-    for kind, name, pattern in _RULE_PATTERNS:
-        found = pattern.search(text)
-        if found is None:
-            continue
-        value = float(found.group(1))
-        if kind == "max_share":
-            value /= 100.0
-            if not 0.0 < value <= 1.0:
-                continue
-        if kind == "conflict":
-            value = abs(value)
-        return kind, {name: value}
+    known = FILTER_RULES.ordered_names(entry_points=False)
+    for names in (known, [n for n in FILTER_RULES.ordered_names() if n not in known]):
+        for name in names:
+            spec = FILTER_RULES.get(name)
+            found = spec.pattern.search(text)
+            value = None if found is None else spec.from_text(float(found.group(1)))
+            if value is not None:
+                return spec.name, {spec.param: value}
     return "text", {}
 
 
 def default_rules(settings: FilterSettings) -> tuple[FilterRule, ...]:
     """The filter memory every client starts with, built from ``world.filters``."""
-    specs: list[tuple[RuleKind, dict[str, float]]] = [
+    specs: list[tuple[RuleKindName, dict[str, float]]] = [
         ("recency", {"max_age": float(settings.recency_steps)}),
         ("conflict", {"threshold": settings.conflict_threshold}),
         ("min_relevance", {"threshold": settings.min_relevance}),
@@ -130,7 +99,7 @@ class FilterMemory:
         if len(self.rules) > self.max_rules:
             raise ValueError(f"a filter memory holds at most {self.max_rules} rules")
 
-    def rule(self, kind: RuleKind) -> FilterRule | None:
+    def rule(self, kind: RuleKindName) -> FilterRule | None:
         """The first rule of ``kind``, if any."""
         return next((r for r in self.rules if r.kind == kind), None)
 
@@ -143,16 +112,14 @@ class FilterMemory:
         Relevance is the message's routing score: cos(router profile, client profile) at send time.
         """
         for rule in self.rules:
-            if rule.kind == "recency" and now - message.step > rule.params["max_age"]:
-                return "dropped", rule.rule_id
-            if rule.kind == "conflict" and _conflicts(message, profile, rule.params["threshold"]):
-                return "rejected", rule.rule_id
-            if (
-                rule.kind == "min_relevance"
-                and profile
-                and message.score < rule.params["threshold"]
-            ):
-                return "rejected", rule.rule_id
+            if rule.kind == "text":
+                continue
+            spec = FILTER_RULES.get(rule.kind)
+            if spec.decide is None:
+                continue
+            decision = spec.decide(message, now, profile, rule.params[spec.param])
+            if decision is not None:
+                return decision, rule.rule_id
         return "accepted", None
 
     def max_share(self) -> float:
@@ -163,14 +130,3 @@ class FilterMemory:
     def replaced(self, rules: tuple[FilterRule, ...], owner: str) -> FilterMemory:
         """A new memory with other rules (copy on write for one client)."""
         return FilterMemory(rules=rules, max_rules=self.max_rules, owner=owner)
-
-
-def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: float) -> bool:
-    """Does the message promote an attribute the client dislikes beyond ``threshold``?"""
-    if not profile or min(profile.values()) >= -threshold:
-        return False  # no strong dislike at all: the common case, checked at C speed
-    promoted = message.attributes
-    return any(
-        weight < -threshold and promoted.get(attribute, 0.0) > 0
-        for attribute, weight in profile.items()
-    )

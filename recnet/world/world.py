@@ -101,9 +101,10 @@ class World:
             return
         taus = np.array([self.routers[r].tau for r in router_ids], dtype=np.float32)
         targets = list(agent_ids) if agent_ids is not None else [c.agent_id for c in self.clients]
+        if not targets:  # a step where no client changed (e.g. every answer fell back)
+            return
         positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
-        scores = self.client_vectors[positions] @ router_vectors.T if len(positions) else None
-        assert scores is not None
+        scores = self.client_vectors[positions] @ router_vectors.T
         above = scores >= taus
         best = scores.argmax(axis=1)
         above[np.arange(len(targets)), best] = True

@@ -1,0 +1,224 @@
+"""Typed record builders: one function per kind of trace row, shared by the runner and the phases.
+
+Pipeline position: between the phases and the trace store (``recnet.trace.store``). Every row of
+the agent, profile, router, rule, message and backward tables is built here, from the domain
+objects it describes, so a table's shape is written once. ``message_row`` returns a tuple in the
+table's insert order (the hottest row: one per delivered message); the others return dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from recnet.world.agents import ClientAgent, RouterAgent
+from recnet.world.buffer import RouterMessage
+from recnet.world.rules import FilterMemory, FilterRule
+
+if TYPE_CHECKING:
+    from recnet.critic.base import Gradient
+    from recnet.world.world import World
+
+Row = dict[str, object]
+MessageRow = tuple[str, int, str, str, float, str, str | None, int | None]
+
+
+def rounded(weights: Mapping[str, float]) -> dict[str, float]:
+    """Attribute weights as traced: five decimals."""
+    return {a: round(w, 5) for a, w in weights.items()}
+
+
+def agent_row(run_id: str, agent_id: str, kind: str, label: str | None, created_step: int) -> Row:
+    return {
+        "run_id": run_id,
+        "agent_id": agent_id,
+        "kind": kind,
+        "label": label,
+        "created_step": created_step,
+    }
+
+
+def router_row(run_id: str, router: RouterAgent, created_step: int) -> Row:
+    """A ``routers`` row; ``retired_step`` is filled later by ``retired_router_row``."""
+    return {
+        "run_id": run_id,
+        "router_id": router.router_id,
+        "created_step": created_step,
+        "retired_step": None,
+        "origin": router.origin,
+    }
+
+
+def message_row(
+    run_id: str, message: RouterMessage, status: str, rule_id: str | None, decided_step: int
+) -> MessageRow:
+    """A ``messages`` row as a tuple in the table's insert order."""
+    return (
+        run_id,
+        message.step,
+        message.router_id,
+        message.client_id,
+        round(message.score, 6),
+        status,
+        rule_id,
+        decided_step if status != "buffered" else None,
+    )
+
+
+def profile_row(run_id: str, agent: ClientAgent, step: int, kind: str, reason: str) -> Row:
+    """A ``profile_versions`` row of the ``original`` or ``propagated`` profile."""
+    weights = agent.original if kind == "original" else agent.propagated
+    text = agent.profile_text() if kind == "original" else agent.propagated_profile_text()
+    return {
+        "run_id": run_id,
+        "agent_id": agent.agent_id,
+        "step": step,
+        "kind": kind,
+        "text": text,
+        "attributes_json": json.dumps(rounded(weights)),
+        "reason": reason,
+    }
+
+
+def router_version_row(
+    run_id: str,
+    step: int,
+    router: RouterAgent,
+    world: World,
+    reason: str,
+    parent_version: int | None = None,
+    gradient_id: int | None = None,
+) -> Row:
+    return {
+        "run_id": run_id,
+        "router_id": router.router_id,
+        "step": step,
+        "version": router.version,
+        "parent_version": router.version - 1 if parent_version is None else parent_version,
+        "text": router.profile_text(),
+        "attributes_json": json.dumps(rounded(router.profile)),
+        "tau": router.tau,
+        "n_members": world.member_count(router.router_id),
+        "reason": reason,
+        "gradient_id": gradient_id,
+    }
+
+
+def rule_row(
+    run_id: str,
+    agent_id: str,
+    rule: FilterRule,
+    step: int,
+    position: int,
+    *,
+    parent_version: int | None,
+    active: bool,
+    reason: str,
+    gradient_id: int | None = None,
+) -> Row:
+    """A ``filter_rule_versions`` row."""
+    return {
+        "run_id": run_id,
+        "agent_id": agent_id,
+        "rule_id": rule.rule_id,
+        "step": step,
+        "version": rule.version,
+        "parent_version": parent_version,
+        "position": position,
+        "text": rule.text,
+        "executable_json": json.dumps(rule.executable()),
+        "active": active,
+        "reason": reason,
+        "gradient_id": gradient_id,
+    }
+
+
+def rule_version_rows(
+    run_id: str,
+    agent_id: str,
+    step: int,
+    old: FilterMemory,
+    new: FilterMemory,
+    gradient_id: int | None,
+) -> list[Row]:
+    """Rows for rules whose version or position changed, and for deleted rules."""
+    before = {r.rule_id: (k, r) for k, r in enumerate(old.rules)}
+    rows = []
+    for position, rule in enumerate(new.rules):
+        previous = before.get(rule.rule_id)
+        if previous is not None and previous[1].version == rule.version and previous[0] == position:
+            continue
+        parent = previous[1].version if previous is not None else None
+        rows.append(
+            rule_row(
+                run_id,
+                agent_id,
+                rule,
+                step,
+                position,
+                parent_version=parent,
+                active=True,
+                reason="optimize",
+                gradient_id=gradient_id,
+            )
+        )
+    kept = {r.rule_id for r in new.rules}
+    for rule_id, (position, rule) in before.items():
+        if rule_id not in kept:
+            rows.append(
+                rule_row(
+                    run_id,
+                    agent_id,
+                    rule,
+                    step,
+                    position,
+                    parent_version=rule.version,
+                    active=False,
+                    reason="optimize",
+                    gradient_id=gradient_id,
+                )
+            )
+    return rows
+
+
+def rules_json(memory: FilterMemory) -> list[dict[str, object]]:
+    """A filter memory as an optimisation's before/after description."""
+    return [
+        {"rule_id": r.rule_id, "version": r.version, "text": r.text, "executable": r.executable()}
+        for r in memory.rules
+    ]
+
+
+def router_json(world: World, router_id: str) -> dict[str, object]:
+    """A router as an optimisation's before/after description."""
+    router = world.routers[router_id]
+    return {
+        "router_id": router_id,
+        "version": router.version,
+        "tau": round(router.tau, 6),
+        "n_members": len(world.members(router_id)),
+        "profile": rounded(router.profile),
+    }
+
+
+def gradient_row(run_id: str, g: Gradient) -> Row:
+    fb, j = g.feedback, g.judgement
+    return {
+        "run_id": run_id,
+        "gradient_id": g.gradient_id,
+        "step": fb.step,
+        "seq": fb.seq,
+        "user_id": fb.user_id,
+        "true_item": fb.true_item,
+        "chosen_item": fb.chosen,
+        "rival_item": fb.rival,
+        "reward": fb.reward,
+        "rank": fb.rank,
+        "module": j.module,
+        "target_id": j.target_id,
+        "judgement": j.judgement,
+        "effect": None if j.effect is None else round(j.effect, 6),
+        "reason": j.reason,
+        "suggestion": j.suggestion,
+    }
