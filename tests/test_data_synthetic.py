@@ -174,6 +174,7 @@ def test_staggered_adoption_sparse_users_and_cold_items_are_recorded() -> None:
     spread = 40 * 24 * 3600
     for drift in truth.drifts:
         assert drift.adoption and set(drift.adoption) < set(drift.users)  # a share adopts
+        assert all(drift.adopted_at(u) is None for u in set(drift.users) - set(drift.adoption))
         delays = [t - drift.timestamp for t in drift.adoption.values()]
         assert min(delays) >= 0 and max(delays) <= spread and len(set(delays)) > 1
     counts = Counter(i.user for i in data.interactions)
@@ -203,3 +204,12 @@ def test_knobs_at_their_defaults_keep_the_world_unchanged() -> None:
         SyntheticSettings(drift_spread_days=0, adopt_share=1.0, sparse_share=0, cold_share=0), 3
     )
     assert plain.interactions == explicit.interactions
+
+
+def test_nobody_adopts_when_the_share_is_zero() -> None:
+    data = generate_synthetic(SyntheticSettings(n_drifts=3, adopt_share=0.0), 5)
+    truth = data.ground_truth
+    assert truth is not None and truth.drifts
+    assert all(d.adoption == {} for d in truth.drifts)
+    assert all(d.adopted_at(u) is None for d in truth.drifts for u in d.users)
+    assert not truth.user_taste

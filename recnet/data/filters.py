@@ -95,7 +95,7 @@ def _restrict_truth(truth: GroundTruth | None, users: set[str]) -> GroundTruth |
                 d.from_attributes,
                 d.to_attributes,
                 tuple(u for u in d.users if u in users),
-                {u: t for u, t in d.adoption.items() if u in users},
+                None if d.adoption is None else {u: t for u, t in d.adoption.items() if u in users},
             )
             for d in truth.drifts
         ],

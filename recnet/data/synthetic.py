@@ -209,7 +209,7 @@ def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
                 users=tuple(
                     u for u, g in zip(user_ids, user_comm.tolist(), strict=True) if g == comm
                 ),
-                adoption={user_ids[u]: t for u, t in adoption[k].items()} if adoption else {},
+                adoption={user_ids[u]: t for u, t in adoption[k].items()} if adoption else None,
             )
         )
         preferred[comm] = target

@@ -41,12 +41,12 @@ class DriftEvent:
     to_attributes: tuple[str, ...]
     users: tuple[str, ...]  # who should learn about the shift
     #: user → when that member adopts the new taste (staggered adoption); members absent from it
-    #: never adopt. Empty = every member adopts at ``timestamp``.
-    adoption: dict[str, int] = field(default_factory=dict)
+    #: never adopt. None = every member adopts at ``timestamp``.
+    adoption: dict[str, int] | None = None
 
     def adopted_at(self, user: str) -> int | None:
         """When ``user`` adopts this drift (None: never)."""
-        if not self.adoption:
+        if self.adoption is None:
             return self.timestamp if user in self.users else None
         return self.adoption.get(user)
 
