@@ -10,11 +10,16 @@ client with the same prompt (``raw_sdk_baseline``), which separates recnet's ove
 SDK's own per-call CPU cost (about 1.5-2 ms on a 2-core machine, the real ceiling at 64).
 
     python experiments/bench_llm.py [--latency 0.1] [--levels 1 8 32 64] [--repeats 3]
-                                    [--rounds 30] [--in-process] [--cost-users 20]
-                                    [--cost-per-user 20] [--skip-cost]
+                                    [--rounds 30] [--in-process] [--skip-cost]
+                                    [--skip-throughput] [--scenarios synthetic.yaml ...]
+                                    [--backward]
 
-It then measures LLM calls and tokens per training interaction of the movielens scenario on a
-seeded user subsample, run by the LLM brain against the same kind of local server.
+It then measures LLM calls and tokens per training interaction of every shipped scenario (on a
+seeded subsample, ``COST_SCENARIOS``), run by the LLM brain through the real openai client
+against the local test server answered by the tests' deterministic fake LLM, twice: with the
+settings before issue 10 (``TODAY``: merge at every step's end, the paper's separate
+operations, one call per agent) and with the new defaults; propagation, buffers and filter
+memories are on in both. ``--backward`` adds the backward phase's calls per round.
 
 ``--in-process`` runs the server in a thread of this process instead (it then competes with the
 client for the GIL, which understates the client stack's throughput).
@@ -165,14 +170,41 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]
     return report
 
 
-def movielens_llm_cost(
-    users: int, per_user: int, scenario_name: str, extra: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """LLM calls and tokens per training interaction of the movielens scenario, measured.
+#: The settings before issue 10 (the paper's separate operations, merge at every step's end,
+#: unbounded prompt texts): the "today" column of the cost table.
+TODAY: tuple[str, ...] = (
+    "world.buffer.flush_on=[full,before_act,step_end]",
+    "llm.fuse=[]",
+    "llm.reflect_on=always",
+    "llm.batch_size=1",
+    "llm.max_profile_chars=1200",
+    "llm.max_message_chars=1200",
+)
 
-    Runs ``scenarios/movielens.yaml`` on a seeded subsample (``users`` users, their last
-    ``per_user`` interactions) with the LLM brain through the real openai client against the local
-    test server, answered by the deterministic fake LLM of the tests, and counts what was sent.
+#: (scenario file, subsample overrides): every shipped scenario, small enough to run in minutes.
+COST_SCENARIOS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("synthetic.yaml", ("dataset.synthetic.n_users=50",)),
+    (
+        "movielens.yaml",
+        (
+            "dataset.max_users=20",
+            "dataset.max_interactions_per_user=20",
+            "propagation.update_size=20",
+        ),
+    ),
+    ("movielens-llm.yaml", ("dataset.max_users=20", "dataset.max_interactions_per_user=20")),
+)
+
+
+def scenario_llm_cost(
+    scenario_name: str, extra: tuple[str, ...] = (), label: str = "new defaults"
+) -> dict[str, Any]:
+    """LLM calls and tokens per training interaction of a shipped scenario, measured.
+
+    Runs ``scenarios/<scenario_name>`` with ``extra`` overrides with the LLM brain through the
+    real openai client against the local test server, answered by the deterministic fake LLM of
+    the tests, and counts what was sent (propagation, buffer and filter memory as the scenario
+    has them: on in every shipped scenario).
     """
     import tempfile
 
@@ -186,38 +218,69 @@ def movielens_llm_cost(
         scenario = load_scenario(
             ROOT / "scenarios" / scenario_name,
             [
-                f"dataset.max_users={users}",
-                f"dataset.max_interactions_per_user={per_user}",
                 "llm.backend=openai",
                 f"llm.base_url={server.base_url}",
                 "llm.api_key_env=RECNET_BENCH_UNSET_KEY",
                 "llm.max_concurrency=32",
-                "propagation.update_size=20",
                 "llm.budget.max_calls=null",
+                "llm.cache.enabled=false",
                 *extra,
             ],
         )
         result = asyncio.run(simulate(scenario, trace_path=Path(folder) / "t.sqlite"))
     stats = result.llm_stats
     assert stats is not None
+    counts = result.operation_counts
+    assert counts is not None
     tokens = stats.tokens_in + stats.tokens_out  # type: ignore[attr-defined]
     rounds = result.stats.get("backward_rounds", 0)
     backward_calls = sum(result.operations.get(op, 0) for op in ("gradient", "optimize"))
+    n = result.n_train
     return {
-        "scenario": scenario_name + "".join(f" --set {o}" for o in extra),
+        "scenario": scenario_name,
+        "settings": label,
+        "overrides": list(extra),
         "backward_rounds": rounds,
         "backward_calls_per_round": backward_calls / rounds if rounds else None,
-        "users": users,
-        "interactions_per_user": per_user,
-        "train_interactions": result.n_train,
+        "train_interactions": n,
+        "steps": result.n_steps,
         "test_users": result.n_test_users,
         "llm_calls": stats.calls,  # type: ignore[attr-defined]
         "tokens": tokens,
-        "calls_per_train_interaction": stats.calls / result.n_train,  # type: ignore[attr-defined]
-        "tokens_per_train_interaction": tokens / result.n_train,
-        "calls_by_operation": dict(result.operations),
+        "calls_per_train_interaction": stats.calls / n,  # type: ignore[attr-defined]
+        "tokens_per_train_interaction": tokens / n,
+        "by_operation": {
+            op: {
+                "calls": calls,
+                "prompt_tokens_per_call": counts.prompt_tokens.get(op, 0) / calls,
+                "output_tokens_per_call": counts.output_tokens.get(op, 0) / calls,
+                "calls_per_train_interaction": calls / n,
+            }
+            for op, calls in sorted(counts.counts.items())
+        },
+        "ndcg@10": result.metrics.get("recnet", {}).get("ndcg@10"),
         "seconds": result.seconds,
     }
+
+
+def cost_table(costs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per scenario and settings, today's beside the new defaults."""
+    lines = [
+        "| scenario (subsample) | settings | train interactions | LLM calls | calls / interaction "
+        "| tokens / interaction | NDCG@10 | calls by operation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        ops = ", ".join(f"{op} {v['calls']}" for op, v in c["by_operation"].items())
+        ndcg = "-" if c["ndcg@10"] is None else f"{c['ndcg@10']:.3f}"
+        subsample = " ".join(o for o in c["overrides"] if o not in TODAY) or "(whole scenario)"
+        lines.append(
+            f"| {c['scenario']} {subsample} | {c['settings']} | "
+            f"{c['train_interactions']} | {c['llm_calls']:,} | "
+            f"{c['calls_per_train_interaction']:.2f} | {c['tokens_per_train_interaction']:,.0f} | "
+            f"{ndcg} | {ops} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -236,44 +299,50 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench_llm.json")
     parser.add_argument(
-        "--cost-users", type=int, default=20, help="Users of the movielens cost measurement."
+        "--skip-cost", action="store_true", help="Only the throughput levels, no cost table."
     )
-    parser.add_argument("--cost-per-user", type=int, default=20)
     parser.add_argument(
-        "--skip-cost", action="store_true", help="Only the throughput levels, no movielens cost."
+        "--skip-throughput",
+        action="store_true",
+        help="Only the cost table (LLM calls per "
+        "training interaction of every shipped scenario, today's settings and the new ones).",
+    )
+    parser.add_argument(
+        "--scenarios", nargs="*", default=None, help="Cost table for these scenario files only."
+    )
+    parser.add_argument(
+        "--backward", action="store_true", help="Also the backward phase's cost per round."
+    )
+    parser.add_argument(
+        "--full-synthetic",
+        action="store_true",
+        help="Also the whole shipped synthetic scenario with the new defaults (about 10k calls).",
     )
     args = parser.parse_args()
-    rows = asyncio.run(main_async(args))
-    backward = ("backward.enabled=true", "backward.every=2")
-    scenarios: tuple[tuple[str, tuple[str, ...]], ...] = (
-        ()
-        if args.skip_cost
-        else (
-            ("movielens.yaml", ()),
-            ("movielens-llm.yaml", ()),
-            ("movielens-llm.yaml", backward),
-        )
+    rows = (
+        asyncio.run(main_async(args)) if not args.skip_throughput else {"stack": [], "raw_sdk": []}
     )
-    costs = [
-        movielens_llm_cost(args.cost_users, args.cost_per_user, name, extra)
-        for name, extra in scenarios
-    ]
-    for cost in costs:
-        print(
-            f"{cost['scenario']} ({cost['users']} users x {cost['interactions_per_user']} "
-            f"interactions, {cost['train_interactions']} train, update_size 20): "
-            f"{cost['llm_calls']} LLM calls, {cost['tokens']:,} tokens = "
-            f"{cost['calls_per_train_interaction']:.2f} calls and "
-            f"{cost['tokens_per_train_interaction']:,.0f} tokens per training interaction "
-            f"({cost['calls_by_operation']})"
-            + (
-                f"; {cost['backward_calls_per_round']:.1f} gradient+optimize calls per backward "
-                f"round ({cost['backward_rounds']} rounds)"
-                if cost["backward_rounds"]
-                else ""
-            ),
-            flush=True,
-        )
+    costs: list[dict[str, Any]] = []
+    if not args.skip_cost:
+        for name, subsample in COST_SCENARIOS:
+            if args.scenarios and name not in args.scenarios:
+                continue
+            for label, settings in (("today", TODAY), ("new defaults", ())):
+                costs.append(scenario_llm_cost(name, (*subsample, *settings), label))
+                c = costs[-1]
+                print(
+                    f"{name} [{label}]: {c['llm_calls']:,} calls, "
+                    f"{c['calls_per_train_interaction']:.2f} calls and "
+                    f"{c['tokens_per_train_interaction']:,.0f} tokens per training interaction",
+                    flush=True,
+                )
+        if args.full_synthetic:  # the shipped scenario itself (today's would take ~180k calls)
+            costs.append(scenario_llm_cost("synthetic.yaml", (), "new defaults"))
+        if args.backward:
+            backward = ("backward.enabled=true", "backward.every=2")
+            name, subsample = COST_SCENARIOS[2]
+            costs.append(scenario_llm_cost(name, (*subsample, *backward), "with backward"))
+        print(cost_table(costs), flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -286,7 +355,7 @@ def main() -> None:
         },
         "levels": rows["stack"],
         "raw_sdk_baseline": rows["raw_sdk"],
-        "movielens_llm_cost": costs,
+        "llm_cost_per_interaction": costs,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -245,8 +245,6 @@ def llm_cost(scenario: Scenario, result: RunResult, measured: Mapping[str, int])
     estimate = dry_run.estimate(scenario, result)
     calls, tokens = float(estimate.calls), float(estimate.tokens)
     pack = load_pack(scenario.llm.pack)
-    n_candidates = scenario.evaluation.n_negatives + 1
-    output = min(dry_run.TYPICAL_OUTPUT_TOKENS, scenario.llm.max_tokens)
     added, unpriced = [], []
     for operation, count in sorted(result.operations.items()):
         if operation in dry_run.LLM_CALLS_PER_OPERATION or operation in NO_CALL_OPERATIONS:
@@ -255,7 +253,10 @@ def llm_cost(scenario: Scenario, result: RunResult, measured: Mapping[str, int])
             unpriced.append(operation)
             continue
         calls += count
-        tokens += count * (dry_run.prompt_tokens(pack, operation, n_candidates) + output)
+        tokens += count * (
+            dry_run.prompt_tokens(pack, operation, scenario)
+            + dry_run.output_tokens(operation, scenario)
+        )
         added.append(operation)
     notes = []
     if added:

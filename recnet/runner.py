@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from recnet import __version__
-from recnet.brain.base import Brain
+from recnet.brain.base import Brain, OperationCounts
 from recnet.brain.factory import build_brain
 from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from recnet.checkpoint import Checkpoint
@@ -51,6 +51,7 @@ from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
+from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.policies import acts_until
@@ -74,6 +75,12 @@ class RunResult:
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
     prequential: PrequentialSummary | None = None  # test-then-train metrics of the stream
+    #: per operation: calls and prompt/output tokens (the LLM brain's measured traffic)
+    operation_counts: OperationCounts | None = None
+    #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
+    planned_llm_calls: dict[str, int] = field(default_factory=dict)
+    planned_llm_parts: dict[str, int] = field(default_factory=dict)  # agents per batched op
+    scenario: Scenario | None = None
 
 
 @dataclass
@@ -170,7 +177,9 @@ async def simulate(
         store.close()
         lease.release()
         raise
-    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    ctx = RunContext(
+        scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step, lease=lease
+    )
     store.create_run(
         {
             "run_id": run_id,
@@ -190,7 +199,7 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -273,7 +282,13 @@ async def resume(
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
-        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+        scenario,
+        brain,
+        store,
+        run["run_id"],
+        SeedTree(scenario.seed),
+        on_step=on_step,
+        lease=lease,
     )
     ctx.stats = dict(checkpoint.run_stats)
     ctx.at(checkpoint.step, "resume")
@@ -292,7 +307,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -334,6 +349,10 @@ def _result(
         stats=dict(ctx.stats),
         llm_stats=getattr(ctx.brain, "stats", None),
         prequential=ctx.prequential,  # type: ignore[arg-type]
+        operation_counts=ctx.brain.operations,
+        planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
+        planned_llm_parts=dict(getattr(getattr(ctx.brain, "plan", None), "parts", {})),
+        scenario=ctx.scenario,
     )
 
 
@@ -514,7 +533,11 @@ async def run_loop(
 
     async def evaluate(last_step: int) -> None:
         step = n_steps
-        await forward.flush_before_test(step, prepared.test_candidates)
+        # test users rank and their candidates are ranked: they act, so lazy buffers merge now
+        await forward.flush_before_act(
+            StepState(step=step, interactions=[], started_at=ctx.clock()),
+            acting_in_evaluation(world, prepared.test_candidates),
+        )
         leftover = [
             message_row(ctx.run_id, m, "buffered", None, step)
             for client in world.clients
@@ -552,6 +575,18 @@ async def run_loop(
     )
     await loop.run(first_step)
     return results
+
+
+def acting_in_evaluation(world: World, candidates: CandidateSet) -> list[ClientAgent]:
+    """The clients that act when ``candidates`` are ranked: each user, then its candidates."""
+    acting: dict[str, ClientAgent] = {}
+    for user in sorted(candidates):
+        agent = world.users[user_agent_id(user)]
+        acting.setdefault(agent.agent_id, agent)
+        for item in candidates[user]:
+            item_agent = world.items[item_agent_id(item)]
+            acting.setdefault(item_agent.agent_id, item_agent)
+    return list(acting.values())
 
 
 def checkpoint_interval(ctx: RunContext) -> int:

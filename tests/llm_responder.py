@@ -50,6 +50,12 @@ TITLES = {
     "RankOutput": "rank",
     "GradientOutput": "gradient",
     "OptimizeOutput": "optimize",
+    "ChooseMergeOutput": "choose_merge",
+    "ReflectFusedOutput": "reflect_fused",
+    "SummarizeBatchOutput": "summarize_batch",
+    "MergeBatchOutput": "merge_batch",
+    "ExtractBatchOutput": "extract_batch",
+    "RecnetCheck": "recnet_check",
 }
 NOT_A_CANDIDATE = "i:not-a-candidate"
 MAX_WORDS = 12
@@ -141,6 +147,8 @@ class FakeLLM:
     def answer(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         operation = operation_of(body)
+        if operation == "recnet_check":
+            return recnet_check(body)
         user_index = next(i for i, m in enumerate(messages) if m.get("role") == "user")
         prompt = str(messages[user_index]["content"])
         conversation = id_hash(json.dumps(messages[: user_index + 1], sort_keys=True))
@@ -188,11 +196,11 @@ def operation_of(body: dict[str, Any]) -> str:
     if name:
         return str(name)
     text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
-    if '"title": "ReflectOutput"' in text or "updated_profile" in text:
-        return "reflect_item" if "Your role:" in text else "reflect_user"
     for title, operation in TITLES.items():
         if f'"title": "{title}"' in text:
             return operation
+    if '"title": "ReflectOutput"' in text or "updated_profile" in text:
+        return "reflect_item" if "Your role:" in text else "reflect_user"
     raise ValueError("cannot tell which operation this request is for")
 
 
@@ -218,9 +226,12 @@ def rank(prompt: str) -> dict[str, Any]:
 def reflect_user(prompt: str) -> dict[str, Any]:
     profile = section(prompt, "Your current profile:", "The user was offered")
     consumed = section(prompt, "really chose this one:", "The alternative was:")
+    return {"updated_profile": user_revised(profile, consumed), "reason": "moved towards it"}
+
+
+def user_revised(profile: str, consumed: str) -> str:
     kept = list(dict.fromkeys(words(consumed)[:6] + words(profile)))[:MAX_WORDS]
-    text = "Enjoys " + ", ".join(kept) + "." if kept else profile
-    return {"updated_profile": text, "reason": "moved towards the chosen item"}
+    return "Enjoys " + ", ".join(kept) + "." if kept else profile
 
 
 def reflect_item(prompt: str) -> dict[str, Any]:
@@ -228,17 +239,102 @@ def reflect_item(prompt: str) -> dict[str, Any]:
     user = section(prompt, "interaction with you:", "Your role:")
     found = re.search(r"Your role: (\w+)", prompt)
     role = found.group(1) if found else ""
+    return {"updated_profile": item_revised(profile, user, role), "reason": "noted the user"}
+
+
+def item_revised(profile: str, user: str, role: str) -> str:
     base = profile.split(" | ")[0]
     user_words = words(user)
     if not user_words:
-        return {"updated_profile": profile, "reason": "nothing to learn"}
+        return profile
     label = "fans" if role == "consumed" else "not for"
-    text = f"{base} | {label}: {', '.join(user_words[:4])}"
-    return {"updated_profile": text, "reason": f"noted the user as {label}"}
+    return f"{base} | {label}: {', '.join(user_words[:4])}"
+
+
+def reflect_fused(prompt: str) -> dict[str, Any]:
+    """Each listed agent revised as reflect_user / reflect_item would, with its attributes."""
+    agents = json.loads(section(prompt, "Agents to revise:", "\n"))
+    user = section(prompt, "The user ", "The consumed item").partition(":")[2].strip()
+    head = re.search(r"The consumed item \(the user really chose it\) (\S+):", prompt)
+    consumed_id = head.group(1) if head else ""
+    consumed = section(prompt, "(the user really chose it) ", "The other item")
+    consumed = consumed.partition(":")[2].strip()
+    other = section(prompt, "(offered beside it) ").partition(":")[2].strip()
+    profiles = {}
+    for agent in agents:
+        if agent.startswith("u:"):
+            text = user_revised(user, consumed)
+        elif agent == consumed_id:
+            text = item_revised(consumed, user, "consumed")
+        else:
+            text = item_revised(other, user, "passed_over")
+        profiles[agent] = {"updated_profile": text, "attributes": attributes_of(text)}
+    return {"profiles": profiles}
+
+
+def blocks_of(prompt: str) -> dict[str, str]:
+    """``### <id> ...`` blocks of a batched prompt: id → the block's text after its heading."""
+    out: dict[str, str] = {}
+    for chunk in prompt.split("\n### ")[1:]:
+        heading, _, body = chunk.partition("\n")
+        out[heading.split()[0]] = body
+    return out
+
+
+def extract_batch(prompt: str) -> dict[str, Any]:
+    return {"profiles": {a: attributes_of(text) for a, text in blocks_of(prompt).items()}}
+
+
+def summarize_batch(prompt: str) -> dict[str, Any]:
+    profiles = {}
+    for router, body in blocks_of(prompt).items():
+        current = section(body, "(empty if new):", "\n")
+        routed = section(body, "whose preferences changed:")
+        kept = list(dict.fromkeys(words(routed) + words(current)))[:MAX_WORDS]
+        profiles[router] = "Community: " + ", ".join(kept) + "." if kept else current
+    return {"profiles": profiles}
+
+
+def merge_batch(prompt: str) -> dict[str, Any]:
+    shared = re.findall(
+        r"^\d+\. \[([^\]]+)\]",
+        section(prompt, "ids in square brackets:", "The router messages"),
+        flags=re.MULTILINE,
+    )
+    routers = section(prompt, 'as "<label>: text":', "\n### ")
+    texts = dict(re.findall(r"^(<[^>]+>): (.*)$", routers, flags=re.MULTILINE))
+    clients = {}
+    for client, body in blocks_of(prompt).items():
+        original = section(body, "Original profile:", "\n")
+        own = re.findall(r"^\d+\. \[([^\]]+)\]", body, flags=re.MULTILINE)
+        rule_ids = shared if "Filter rules: shared" in body else own
+        lines = []
+        for index, label in re.findall(r"^\[(\d+)\] (<[^>]+>)", body, flags=re.MULTILINE):
+            lines.append(f"[{index}] router {label} (from the batch): {texts.get(label, '')}")
+        clients[client] = merged(original, "\n".join(lines), rule_ids)
+    return {"clients": clients}
+
+
+def choose_merge(prompt: str) -> dict[str, Any]:
+    own = section(prompt, "Your profile:", "Propagated preferences so far")
+    propagated = section(prompt, "(may be empty):", "Messages in your buffer:")
+    rules_block = section(prompt, "square brackets:", "Your profile:")
+    rule_ids = re.findall(r"^\d+\. \[([^\]]+)\]", rules_block, flags=re.MULTILINE)
+    block = section(prompt, "Messages in your buffer:", "Candidates, one per line")
+    answer = merged(own, block, rule_ids)
+    if not answer["propagated_profile"]:
+        answer["propagated_profile"] = propagated
+    best = scored(f"{own} {answer['propagated_profile']}", candidates_of(prompt))[0]
+    return {"chosen": best, "reasoning": "shares the most words", **answer}
 
 
 def extract(prompt: str) -> dict[str, Any]:
-    profile = section(prompt, "agent:", "List the attributes")
+    return {"attributes": attributes_of(section(prompt, "agent:", "List the attributes"))}
+
+
+def attributes_of(profile: str) -> dict[str, list[str]]:
+    """An item description's ``genres:`` as genres, other words as themes, ``not for`` words as
+    dislikes."""
     main, _, rest = profile.partition(" | ")
     attributes: dict[str, list[str]] = {}
     genres = section(main, "genres:", ";")
@@ -251,7 +347,7 @@ def extract(prompt: str) -> dict[str, Any]:
         attributes["theme"] = list(dict.fromkeys(themes))
     if "not for:" in rest:
         attributes["mood"] = ["not " + w for w in words(section(rest, "not for:"))[:3]]
-    return {"attributes": attributes}
+    return attributes
 
 
 def summarize(prompt: str) -> dict[str, Any]:
@@ -269,6 +365,12 @@ def merge(prompt: str) -> dict[str, Any]:
     rules_block = section(prompt, "decides:", "Messages in your buffer:")
     rule_ids = re.findall(r"^\d+\. \[([^\]]+)\]", rules_block, flags=re.MULTILINE)
     block = section(prompt, "Messages in your buffer:", "For each message")
+    return merged(original, block, rule_ids)
+
+
+def merged(original: str, block: str, rule_ids: list[str]) -> dict[str, Any]:
+    """Accept messages sharing a word with ``original`` (all when it has none); reject the rest,
+    naming ``rule-min_relevance`` when the client has that rule."""
     mine = set(words(original))
     accepted: list[int] = []
     rejected: list[int] = []
@@ -410,4 +512,21 @@ ANSWERS = {
     "merge": merge,
     "gradient": gradient,
     "optimize": optimize,
+    "choose_merge": choose_merge,
+    "reflect_fused": reflect_fused,
+    "summarize_batch": summarize_batch,
+    "merge_batch": merge_batch,
+    "extract_batch": extract_batch,
 }
+
+
+def recnet_check(body: dict[str, Any]) -> str:
+    """``recnet check``'s structured-output probe: the token its schema names."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if schema is None:  # JSON in text: the schema is in the system prompt
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
+        found = re.search(r'"enum": \["([^"]+)"\]', text)
+        token = found.group(1) if found else "?"
+    else:
+        token = schema["properties"]["token"]["enum"][0]
+    return json.dumps({"token": token, "greeting": "hello"})

@@ -66,7 +66,9 @@ def test_compare_smoke(tmp_path: Path) -> None:
             # every training interaction costs at least one predict and one reflect
             assert float(r["train_ops_per_inter"]) >= 2.0
             assert float(r["ops_per_inter"]) >= float(r["train_ops_per_inter"])
-            assert float(r["llm_calls_per_inter"]) >= 2.0
+            # with an LLM brain: one choice per interaction at least (reflections are fused
+            # and follow wrong choices only, recnet.brain.call_plan)
+            assert float(r["llm_calls_per_inter"]) >= 1.0
             assert float(r["tokens_per_inter"]) > 100 * float(r["llm_calls_per_inter"])
             assert float(r["tokens_measured_per_inter"]) > 100 * float(r["train_ops_per_inter"])
             assert r["candidates_identical"] == "True"

@@ -32,9 +32,14 @@ FILTERS = FilterMemory(default_rules(FilterSettings()))
 Answer = Callable[[LLMRequest], str]
 
 
+#: the paper's separate operations (the unfused ablation); tests/test_llm_economy.py covers the
+#: fused, batched defaults
+UNFUSED = {"fuse": [], "reflect_on": "always", "batch_size": 1}
+
+
 def scenario(**llm: Any) -> Scenario:
     return Scenario.model_validate(
-        {"seed": 11, "llm": {"backend": "scripted", "max_repairs": 1, **llm}}
+        {"seed": 11, "llm": {"backend": "scripted", "max_repairs": 1, **UNFUSED, **llm}}
     )
 
 

@@ -190,9 +190,16 @@ async def test_movielens_subsample_with_faults_reports_what_was_injected(
     # after the wire faults, so that under load no answer fault meets a wire fault.
     result, fake = await run_with_faults(server, scenario, trace, skip_predicts=10)
     check_counts(result, fake, server, trace)
-    # 9,742 movies, but only items that act (or receive messages) ever cost a call
+    # 9,742 movies, but only items that act (or receive messages) ever cost a call: their own,
+    # or a share of a fused reflection (agent_id = the user) or a batched merge
     agents = rows(trace, "SELECT count(DISTINCT agent_id) FROM llm_calls WHERE agent_id LIKE 'i:%'")
-    assert 0 < agents[0][0] < 200
+    assert agents[0][0] < 200
+    revised = rows(
+        trace,
+        "SELECT count(DISTINCT agent_id) FROM profile_versions "
+        "WHERE agent_id LIKE 'i:%' AND kind = 'original' AND text LIKE '%|%'",
+    )
+    assert 0 < revised[0][0] < 200
 
 
 TRACE_TABLES = {

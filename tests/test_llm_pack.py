@@ -23,6 +23,11 @@ OPERATIONS = {
     "rank",
     "gradient",
     "optimize",
+    "choose_merge",
+    "reflect_fused",
+    "summarize_batch",
+    "merge_batch",
+    "extract_batch",
 }
 
 

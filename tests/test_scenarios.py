@@ -132,7 +132,8 @@ def test_options_doc_rows_match_the_models() -> None:
     tau = rows["propagation.tau"]
     assert tau.type == "float (>= -1.0, <= 1.0)"
     assert tau.default == str(Scenario().propagation.tau)
-    assert rows["world.buffer.flush_on"].default == '["full", "before_act"]'
+    assert rows["llm.fuse"].default == '["choose_merge", "reflect"]'
+    assert rows["world.buffer.flush_on"].default == "null"
     assert rows["trace.dir"].default == str(Scenario().trace.dir)
     assert rows["llm.base_url"].type == "string | null"
     assert rows["dataset.kind"].type == '"movielens" | "recbole" | "synthetic"'

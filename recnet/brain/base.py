@@ -37,6 +37,9 @@ class InteractionTask:
     negative: ClientAgent
     step: int
     popularity: dict[str, float]  # item agent id → prior in [0, 1] for the two items
+    #: the user's flushed buffer, merged before it chooses (a brain that fuses choose+merge gets
+    #: them here instead of in a separate merge task; empty = nothing to merge)
+    messages: list[RouterMessage] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,7 @@ class InteractionOutcome:
     correct: bool
     updates: dict[str, ProfileUpdate]  # agent id → new original profile
     reasoning: str | None = None
+    merge: MergeOutcome | None = None  # the user's merge of ``task.messages`` (when given)
 
 
 @dataclass(slots=True)
@@ -93,11 +97,25 @@ class OperationCounts:
 
     counts: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: dict[str, int] = field(default_factory=dict)
+    output_tokens: dict[str, int] = field(default_factory=dict)
 
-    def add(self, operation: str, n: int = 1, tokens: int = 0) -> None:
+    def add(
+        self,
+        operation: str,
+        n: int = 1,
+        tokens: int = 0,
+        *,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
         self.counts[operation] = self.counts.get(operation, 0) + n
         if tokens:
             self.tokens[operation] = self.tokens.get(operation, 0) + tokens
+        if prompt_tokens:
+            self.prompt_tokens[operation] = self.prompt_tokens.get(operation, 0) + prompt_tokens
+        if output_tokens:
+            self.output_tokens[operation] = self.output_tokens.get(operation, 0) + output_tokens
 
 
 BrainKind = Literal["offline", "llm"]

@@ -12,20 +12,18 @@ Textual profiles are the truth; attribute weights are kept beside them because r
   ``item_attributes`` (it is structured already) and ``item_description`` as text. Users start
   neutral (or from history weights) and get a text at their first reflection. A 9,742-item
   catalogue therefore costs nothing until an item acts.
-* *interact* — ``predict`` (user profile + the two candidates → chosen; validator: the answer
-  must name a candidate), then ``reflect_user`` and ``reflect_item`` (the true item, and the
-  wrong one when the user chose wrongly) concurrently, then ``extract`` for every profile whose
-  text changed, so perception sees the attribute changes. Extracted attributes become weights
-  ``"category:value" → 1.0`` (``"not x"`` → ``category:x`` at -1.0), lower case, capped at
-  ``world.profile_size``.
-* *summarize* — the router's text comes from ``summarize``; its weights are combined
+* *interact* — the choice: ``choose_merge`` when the user has buffered messages (fused, see
+  ``recnet.brain.llm_fused``) else ``predict`` (validator: the answer names a candidate). Then,
+  after a wrong choice (or every choice with ``llm.reflect_on: always``), ``reflect_fused`` (user
+  and items with their attributes in one call) or, unfused, ``reflect_user`` / ``reflect_item``
+  and an ``extract`` of every changed text; a right choice with ``reflect_on: wrong`` reinforces
+  the weights numerically. Attributes become weights ``"category:value" → 1.0`` (``"not x"`` →
+  -1.0), lower case, capped at ``world.profile_size``.
+* *summarize* — the router's text comes from ``summarize`` (``summarize_batch`` for up to
+  ``llm.batch_size`` routers); its weights are combined
   numerically (the offline brain's EMA of routed changes, ``propagation.router_ema``) because
   routed attributes are weights already: no extract call.
-* *merge* — ``merge`` reads the buffered messages, the filter rules (ids in brackets) and the
-  original profile; its accepted/rejected indices become decisions with the rule id the model
-  names (``rule_ids``), else ``"llm"``. The propagated text comes from the answer, the
-  propagated weights from the accepted messages' weights (damped, score-weighted mean, capped
-  by the max-share rule): no extract call.
+* *merge* — see ``recnet.brain.llm_merge`` (single, batched, coalesced; no extract call).
 * *rank* — ``rank`` (validator: a permutation of the candidate ids); score = n − position.
 
 Failures: a call whose answer stays invalid after ``llm.max_repairs`` re-asks returns ``ok=False``
@@ -47,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +54,31 @@ from recnet.brain.base import (
     InteractionOutcome,
     InteractionTask,
     MergeOutcome,
-    MergeTask,
     OperationCounts,
     ProfileUpdate,
     RankOutcome,
     RankTask,
     SummarizeTask,
 )
-from recnet.brain.offline import OfflineBrain, score_weighted_mean
+from recnet.brain.llm_fused import EXTRACT_CATEGORIES, EconomicalOperations
+from recnet.brain.llm_merge import FALLBACK_RULE, LLM_RULE, MergeOperations
+from recnet.brain.llm_text import (  # re-exported: the LLM brain's prompt and answer helpers
+    MAX_PROMPT_PROFILE_CHARS,
+    Record,
+    _Calls,
+    _one_line,
+    _one_of,
+    _permutation_of,
+    attributes_to_weights,
+    candidate_lines,
+    describe,
+    exactly_once,
+    match_id,
+    message_lines,
+    routed_lines,
+    rule_lines,
+)
+from recnet.brain.offline import OfflineBrain, reinforce
 from recnet.config.scenario import Scenario
 from recnet.data.types import Item
 from recnet.llm.factory import build_backend
@@ -71,10 +86,7 @@ from recnet.llm.pack import PromptPack, load_pack
 from recnet.llm.protocol import LLMBackend
 from recnet.llm.schemas import (
     ExtractOutput,
-    MergeOutput,
-    PredictOutput,
     RankOutput,
-    ReflectOutput,
     SummarizeOutput,
 )
 from recnet.llm.stats import LLMStats
@@ -82,31 +94,12 @@ from recnet.llm.structured import CallMeta, StructuredResult, call_structured, r
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
-from recnet.world.profile import Weights, add_scaled, norm, normalized, render, top
-from recnet.world.rules import Decision
+from recnet.world.profile import Weights, add_scaled, normalized, render, top
+from recnet.world.rules import default_rules
 
-Record = dict[str, Any]
 OnRecord = Callable[[Record], None]
 
-EXTRACT_CATEGORIES = ["genre", "era", "mood", "theme", "tag", "title"]
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
-MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
-FALLBACK_RULE = "llm-fallback"
-LLM_RULE = "llm"
-
-
-class _Calls:
-    """The records of one task's calls, kept per call in program order (for a stable trace)."""
-
-    __slots__ = ("slots",)
-
-    def __init__(self) -> None:
-        self.slots: list[list[Record]] = []
-
-    def slot(self) -> list[Record]:
-        records: list[Record] = []
-        self.slots.append(records)
-        return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +115,7 @@ class Ask:
     validator: Callable[[Any], None] | None = None
 
 
-class LLMBrain:
+class LLMBrain(EconomicalOperations, MergeOperations):
     """The Brain protocol on an LLM backend; see the module docstring for the policy."""
 
     kind: BrainKind = "llm"
@@ -157,6 +150,15 @@ class LLMBrain:
         self.client_words = WORDS_PER_ATTRIBUTE * self.profile_size
         self.router_words = WORDS_PER_ATTRIBUTE * self.router_profile_size
         self.step = 0  # the latest step seen in a task (rank tasks carry none)
+        self.fuse = set(self.settings.fuse)
+        self.fuses_choose_merge = "choose_merge" in self.fuse
+        self.reflect_on = self.settings.reflect_on
+        self.batch_size = self.settings.batch_size
+        self.max_profile_chars = self.settings.max_profile_chars
+        self.max_message_chars = self.settings.max_message_chars
+        self.coalesce = self.settings.coalesce_messages
+        #: the filter memory every client starts with (written once in a batched merge)
+        self.shared_rules = tuple(default_rules(scenario.world.filters))
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -193,6 +195,7 @@ class LLMBrain:
         step: int,
         phase: str,
         validator: Callable[[Any], None] | None = None,
+        parts: int = 1,
     ) -> StructuredResult[Any]:
         meta = CallMeta.from_settings(
             self.settings,
@@ -202,6 +205,8 @@ class LLMBrain:
             phase=phase,
             run_id=self.run_id,
         )
+        if parts > 1:  # a batched or fused answer holds several agents' parts
+            meta = replace(meta, max_tokens=meta.max_tokens * parts)
         async with self._semaphore():
             return await call_structured(
                 self.backend,
@@ -244,8 +249,14 @@ class LLMBrain:
         for task_calls in calls:
             for records in task_calls.slots:
                 for record in records:
-                    tokens = (record["tokens_in"] or 0) + (record["tokens_out"] or 0)
-                    self.operations.add(record["operation"], 1, tokens)
+                    prompt, output = record["tokens_in"] or 0, record["tokens_out"] or 0
+                    self.operations.add(
+                        record["operation"],
+                        1,
+                        prompt + output,
+                        prompt_tokens=prompt,
+                        output_tokens=output,
+                    )
                     if self.on_record is not None:
                         self.on_record(record)
 
@@ -288,87 +299,51 @@ class LLMBrain:
         shown = [positive, negative]
         shown = [shown[p] for p in self._order(task.step, user.agent_id, shown)]
         ids = [c.agent_id for c in shown]
-        predicted = await self._call(
-            calls.slot(),
-            "predict",
-            {
-                "user_profile": user.profile_text(),
-                "propagated_profile": user.propagated_profile_text(),
-                "candidates": candidate_lines(shown),
-            },
-            agent_id=user.agent_id,
-            step=task.step,
-            phase="interact",
-            validator=_one_of(ids),
-        )
+        merged: MergeOutcome | None = None
+        if task.messages:  # fused: the user merges its buffer while it chooses
+            predicted, merged = await self._choose_merge(calls, task, shown, ids)
+        else:
+            predicted = await self._call(
+                calls.slot(),
+                "predict",
+                {
+                    "user_profile": self._bounded(user.profile_text()),
+                    "propagated_profile": self._bounded(user.propagated_profile_text()),
+                    "candidates": self._candidate_lines(shown),
+                },
+                agent_id=user.agent_id,
+                step=task.step,
+                phase="interact",
+                validator=_one_of(ids),
+            )
         reasoning: str | None = None
         if predicted.ok:
-            value: PredictOutput = predicted.value
-            chosen = match_id(value.chosen, ids) or ids[0]
-            reasoning = value.reasoning or None
+            chosen = match_id(predicted.value.chosen, ids) or ids[0]
+            reasoning = predicted.value.reasoning or None
         else:
             s_pos = self.score(user, positive, task.popularity[positive.agent_id])
             s_neg = self.score(user, negative, task.popularity[negative.agent_id])
             chosen = positive.agent_id if s_pos > s_neg else negative.agent_id
         correct = chosen == positive.agent_id
         outcome = "correct" if correct else "wrong"
-        reflections: list[tuple[ClientAgent, Awaitable[StructuredResult[Any]]]] = [
-            (
-                user,
-                self._call(
-                    calls.slot(),
-                    "reflect_user",
-                    {
-                        "profile": user.profile_text(),
-                        "consumed_item": describe(positive),
-                        "other_item": describe(negative),
-                        "outcome": outcome,
-                        "max_words": self.client_words,
-                    },
-                    agent_id=user.agent_id,
-                    step=task.step,
-                    phase="interact",
-                ),
-            )
-        ]
-        roles = [(positive, "consumed")] + ([] if correct else [(negative, "passed_over")])
-        for item, role in roles:
-            reflections.append(
-                (
-                    item,
-                    self._call(
-                        calls.slot(),
-                        "reflect_item",
-                        {
-                            "profile": item.profile_text(),
-                            "user_profile": user.profile_text(),
-                            "role": role,
-                            "outcome": outcome,
-                            "max_words": self.client_words,
-                        },
-                        agent_id=item.agent_id,
-                        step=task.step,
-                        phase="interact",
-                    ),
-                )
-            )
-        results = await _together([call for _, call in reflections])
-        changed: list[tuple[ClientAgent, str]] = []
-        for (agent, _), result in zip(reflections, results, strict=True):
-            if not result.ok:
-                continue  # fallback: the agent keeps its profile
-            reflected: ReflectOutput = result.value
-            text = reflected.updated_profile.strip()
-            if text and text != agent.profile_text().strip():
-                changed.append((agent, text))
-        weights = await _together(
-            [self._extract(calls.slot(), agent, text, task.step) for agent, text in changed]
-        )
-        updates = {
-            agent.agent_id: ProfileUpdate(new_weights, text=text)
-            for (agent, text), new_weights in zip(changed, weights, strict=True)
-        }
-        return InteractionOutcome(chosen, correct, updates, reasoning)
+        if correct and self.reflect_on == "wrong":  # reinforce the weights, keep the texts
+            if not predicted.ok:  # a fallback choice is not the model's: keep the state
+                return InteractionOutcome(chosen, correct, {}, reasoning, merge=merged)
+            updates = {
+                agent_id: ProfileUpdate(update.weights, text=None)
+                for agent_id, update in reinforce(
+                    user, positive, self.interaction, self.profile_size
+                ).items()
+            }
+            return InteractionOutcome(chosen, correct, updates, reasoning, merge=merged)
+        agents = [(user, "user"), (positive, "consumed")]
+        if not correct:
+            agents.append((negative, "passed_over"))
+        if "reflect" in self.fuse:
+            updates = await self._reflect_fused(calls, task, agents, outcome)
+        else:
+            updates = await self._reflect_each(calls, task, agents, outcome)
+        return InteractionOutcome(chosen, correct, updates, reasoning, merge=merged)
 
     async def _extract(
         self, sink: list[Record], agent: ClientAgent, text: str, step: int
@@ -390,12 +365,9 @@ class LLMBrain:
 
     # summarize ---------------------------------------------------------------------------------
     async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
-        calls = [_Calls() for _ in tasks]
         for task in tasks:
             self._see(task.step)
-        return await self._batch(
-            [self._summarize_one(t, c) for t, c in zip(tasks, calls, strict=True)], calls
-        )
+        return await self._grouped(tasks, self._summarize_one, self._summarize_group)
 
     async def _summarize_one(self, task: SummarizeTask, calls: _Calls) -> ProfileUpdate:
         router = task.router
@@ -403,7 +375,7 @@ class LLMBrain:
             calls.slot(),
             "summarize",
             {
-                "router_profile": router.profile_text(),
+                "router_profile": self._bounded(router.profile_text()),
                 "attributes": routed_lines(task.routed),
                 "max_words": self.router_words,
             },
@@ -414,77 +386,18 @@ class LLMBrain:
         if not result.ok:
             return ProfileUpdate(dict(router.profile), text=router.text)
         value: SummarizeOutput = result.value
+        return self._router_update(task, value.profile.strip())
+
+    def _router_update(self, task: SummarizeTask, text: str) -> ProfileUpdate:
+        """The router's new text and its weights: the EMA of routed changes (no extract)."""
+        router = task.router
         ema = self.propagation.router_ema
         blended = add_scaled(
             {a: (1.0 - ema) * w for a, w in router.profile.items()}, normalized(task.routed), ema
         )
         kept = {a: w for a, w in blended.items() if w > 0}
         weights = normalized(top(kept, self.router_profile_size))
-        return ProfileUpdate(weights, text=value.profile.strip() or router.text)
-
-    # merge -------------------------------------------------------------------------------------
-    async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
-        calls = [_Calls() for _ in tasks]
-        for task in tasks:
-            self._see(task.step)
-        return await self._batch(
-            [self._merge_one(t, c) for t, c in zip(tasks, calls, strict=True)], calls
-        )
-
-    async def _merge_one(self, task: MergeTask, calls: _Calls) -> MergeOutcome:
-        client, messages = task.client, task.messages
-        rules = client.filters.rules if self.filtering else ()
-        rule_ids = {rule.rule_id for rule in rules}
-        result = await self._call(
-            calls.slot(),
-            "merge",
-            {
-                "kind": client.kind,
-                "original_profile": client.profile_text(),
-                "propagated_profile": client.propagated_profile_text(),
-                "filter_rules": rule_lines(rules),
-                "messages": message_lines(messages, task.step),
-                "max_words": self.client_words,
-            },
-            agent_id=client.agent_id,
-            step=task.step,
-            phase="receive",
-            validator=_merge_indices(len(messages)),
-        )
-        if not result.ok:
-            dropped: tuple[Decision, str | None] = ("dropped", FALLBACK_RULE)
-            return MergeOutcome([dropped] * len(messages), None)
-        value: MergeOutput = result.value
-        accepted_positions = set(value.accepted) if self.filtering else set(range(len(messages)))
-        decisions: list[tuple[Decision, str | None]] = []
-        for position in range(len(messages)):
-            named = value.rule_ids.get(str(position), "").strip()
-            rule = named if named in rule_ids else LLM_RULE
-            decisions.append(("accepted" if position in accepted_positions else "rejected", rule))
-        accepted = [m for p, m in enumerate(messages) if p in accepted_positions]
-        if not accepted:
-            return MergeOutcome(decisions, None)
-        weights = self._propagated_weights(client, accepted)
-        text = value.propagated_profile.strip() or client.propagated_text
-        return MergeOutcome(decisions, ProfileUpdate(weights, text=text))
-
-    def _propagated_weights(
-        self, client: ClientAgent, accepted: Sequence[RouterMessage]
-    ) -> Weights:
-        """The offline brain's damped, score-weighted merge of the accepted messages' weights."""
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original) or 1.0
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        share = client.filters.max_share() if self.filtering else 1.0
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                propagated = {a: w * cap / current for a, w in propagated.items()}
-        return top(propagated, self.profile_size)
+        return ProfileUpdate(weights, text=text or router.text)
 
     # rank --------------------------------------------------------------------------------------
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
@@ -501,9 +414,9 @@ class LLMBrain:
             calls.slot(),
             "rank",
             {
-                "user_profile": user.profile_text(),
-                "propagated_profile": user.propagated_profile_text(),
-                "candidates": candidate_lines(shown),
+                "user_profile": self._bounded(user.profile_text()),
+                "propagated_profile": self._bounded(user.propagated_profile_text()),
+                "candidates": self._candidate_lines(shown),
                 "n_candidates": len(candidates),
             },
             agent_id=user.agent_id,
@@ -522,6 +435,34 @@ class LLMBrain:
         n = len(ids)
         return RankOutcome([float(n - position[i]) for i in ids], value.reasoning or None)
 
+    # bounded prompt text -----------------------------------------------------------------------
+    def _new_calls(self) -> _Calls:
+        return _Calls()
+
+    def _bounded(self, text: str | None) -> str:
+        return _one_line(text or "", self.max_profile_chars) if text else ""
+
+    def _describe(self, agent: ClientAgent) -> str:
+        text = _one_line(agent.profile_text(), self.max_profile_chars)
+        return text if text.startswith(agent.label) else f"{agent.label} — {text}"
+
+    def _candidate_lines(self, candidates: Sequence[ClientAgent]) -> str:
+        return "\n".join(
+            f"{c.agent_id}: {_one_line(c.profile_text(), self.max_profile_chars)}"
+            for c in candidates
+        )
+
+    def _message_lines(self, messages: Sequence[RouterMessage], now: int) -> str:
+        return message_lines(messages, now, self.max_message_chars)
+
+    def _message_text(self, message: RouterMessage) -> str:
+        text = message.text or render(message.attributes, limit=16)
+        return _one_line(text, self.max_message_chars)
+
+    @staticmethod
+    def _rule_lines(rules: Sequence[Any]) -> str:
+        return rule_lines(rules)
+
     # checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         """What a resumed run needs besides the world: the LLM counters (budgets read them)."""
@@ -538,153 +479,17 @@ class LLMBrain:
         await self.backend.aclose()
 
 
-async def _together(coros: Sequence[Awaitable[Any]]) -> list[Any]:
-    """Await all of ``coros`` (each bounded by the brain's call slots); the first error cancels
-    the rest."""
-    if not coros:
-        return []
-    return await run_concurrently(coros, len(coros))
-
-
-# prompt variables ------------------------------------------------------------------------------
-def _one_line(text: str, limit: int = MAX_PROMPT_PROFILE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def describe(agent: ClientAgent) -> str:
-    """An item for reflect prompts: label and profile."""
-    text = _one_line(agent.profile_text())
-    return text if text.startswith(agent.label) else f"{agent.label} — {text}"
-
-
-def candidate_lines(candidates: Sequence[ClientAgent]) -> str:
-    """``<id>: <profile>`` per candidate (the format the predict/rank templates describe)."""
-    return "\n".join(f"{c.agent_id}: {_one_line(c.profile_text())}" for c in candidates)
-
-
-def routed_lines(routed: Mapping[str, float]) -> list[str]:
-    """Routed attribute changes, strongest first: ``"genre: comedy (+0.80)"``."""
-    ranked = sorted(routed.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-    lines = []
-    for attribute, change in ranked:
-        head, sep, rest = attribute.partition(":")
-        name = f"{head}: {rest}" if sep else attribute
-        lines.append(f"{name} ({change:+.2f})")
-    return lines
-
-
-def rule_lines(rules: Sequence[Any]) -> str:
-    if not rules:
-        return "(no rules: take in every message)"
-    return "\n".join(f"{n}. [{rule.rule_id}] {rule.text}" for n, rule in enumerate(rules, 1))
-
-
-def message_lines(messages: Sequence[RouterMessage], now: int) -> str:
-    lines = []
-    for index, message in enumerate(messages):
-        age = now - message.step
-        when = "this step" if age <= 0 else f"{age} step{'s' if age != 1 else ''} ago"
-        text = _one_line(message.text or render(message.attributes, limit=16))
-        lines.append(
-            f"[{index}] router {message.router_id} (similarity {message.score:.2f}, sent {when}): "
-            f"{text}"
-        )
-    return "\n".join(lines)
-
-
-# answers ---------------------------------------------------------------------------------------
-def match_id(answer: str, ids: Sequence[str]) -> str | None:
-    """The candidate id an answer names: exact, then case/space-insensitive, then the bare key
-    (``"42"`` for ``"i:42"``). None when it names no candidate."""
-    text = answer.strip().strip("\"'`[]").strip()
-    if text in ids:
-        return text
-    lowered = {i.lower(): i for i in ids}
-    if text.lower() in lowered:
-        return lowered[text.lower()]
-    keys = {i.partition(":")[2].lower(): i for i in ids if ":" in i}
-    return keys.get(text.lower())
-
-
-def _one_of(ids: Sequence[str]) -> Callable[[PredictOutput], None]:
-    def check(value: PredictOutput) -> None:
-        if match_id(value.chosen, ids) is None:
-            raise ValueError(
-                f"'chosen' is {value.chosen!r}, which is not a candidate; "
-                f"choose exactly one of: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def exactly_once(
-    answers: Sequence[str], ids: Sequence[str], match: Callable[[str], str | None]
-) -> list[str]:
-    """What keeps ``answers`` from naming every one of ``ids`` exactly once (``match`` maps an
-    answer to the id it names, or None): "unknown: …", "twice: …", "missing: …" (empty = fine)."""
-    unknown: list[str] = []
-    repeated: list[str] = []
-    seen: set[str] = set()
-    for answer in answers:
-        matched = match(answer)
-        if matched is None:
-            unknown.append(answer)
-        elif matched in seen:
-            repeated.append(matched)
-        else:
-            seen.add(matched)
-    missing = [i for i in ids if i not in seen]
-    problems = []
-    for label, names in (("unknown", unknown), ("twice", repeated), ("missing", missing)):
-        if names:
-            problems.append(f"{label}: {', '.join(names)}")
-    return problems
-
-
-def _permutation_of(ids: Sequence[str]) -> Callable[[RankOutput], None]:
-    def check(value: RankOutput) -> None:
-        problems = exactly_once(value.ranking, ids, lambda answer: match_id(answer, ids))
-        if problems:
-            raise ValueError(
-                "'ranking' must list every candidate id exactly once "
-                f"({'; '.join(problems)}); the candidates are: {', '.join(ids)}"
-            )
-
-    return check
-
-
-def _merge_indices(n: int) -> Callable[[MergeOutput], None]:
-    def check(value: MergeOutput) -> None:
-        bad = sorted({i for i in [*value.accepted, *value.rejected] if not 0 <= i < n})
-        both = sorted(set(value.accepted) & set(value.rejected))
-        if bad:
-            raise ValueError(
-                f"message indices {bad} do not exist; the messages are numbered 0 to {n - 1}"
-            )
-        if both:
-            raise ValueError(f"messages {both} are both accepted and rejected; decide once each")
-
-    return check
-
-
-def attributes_to_weights(attributes: Mapping[str, Sequence[str]], size: int) -> Weights:
-    """``{"genre": ["noir", "not gory"]}`` → ``{"genre:noir": 1.0, "genre:gory": -1.0}``.
-
-    Lower case, whitespace collapsed, ':' inside a category replaced; the first ``size``
-    attributes in answer order are kept.
-    """
-    weights: Weights = {}
-    for raw_category, values in attributes.items():
-        category = " ".join(raw_category.lower().replace(":", " ").split()) or "misc"
-        for raw in values:
-            value = " ".join(str(raw).lower().split())
-            sign = 1.0
-            if value.startswith("not "):
-                value, sign = value[4:].strip(), -1.0
-            if not value:
-                continue
-            weights.setdefault(f"{category}:{value}", sign)
-            if len(weights) >= size:
-                return weights
-    return weights
+__all__ = [
+    "FALLBACK_RULE",
+    "LLM_RULE",
+    "MAX_PROMPT_PROFILE_CHARS",
+    "LLMBrain",
+    "attributes_to_weights",
+    "candidate_lines",
+    "describe",
+    "exactly_once",
+    "match_id",
+    "message_lines",
+    "routed_lines",
+    "rule_lines",
+]

@@ -18,6 +18,8 @@ attribute maps (``recnet.world.profile``); the operations follow DESIGN §3:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import copy
+from dataclasses import replace
 
 from recnet.brain.base import (
     BrainKind,
@@ -31,7 +33,8 @@ from recnet.brain.base import (
     RankTask,
     SummarizeTask,
 )
-from recnet.config.scenario import Scenario
+from recnet.brain.call_plan import CallPlan
+from recnet.config.scenario import InteractionSettings, Scenario
 from recnet.data.types import Item
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
@@ -57,6 +60,12 @@ class OfflineBrain:
         self.with_titles = True
         self.filtering = scenario.world.filters.enabled
         self.operations = OperationCounts()
+        #: the LLM calls the LLM brain would make for the same operations (``recnet.dry_run``)
+        self.llm_calls = OperationCounts()
+        self.plan = CallPlan(scenario.llm, self.llm_calls)
+        #: hand a user's buffer to its interaction (merged, then it chooses) as the LLM brain
+        #: does with choose_merge fused; the outcome is the same as merging before acting
+        self.fuses_choose_merge = "choose_merge" in scenario.llm.fuse
 
     # helpers -----------------------------------------------------------------------------------
     def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
@@ -91,6 +100,19 @@ class OfflineBrain:
         return [self._interact_one(task) for task in tasks]
 
     def _interact_one(self, task: InteractionTask) -> InteractionOutcome:
+        merged: MergeOutcome | None = None
+        if task.messages:  # choose+merge: the user's buffer is merged first, as before acting
+            self.operations.add("merge")
+            merged = self._merge_one(MergeTask(task.user, task.messages, task.step))
+            if merged.propagated is not None:
+                task = replace(task, user=copy(task.user))
+                task.user.propagated = merged.propagated.weights
+        outcome = self._choose_and_reflect(task)
+        outcome.merge = merged
+        self.plan.interaction(merged=bool(task.messages), correct=outcome.correct)
+        return outcome
+
+    def _choose_and_reflect(self, task: InteractionTask) -> InteractionOutcome:
         user, positive, negative = task.user, task.positive, task.negative
         s_pos, s_neg = self._scores(
             user,
@@ -103,8 +125,11 @@ class OfflineBrain:
         if correct:
             self.operations.add("reflect_user")
             self.operations.add("reflect_item")
-            new_user = add_scaled(user.original, pos_dir, rates.reinforce_rate)
-            updates = {user.agent_id: ProfileUpdate(top(new_user, self.profile_size))}
+            return InteractionOutcome(
+                chosen=positive.agent_id,
+                correct=True,
+                updates=reinforce(user, positive, rates, self.profile_size),
+            )
         else:
             self.operations.add("reflect_user")
             self.operations.add("reflect_item", 2)
@@ -118,14 +143,11 @@ class OfflineBrain:
         user_dir = normalized(updates[user.agent_id].weights)
         absorbed = add_scaled(positive.original, user_dir, rates.item_absorb_rate)
         updates[positive.agent_id] = ProfileUpdate(top(absorbed, self.profile_size))
-        return InteractionOutcome(
-            chosen=positive.agent_id if correct else negative.agent_id,
-            correct=correct,
-            updates=updates,
-        )
+        return InteractionOutcome(chosen=negative.agent_id, correct=False, updates=updates)
 
     async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
         self.operations.add("summarize", len(tasks))
+        self.plan.batched("summarize", len(tasks))
         ema = self.propagation.router_ema
         results = []
         for task in tasks:
@@ -140,6 +162,7 @@ class OfflineBrain:
 
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
         self.operations.add("merge", len(tasks))
+        self.plan.batched("merge", len(tasks))
         return [self._merge_one(task) for task in tasks]
 
     def _merge_one(self, task: MergeTask) -> MergeOutcome:
@@ -158,27 +181,65 @@ class OfflineBrain:
                 accepted.append(message)
         if not accepted:
             return MergeOutcome(decisions, None)
-        incoming = score_weighted_mean(accepted)
-        scale = norm(client.original)
-        damping = self.propagation.merge_damping
-        propagated = {a: (1.0 - damping) * w for a, w in client.propagated.items()}
+        share = client.filters.max_share() if self.filtering else 1.0
+        propagated = fold_messages(
+            client, accepted, self.propagation.merge_damping, share, self.profile_size
+        )
+        return MergeOutcome(decisions, ProfileUpdate(propagated))
+
+    async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
+        self.operations.add("rank", len(tasks))
+        self.llm_calls.add("rank", len(tasks))
+        return [RankOutcome(self._scores(t.user, t.candidates, t.popularity)) for t in tasks]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def reinforce(
+    user: ClientAgent, positive: ClientAgent, rates: InteractionSettings, size: int
+) -> dict[str, ProfileUpdate]:
+    """A right choice, numerically: the user moves a little towards the item it chose
+    (``reinforce_rate``) and the item absorbs the user's profile (``item_absorb_rate``)."""
+    new_user = top(
+        add_scaled(user.original, normalized(positive.original), rates.reinforce_rate), size
+    )
+    absorbed = add_scaled(positive.original, normalized(new_user), rates.item_absorb_rate)
+    return {
+        user.agent_id: ProfileUpdate(new_user),
+        positive.agent_id: ProfileUpdate(top(absorbed, size)),
+    }
+
+
+def fold_messages(
+    client: ClientAgent,
+    accepted: Sequence[RouterMessage],
+    damping: float,
+    share: float,
+    size: int,
+) -> Weights:
+    """The propagated profile after taking in ``accepted``: each sending step's messages, oldest
+    first, as one damped, score-weighted mean (``(1 - d) * P + d * |original| * mean``), capped
+    by the max-share rule and cut to ``size`` attributes. A buffer that waited several steps (lazy
+    merge) therefore ends where merging at each step's end would have ended."""
+    by_step: dict[int, list[RouterMessage]] = {}
+    for message in accepted:
+        by_step.setdefault(message.step, []).append(message)
+    scale = norm(client.original)
+    propagated = dict(client.propagated)
+    for step in sorted(by_step):
+        incoming = score_weighted_mean(by_step[step])
+        propagated = {a: (1.0 - damping) * w for a, w in propagated.items()}
         for a, w in incoming.items():
             propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        share = client.filters.max_share() if self.filtering else 1.0
         if share < 1.0:
             cap = share / (1.0 - share) * scale
             current = norm(propagated)
             if current > cap:
                 factor = cap / current if current else 0.0
                 propagated = {a: w * factor for a, w in propagated.items()}
-        return MergeOutcome(decisions, ProfileUpdate(top(propagated, self.profile_size)))
-
-    async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
-        self.operations.add("rank", len(tasks))
-        return [RankOutcome(self._scores(t.user, t.candidates, t.popularity)) for t in tasks]
-
-    async def aclose(self) -> None:
-        return None
+        propagated = top(propagated, size)
+    return propagated
 
 
 def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:

@@ -50,13 +50,19 @@ def report_error(exc: BaseException) -> None:
 
 
 class RecnetGroup(TyperGroup):
-    """Root command group: turns library errors raised by any sub-command into one line."""
+    """Root command group: turns library errors raised by any sub-command into one line, and a
+    bug into one line whose traceback is in a log file."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RecnetError as exc:
             report_error(exc)
+            raise typer.Exit(EXIT_ERROR) from None
+        except Exception as exc:  # a bug in any command: one line, the traceback in a log file
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise  # exits, aborts and usage errors (typer vendors click): as click shows them
+            report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
             raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -156,19 +162,18 @@ def run_with_progress(
         report_error(exc)
         raise typer.Exit(EXIT_ERROR) from None
     except Exception as exc:  # a bug outside the supervised run (e.g. while loading data)
-        report_error(_unexpected(exc, trace_path))
+        from recnet.supervisor import log_path
+
+        folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
+        report_error(_unexpected(exc, folder / log_path(trace_path).name))
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _unexpected(exc: Exception, trace_path: Path) -> RecnetError:
-    """One-line error for a bug; the traceback goes to a log file beside the trace (or /tmp)."""
+def _unexpected(exc: Exception, log: Path) -> RecnetError:
+    """One-line error for a bug; its traceback is appended to ``log``."""
     import traceback
 
-    from recnet.supervisor import log_path
-
     text = "".join(traceback.format_exception(exc))
-    folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
-    log = folder / log_path(trace_path).name
     try:
         with log.open("a", encoding="utf-8") as out:
             out.write(text + "\n")
@@ -278,12 +283,11 @@ def simulate(
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
     """Estimate the LLM cost of ``scenario`` (see ``recnet.dry_run``)."""
-    from recnet.dry_run import estimate, estimate_table
+    from recnet.dry_run import dry_run_scenario, estimate, estimate_table
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "dry-run.sqlite"
-        offline = scenario.model_copy(deep=True)
-        offline.llm.backend = "offline"
+        offline = dry_run_scenario(scenario)
 
         def start(
             on_step: StepCallback, on_prepared: PreparedCallback
@@ -355,6 +359,57 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     loaded = load_scenario(scenario, overrides)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+@app.command()
+def check(
+    scenario: ScenarioArg,
+    overrides: SetOpt = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate/--no-estimate",
+            help="Also estimate the whole run's calls, tokens and cost (runs the dry run).",
+        ),
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Probe SCENARIO's LLM server before spending: reachable, model served, json_schema honoured
+    or silently ignored (and what to set), one tiny request per operation with latency and
+    tokens, and the whole run's estimated cost. Exits 1 when a probe failed."""
+    import asyncio
+
+    from recnet.check import check_table, run_check
+
+    loaded = load_scenario(scenario, overrides)
+    console = Console()
+
+    def whole_run() -> object:
+        from recnet.dry_run import dry_run_scenario
+        from recnet.dry_run import estimate as estimate_of
+        from recnet.runner import simulate as run_scenario
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "check.sqlite"
+            offline = dry_run_scenario(loaded)
+
+            def start(
+                on_step: StepCallback, on_prepared: PreparedCallback
+            ) -> Coroutine[Any, Any, RunResult]:
+                return run_scenario(
+                    offline, trace_path=path, on_step=on_step, on_prepared=on_prepared
+                )
+
+            result = run_with_progress(console, start, path, quiet=quiet)
+        return estimate_of(loaded, result)
+
+    figures = whole_run() if estimate else None
+    report = asyncio.run(
+        run_check(loaded, (lambda: figures) if figures is not None else None, name=scenario.name)
+    )
+    console.print(check_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- options --------------------------------------------------------------------------------------

@@ -169,5 +169,24 @@ def show_result(console: Console, result: RunResult) -> None:
         console.print(prequential)
     if result.llm_stats is not None:  # calls, cache hits, retries, repairs, fallbacks
         console.print(result.llm_stats.table())  # type: ignore[attr-defined]
+        if result.operation_counts is not None and result.scenario is not None:
+            console.print(measured_table(result))
     for line in result_lines(result):
         console.print(Text(line), highlight=False, soft_wrap=True)
+
+
+def measured_table(result: RunResult) -> Table:
+    """Calls, tokens and cost per operation, per step and per training interaction, as sent."""
+    from recnet.dry_run import estimate_table, measured
+
+    scenario = result.scenario
+    assert scenario is not None and result.operation_counts is not None
+    figures = measured(
+        result.operation_counts,
+        model=scenario.llm.model,
+        train_interactions=result.n_train,
+        steps=result.n_steps,
+        max_output_tokens=scenario.llm.max_tokens,
+        price=scenario.llm.budget.prices.get(scenario.llm.model),
+    )
+    return estimate_table(figures, title=f"Measured LLM use with {scenario.llm.model}")

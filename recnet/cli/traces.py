@@ -101,6 +101,14 @@ def llm(
     _show(file, lambda store: report.llm_calls_table(store, run, limit=limit))
 
 
+@traces_app.command("cost")
+def cost(file: FileArg, run: RunOpt = None) -> None:
+    """LLM calls, prompt/output tokens and cost per operation, per step, per interaction."""
+    from recnet.trace.cost_report import cost_table
+
+    _show(file, lambda store: cost_table(store, run))
+
+
 @traces_app.command("lineage")
 def lineage(
     file: FileArg,

@@ -147,12 +147,13 @@ class BufferSettings(Section):
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
     capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
-    flush_on: FlushOn = Field(
-        default_factory=lambda: ["full", "before_act"],
+    flush_on: FlushOn | None = Field(
+        None,
         description="When a buffer is merged into the propagated profile: when full, just "
-        "before its owner acts (the final ranking counts as the test users' act), and/or at "
-        "the end of every step. The default waits until the owner acts (fewer merges, stale "
-        "messages dropped by the recency rule; measured on par or better than step_end).",
+        "before its owner acts (chooses, is judged as a candidate, is ranked or ranks), and/or "
+        "at the end of every step. None = [full, before_act] (lazy merge: a client that never "
+        "acts never pays; the offline brain measured on par or better than merging at every "
+        "step's end, see experiments/README.md).",
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -506,6 +507,42 @@ class LLMSettings(Section):
     pack: NonEmpty = Field("default", description="Prompt pack: a name under agents/ or a folder.")
     max_concurrency: int = Field(8, ge=1, description="Concurrent calls within one phase.")
     max_repairs: int = Field(2, ge=0, description="Re-asks with the validation error.")
+    fuse: list[Literal["choose_merge", "reflect"]] = Field(
+        default_factory=lambda: ["choose_merge", "reflect"],
+        description="Fused operations: choose_merge = the user's choice and the merge of its "
+        "buffered messages in one call; reflect = user and item reflections of an interaction "
+        "and the extraction of their attributes in one call. [] = the paper's separate "
+        "operations (predict, merge, reflect_user, reflect_item, extract), for ablations.",
+    )
+    reflect_on: Literal["wrong", "always"] = Field(
+        "wrong",
+        description="When the LLM writes reflections: only after a wrong choice (a right one "
+        "reinforces the weights numerically, as the offline brain does, and keeps the texts), "
+        "or after every choice (the paper's reinforcement by prompt).",
+    )
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Independent small operations of one phase sent in one call: summarize of "
+        "several routers, merge of several clients' buffers, extract of several profiles. "
+        "Each agent's part is validated on its own and a failing part is re-asked alone. "
+        "1 = one call per agent.",
+    )
+    max_profile_chars: int = Field(
+        480,
+        ge=40,
+        description="Longest profile text (own, propagated, candidate item) put into a prompt; "
+        "longer texts are cut with an ellipsis.",
+    )
+    max_message_chars: int = Field(
+        200, ge=40, description="Longest router message text put into a merge prompt."
+    )
+    coalesce_messages: bool = Field(
+        True,
+        description="A merge prompt shows only the newest buffered message of each router (its "
+        "later profile folds in the earlier ones); the older ones are dropped with rule "
+        "'superseded'. false shows every buffered message.",
+    )
     options: dict[str, object] = Field(
         default_factory=dict, description="Extra keyword arguments for a custom backend."
     )
@@ -558,3 +595,13 @@ class Scenario(Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+
+
+def flush_triggers(scenario: Scenario, brain_kind: str) -> set[str]:
+    """When buffers flush: ``world.buffer.flush_on``, or its default: lazy merge, when the client
+    is about to act (the offline brain's default chosen by measurement, issue 9; the argument
+    keeps a per-brain default possible)."""
+    chosen = scenario.world.buffer.flush_on
+    if chosen is not None:
+        return set(chosen)
+    return {"full", "before_act"}  # both brains: merge when the client is about to act

@@ -118,6 +118,64 @@ class OptimizeOutput(OutputModel):
     reason: str = Field("", description="Why this edit follows from the gradient.")
 
 
+class ChooseMergeOutput(OutputModel):
+    """``choose_merge`` (fused): the user's choice and the merge of its buffered messages."""
+
+    chosen: str = Field(description="The id of the chosen candidate, exactly as given.")
+    reasoning: str = Field("", description="Why this candidate fits the user best.")
+    propagated_profile: str = Field(
+        "", description="The propagated profile after taking in the accepted messages."
+    )
+    accepted: list[int] = Field(default_factory=list, description="Indices of accepted messages.")
+    rejected: list[int] = Field(default_factory=list, description="Indices of rejected messages.")
+    rule_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="For each message a filter rule decided: its index (as a string) → the id of "
+        "that rule.",
+    )
+
+
+class ReflectedProfile(OutputModel):
+    """One agent's part of a fused reflection: its revised text and that text's attributes."""
+
+    updated_profile: str = Field(description="The whole revised profile text.")
+    attributes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Category → short attribute phrases the revised profile expresses.",
+    )
+
+
+class ReflectFusedOutput(OutputModel):
+    """``reflect_fused``: the user's and the items' revised profiles after one interaction."""
+
+    profiles: dict[str, dict[str, object]] = Field(
+        description="Agent id (exactly as given) → {updated_profile, attributes}."
+    )
+
+
+class SummarizeBatchOutput(OutputModel):
+    """``summarize_batch``: several routers' new profiles, keyed by router id."""
+
+    profiles: dict[str, object] = Field(description="Router id (exactly as given) → its profile.")
+
+
+class MergeBatchOutput(OutputModel):
+    """``merge_batch``: several clients' merges, keyed by client id."""
+
+    clients: dict[str, dict[str, object]] = Field(
+        description="Client id (exactly as given) → {propagated_profile, accepted, rejected, "
+        "rule_ids}."
+    )
+
+
+class ExtractBatchOutput(OutputModel):
+    """``extract_batch``: several profiles' attributes, keyed by agent id."""
+
+    profiles: dict[str, object] = Field(
+        description="Agent id (exactly as given) → {category: [attribute phrases]}."
+    )
+
+
 OUTPUT_MODELS: dict[str, type[OutputModel]] = {
     model.__name__: model
     for model in (
@@ -129,5 +187,10 @@ OUTPUT_MODELS: dict[str, type[OutputModel]] = {
         RankOutput,
         GradientOutput,
         OptimizeOutput,
+        ChooseMergeOutput,
+        ReflectFusedOutput,
+        SummarizeBatchOutput,
+        MergeBatchOutput,
+        ExtractBatchOutput,
     )
 }

@@ -16,12 +16,19 @@ applies the outcomes, and writes trace rows:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from recnet.brain.base import InteractionTask, MergeTask, ProfileUpdate, SummarizeTask
+from recnet.brain.base import (
+    InteractionTask,
+    MergeOutcome,
+    MergeTask,
+    ProfileUpdate,
+    SummarizeTask,
+)
+from recnet.config.scenario import flush_triggers
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
@@ -71,7 +78,10 @@ class ForwardPhase:
         self.settings = ctx.scenario.propagation
         self.perception: PerceptionPolicy = PERCEPTION.get(self.settings.perception)
         self.routing: RoutingPolicy = ROUTING.get(self.settings.routing)
-        self.flush_on = set(ctx.scenario.world.buffer.flush_on)
+        # when buffers flush: the scenario's list, or lazy merge by default with an LLM brain
+        self.flush_on = flush_triggers(ctx.scenario, ctx.brain.kind)
+        # a brain that fuses choose+merge gets a user's buffer inside its interaction task
+        self.fuse_choice = bool(getattr(ctx.brain, "fuses_choose_merge", False))
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
         self.item_ids = list(world.items)
@@ -105,10 +115,11 @@ class ForwardPhase:
         users = [world.users[user_agent_id(i.user)] for i in state.interactions]
         positives = [world.items[item_agent_id(i.item)] for i in state.interactions]
         negatives = self._sample_negatives(state.step, users)
-        if "before_act" in self.flush_on:
-            acting = {a.agent_id: a for a in users + positives + negatives if len(a.buffer)}
-            if acting:
-                await self._merge(state, {a: c.buffer.drain() for a, c in acting.items()})
+        pending: dict[str, list[RouterMessage]] = {}  # user → buffer merged in its choice
+        if "before_act" in self.flush_on and self.buffering:
+            if self.fuse_choice:
+                pending = {u.agent_id: u.buffer.drain() for u in users if len(u.buffer)}
+            await self.flush_before_act(state, positives + negatives + users)
         if self.prequential.enabled:  # test, then train: rank each true item before learning it
             ranks = await self.prequential.evaluate(
                 state.step, self.seq, users, positives, world.items, self.popularity
@@ -128,10 +139,18 @@ class ForwardPhase:
                         positives[p].agent_id: self.popularity(positives[p]),
                         negatives[p].agent_id: self.popularity(negatives[p]),
                     },
+                    messages=pending.pop(users[p].agent_id, []),
                 )
                 for p in round_positions
             ]
             outcomes = await ctx.brain.interact(tasks)
+            merged = [
+                (task.user, task.messages, outcome.merge)
+                for task, outcome in zip(tasks, outcomes, strict=True)
+                if task.messages and outcome.merge is not None
+            ]
+            if merged:
+                self._apply_merges(state, merged)
             for position, task, outcome in zip(round_positions, tasks, outcomes, strict=True):
                 for agent_id, update in outcome.updates.items():
                     agent = world.client(agent_id)
@@ -168,6 +187,15 @@ class ForwardPhase:
         world.refresh_client_vectors(before)
         world.update_memberships(before)
         self.dirty_profiles.update(before)
+
+    async def flush_before_act(self, state: StepState, clients: Sequence[ClientAgent]) -> None:
+        """Merge the buffers of ``clients`` that are about to act (choose, be judged as a
+        candidate, be ranked), when buffers flush ``before_act``."""
+        if "before_act" not in self.flush_on or not self.buffering:
+            return
+        acting = {c.agent_id: c for c in clients if len(c.buffer)}
+        if acting:
+            await self._merge(state, {a: c.buffer.drain() for a, c in acting.items()})
 
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
@@ -345,22 +373,6 @@ class ForwardPhase:
         if flush:
             await self._merge(state, flush)
 
-    async def flush_before_test(self, step: int, candidates: Mapping[str, Sequence[str]]) -> None:
-        """With ``flush_on: before_act``, the final ranking is the test users' act: merge what
-        the test users and their candidate items hold before they are ranked."""
-        if not self.buffering or "before_act" not in self.flush_on:
-            return
-        acting = {user_agent_id(u) for u in candidates}
-        acting.update(item_agent_id(i) for items in candidates.values() for i in items)
-        world = self.world
-        flush = {
-            a: world.client(a).buffer.drain()
-            for a in sorted(acting & self.buffered, key=world.client_position.__getitem__)
-            if a in world.client_position and len(world.client(a).buffer)
-        }
-        if flush:
-            await self._merge(StepState(step, [], started_at=""), flush)
-
     async def _merge_each(self, state: StepState, arrived: dict[str, list[RouterMessage]]) -> None:
         """One merge per message, each client's messages in arrival order.
 
@@ -384,18 +396,30 @@ class ForwardPhase:
         ids = sorted(flush, key=world.client_position.__getitem__)
         tasks = [MergeTask(world.client(a), flush[a], state.step) for a in ids]
         outcomes = await ctx.brain.merge(tasks)
+        self._apply_merges(
+            state,
+            [(t.client, t.messages, o) for t, o in zip(tasks, outcomes, strict=True)],
+        )
+
+    def _apply_merges(
+        self,
+        state: StepState,
+        merges: Sequence[tuple[ClientAgent, Sequence[RouterMessage], MergeOutcome]],
+    ) -> None:
+        """Write each message's fate and the clients' new propagated profiles."""
+        ctx = self.ctx
         rows = []
         record = ctx.scenario.trace.messages == "all"
-        for task, outcome in zip(tasks, outcomes, strict=True):
-            state.merges.append((task.client.agent_id, task.messages, outcome.decisions))
-            for message, (decision, rule_id) in zip(task.messages, outcome.decisions, strict=True):
+        for client, messages, outcome in merges:
+            state.merges.append((client.agent_id, messages, outcome.decisions))
+            for message, (decision, rule_id) in zip(messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
                 if record:
                     rows.append(message_row(ctx.run_id, message, decision, rule_id, state.step))
             if outcome.propagated is not None:
-                task.client.propagated = outcome.propagated.weights
-                task.client.propagated_text = outcome.propagated.text
-                self.dirty_profiles.add(task.client.agent_id)
+                client.propagated = outcome.propagated.weights
+                client.propagated_text = outcome.propagated.text
+                self.dirty_profiles.add(client.agent_id)
         if rows:
             ctx.store.add("messages", rows)
 
