@@ -173,7 +173,7 @@ INVALID = [
     ("world.user_init=history", "user_init: history needs user_init_items >= 1"),
     ("world.user_init_items=3", "user_init_items=3 is used only with user_init: history"),
     ("world.buffer.flush_on=[full, full]", "world.buffer.flush_on: each value may appear once"),
-    ("dataset.synthetic.n_communities=1", "n_drifts=2 needs n_communities >= 2"),
+    ("dataset.synthetic.n_communities=1", "needs n_communities >= 2"),
     ("dataset.synthetic.n_communities=300", "n_communities=300 exceeds n_users=200"),
     ("dataset.kind=recbole", "kind=recbole needs dataset.path"),
     ("dataset.name=''", "dataset.name: String should have at least 1 character"),
