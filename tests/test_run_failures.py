@@ -184,6 +184,17 @@ INVALID = [
 ]
 
 
+def test_validate_checks_a_cost_cap_has_a_price() -> None:
+    priced = ["--set", "llm.backend=openai", "--set", "llm.budget.max_cost=1"]
+    assert invoke("validate", SYNTHETIC, *priced).exit_code == 0  # gpt-4o-mini has a price
+    result = invoke("validate", SYNTHETIC, *priced, "--set", "llm.model=my-local-model")
+    assert result.exit_code == 1
+    assert stderr_lines(result) == [
+        "error: llm.budget.max_cost is set but model 'my-local-model' has no price — add "
+        "llm.budget.prices.my-local-model: [<USD per 1M input>, <USD per 1M output>]"
+    ]
+
+
 @pytest.mark.parametrize(("override", "expected"), INVALID, ids=[o for o, _ in INVALID])
 def test_validate_checks_every_option(override: str, expected: str) -> None:
     result = invoke("validate", SYNTHETIC, "--set", override)

@@ -15,7 +15,6 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -33,9 +32,11 @@ from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
 from recnet.registry import PERCEPTION, ROUTING
+from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, profile_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
+from recnet.world.formulas import popularity_prior
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
@@ -69,8 +70,23 @@ class StepState:
     merges: list[MergeRecord] = field(default_factory=list)
 
 
+@dataclass
+class ForwardState:
+    """What a checkpoint carries of the forward phase."""
+
+    seq: int  # position in the chronological training stream
+    max_count: int  # the most interactions of any item (popularity prior)
+    dirty_profiles: set[str]  # clients whose profile changed since last written
+    buffered: set[str]  # clients with a non-empty buffer
+    prequential_ranks: list[tuple[int, int]] = field(default_factory=list)  # (step, rank)
+
+
 class ForwardPhase:
     """The five forward sub-phases over one world."""
+
+    #: The sub-phases of one step, in order: each is a method taking the ``StepState``; the
+    #: phase loop (``recnet.phases.loop``) makes one graph node of each.
+    SUBPHASES = ("interact", "perceive", "integrate", "multicast", "receive")
 
     def __init__(self, ctx: RunContext, world: World) -> None:
         self.ctx = ctx
@@ -91,23 +107,25 @@ class ForwardPhase:
         self.seq = 0  # position in the chronological training stream
         self.prequential = PrequentialEvaluator(ctx, self.item_ids, world.history)
         self.prequential_ranks: list[tuple[int, int]] = []  # (step, rank), test-then-train
+        trace = ctx.scenario.trace
+        self.message_trace = MessageTrace.for_world(
+            trace.messages, trace.message_share, ctx.scenario.seed, len(world.clients)
+        )
 
-    def state(self) -> dict[str, object]:
-        """Counters a checkpoint must carry to continue exactly."""
-        return {
-            "seq": self.seq,
-            "max_count": self.max_count,
-            "dirty_profiles": set(self.dirty_profiles),
-            "buffered": set(self.buffered),
-            "prequential_ranks": list(self.prequential_ranks),
-        }
+    def state(self) -> ForwardState:
+        """Counters a checkpoint must carry to continue exactly (``Checkpointed``)."""
+        return ForwardState(
+            self.seq,
+            self.max_count,
+            set(self.dirty_profiles),
+            set(self.buffered),
+            list(self.prequential_ranks),
+        )
 
-    def restore(self, state: dict[str, object]) -> None:
-        self.seq = int(state["seq"])  # type: ignore[arg-type]
-        self.max_count = int(state["max_count"])  # type: ignore[arg-type]
-        self.dirty_profiles = set(state["dirty_profiles"])  # type: ignore[arg-type]
-        self.buffered = set(state["buffered"])  # type: ignore[arg-type]
-        self.prequential_ranks = list(state.get("prequential_ranks", []))  # type: ignore[call-overload]
+    def restore(self, state: ForwardState) -> None:
+        self.seq, self.max_count = state.seq, state.max_count
+        self.dirty_profiles, self.buffered = set(state.dirty_profiles), set(state.buffered)
+        self.prequential_ranks = list(state.prequential_ranks)
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
@@ -199,9 +217,7 @@ class ForwardPhase:
 
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
-        if self.max_count == 0:
-            return 0.0
-        return math.log1p(item.interactions) / math.log1p(self.max_count)
+        return popularity_prior(item.interactions, self.max_count)
 
     def _sample_negatives(self, step: int, users: list[ClientAgent]) -> list[ClientAgent]:
         rng = self.ctx.seeds.generator("interaction-negatives", step)
@@ -275,7 +291,10 @@ class ForwardPhase:
         sent = profiles
         if not point_to_point and self.settings.message == "delta":
             sent = [normalized(state.routed.get(r, {})) for r in senders]
-        sender_vectors = world.space.embed_many(profiles)
+        if point_to_point:
+            sender_vectors = world.space.embed_many(profiles)
+        else:  # embedded once per router version (perception and memberships reuse it)
+            sender_vectors = np.stack([world.router_vector(r) for r in senders])
         scores = world.client_vectors @ sender_vectors.T
         skipped = excluded_mask(
             world,
@@ -314,6 +333,7 @@ class ForwardPhase:
         router = world.routers.get(sender)
         text = router.text if router is not None and router.text is not None else None
         flush_when_full = "full" in self.flush_on
+        levels = self.message_trace
         dropped_rows = []
         for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
             client = world.clients[position]
@@ -334,12 +354,14 @@ class ForwardPhase:
             self.buffered.add(client.agent_id)
             if dropped is not None:
                 state.decided["dropped"] += 1
-                dropped_rows.append(
-                    message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
-                )
+                levels.count(dropped.router_id, "dropped")
+                if levels.rows_wanted and levels.keep(dropped.message_id):
+                    dropped_rows.append(
+                        message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
+                    )
             if flush_when_full and client.buffer.is_full:
                 state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
-        if ctx.scenario.trace.messages == "all" and dropped_rows:
+        if dropped_rows:
             ctx.store.add("messages", dropped_rows)
 
     # 5. reception ------------------------------------------------------------------------------
@@ -409,12 +431,15 @@ class ForwardPhase:
         """Write each message's fate and the clients' new propagated profiles."""
         ctx = self.ctx
         rows = []
-        record = ctx.scenario.trace.messages == "all"
+        levels = self.message_trace
+        every, record, counting = levels.level == "all", levels.rows_wanted, levels.counting
         for client, messages, outcome in merges:
             state.merges.append((client.agent_id, messages, outcome.decisions))
             for message, (decision, rule_id) in zip(messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
-                if record:
+                if counting:
+                    levels.count(message.router_id, decision)
+                if record and (every or levels.keep(message.message_id)):
                     rows.append(message_row(ctx.run_id, message, decision, rule_id, state.step))
             if outcome.propagated is not None:
                 client.propagated = outcome.propagated.weights
