@@ -4,8 +4,9 @@ Pipeline position: outside the library; drives ``recnet.runner.simulate`` end to
 training interactions through the forward phase, 610 test users evaluated) and reports wall time,
 peak memory (max RSS) and training interactions per second. Each configuration runs in its own
 process so that peak memory is its own. The baselines measured in the same invocation are the same
-run with propagation switched off (the AgentCF-style interaction loop alone) and with message
-tracing off, so the cost of propagation and of the trace are visible.
+run with propagation switched off (the AgentCF-style interaction loop alone), with message
+tracing off and with prequential evaluation off (the run as it was before test-then-train ranking
+existed), so the cost of propagation, of the trace and of prequential evaluation are visible.
 
     python experiments/bench_offline.py            # full scenario, ~2-4 minutes in total
     python experiments/bench_offline.py --smoke    # a 40-user subsample, seconds
@@ -37,6 +38,18 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "recnet (propagation on)": [],
     "baseline: propagation off": ["propagation.enabled=false"],
     "baseline: messages not traced": ["trace.messages=none"],
+    "baseline: prequential off": ["evaluation.prequential.every=0"],
+    # the defaults before issue 9 (paper perception, τ multicast to everyone, merge at every
+    # step's end, propagated weight 0.5, no prequential ranking): "before" in one invocation
+    "before: previous defaults": [
+        "propagation.perception=nearest_router",
+        "propagation.routing=threshold",
+        "propagation.message=profile",
+        "propagation.message_idle_clients=true",
+        "world.buffer.flush_on=[full, before_act, step_end]",
+        "interaction.propagated_weight=0.5",
+        "evaluation.prequential.every=0",
+    ],
 }
 SMOKE = ["dataset.max_users=40", "propagation.update_size=100"]
 
@@ -65,6 +78,9 @@ def run_one(overrides: list[str]) -> dict[str, float]:
         "steps": result.n_steps,
         "test_users": result.n_test_users,
         "trace_mb": round(trace_mb, 1),
+        "prequential ndcg@10": round(result.prequential.overall["ndcg@10"], 4)
+        if result.prequential is not None
+        else None,
         **{
             f"{model} {metric}": round(result.metrics[model][metric], 4)
             for model in ("recnet", "popularity")
@@ -94,6 +110,13 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGURATIONS),
+        default=list(CONFIGURATIONS),
+        help="which configurations to run (default: all)",
+    )
     args = parser.parse_args()
     if args.single is not None:
         print(json.dumps(run_one(json.loads(args.single))))
@@ -110,7 +133,7 @@ def main() -> None:
             capture_output=True,
         )
         runs.append((f"before: {args.baseline}", [], code))
-    chosen = list(CONFIGURATIONS)[:1] if args.main_only else list(CONFIGURATIONS)
+    chosen = list(CONFIGURATIONS)[:1] if args.main_only else args.configs
     runs += [(name, CONFIGURATIONS[name], ROOT) for name in chosen]
     try:
         for name, overrides, code_root in runs:
@@ -129,24 +152,36 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(code)],
                 capture_output=True,
             )
-    full = figures["recnet (propagation on)"]
-    if args.baseline:
-        before = figures[f"before: {args.baseline}"]
-        same = all(before[k] == full[k] for k in full if " ndcg@" in k)
+    full = figures.get("recnet (propagation on)")
+    if full is None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))
+        print(f"written to {args.out}")
+        return
+    for before_name in [n for n in figures if n.startswith("before: ")]:
+        before = figures[before_name]
+        same = all(before.get(k) == full[k] for k in full if " ndcg@" in k)
         print(
-            f"speed-up over {args.baseline}: {before['wall_seconds'] / full['wall_seconds']:.2f}x; "
-            f"metrics {'identical' if same else 'DIFFER'}"
+            f"now vs {before_name[8:]}: {full['wall_seconds'] - before['wall_seconds']:+.1f} s "
+            f"wall, {full['cpu_seconds'] - before['cpu_seconds']:+.1f} s CPU; "
+            f"metrics {'identical' if same else 'differ'}"
         )
     print(
         "popularity on the same candidates: NDCG@1/5/10 "
         f"{full['popularity ndcg@1']:.4f} {full['popularity ndcg@5']:.4f} "
         f"{full['popularity ndcg@10']:.4f}"
     )
-    off = figures.get("baseline: propagation off")
+    costs = [
+        f"{label} costs {full['wall_seconds'] - figures[name]['wall_seconds']:.1f} s"
+        for label, name in (
+            ("propagation", "baseline: propagation off"),
+            ("prequential evaluation", "baseline: prequential off"),
+        )
+        if name in figures
+    ]
     print(
         f"train interactions: {full['train_interactions']}, steps: {full['steps']}, "
-        f"test users: {full['test_users']}"
-        + (f"; propagation costs {full['wall_seconds'] - off['wall_seconds']:.1f} s" if off else "")
+        f"test users: {full['test_users']}" + ("; " + ", ".join(costs) if costs else "")
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))

@@ -63,9 +63,11 @@ from experiments.plots import bar_chart
 from experiments.tables import (
     aggregate,
     group_records,
+    lift_text,
     markdown_table,
     mean_std,
     number,
+    paired_lift,
     pm,
     read_csv,
     write_csv,
@@ -260,6 +262,72 @@ def main_table(rows: list[Record]) -> str:
     return markdown_table(headers, body)
 
 
+PREQUENTIAL = ("preq_ndcg@10", "preq_hr@10", "preq_mrr")
+LIFT_REFERENCE = "agentcf"
+
+
+def lift_table(rows: list[Record], records: list[Record]) -> str:
+    """Agent variants: prequential metrics and the paired lift over AgentCF-style (mean of
+    per-seed differences, 95 % t-interval) on final and prequential NDCG@10."""
+    agent_rows = [
+        r for r in rows if r["n"] > 0 and r["model"] in ALL_MODELS
+        and ALL_MODELS[r["model"]].kind == "agent"
+    ]  # fmt: skip
+    headers = ["Variant", "n", "preq NDCG@10", "preq HR@10", "preq MRR", "NDCG@10",
+               "lift NDCG@10 [95% CI]", "lift preq NDCG@10 [95% CI]",
+               "backward kept / rolled back"]  # fmt: skip
+    body = []
+    for r in agent_rows:
+        model = r["model"]
+        lifts = [
+            "reference" if model == LIFT_REFERENCE
+            else lift_text(paired_lift(records, model, LIFT_REFERENCE, column))
+            for column in ("ndcg@10", "preq_ndcg@10")
+        ]  # fmt: skip
+        ok = [x for x in records if x.get("model") == model and x.get("status") == "ok"]
+        kept = sum(int(x.get("optimizations_kept") or 0) for x in ok)
+        rolled = sum(int(x.get("optimizations_rolled_back") or 0) for x in ok)
+        body.append(
+            [ALL_MODELS[model].label, r["n"], *[pm(r, c) for c in PREQUENTIAL], pm(r, "ndcg@10"),
+             *lifts, f"{kept} / {rolled}" if kept or rolled else "–"]
+        )  # fmt: skip
+    return markdown_table(headers, body)
+
+
+def filter_table(records: list[Record]) -> str:
+    """Per agent variant (summed over seeds): messages and the share each filter rule or buffer
+    policy stopped, from the traces' ``messages`` rows."""
+    totals: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.get("status") != "ok" or r.get("model") not in ALL_MODELS:
+            continue
+        mine = totals.setdefault(r["model"], {})
+        for key, value in r.items():
+            counted = key in ("messages", "accepted", "rejected", "dropped") or key.startswith(
+                "rule_"
+            )
+            if counted and isinstance(value, int | float) and not math.isnan(value):
+                mine[key] = mine.get(key, 0) + int(value)
+    rules = sorted({k for mine in totals.values() for k in mine if k.startswith("rule_")})
+    headers = ["Variant", "messages", "accepted", "rejected", "dropped",
+               *[k.removeprefix("rule_").replace("_", " ", 1) for k in rules]]  # fmt: skip
+
+    def share(n: int, of: int) -> str:
+        return f"{n / of:.2%}" if of else "–"
+
+    body = []
+    for model, mine in totals.items():
+        n = mine.get("messages", 0)
+        if not n:
+            continue
+        body.append(
+            [ALL_MODELS[model].label, f"{n:,}",
+             *[share(mine.get(k, 0), n) for k in ("accepted", "rejected", "dropped")],
+             *[share(mine.get(k, 0), n) for k in rules]]
+        )  # fmt: skip
+    return markdown_table(headers, body) if body else "No messages."
+
+
 def cost_table(rows: list[Record], ops: Sequence[str]) -> str:
     agent_rows = [
         r for r in rows if r["n"] > 0 and r["model"] in ALL_MODELS
@@ -325,7 +393,7 @@ def write_report(
     """Write runs.csv, summary.csv, table.md and ndcg.png; ``meta`` holds the command, wall-clock
     seconds, workers, start revision and finish time of the run (``meta.json``)."""
     ops = add_per_operation(records)
-    columns = [*METRICS, *COST_COLUMNS, *[f"per_inter_{op}" for op in ops]]
+    columns = [*METRICS, *PREQUENTIAL, *COST_COLUMNS, *[f"per_inter_{op}" for op in ops]]
     summary = aggregate(records, ("dataset", "model"), columns)
     write_csv(records, out / "runs.csv")
     write_csv(summary, out / "summary.csv")
@@ -365,6 +433,25 @@ def write_report(
             lines += [info, ""]
         mine = [r for r in records if r["dataset"] == dataset]
         lines += [main_table(rows), "", "### Where RecNet stands", "", *standing(rows, mine), ""]
+        lines += [
+            "### Prequential metrics and lift over AgentCF-style",
+            "",
+            "Prequential: each training interaction's true item ranked against "
+            "`evaluation.prequential.n_negatives` sampled unseen items before it is learned "
+            "(identical candidates for every variant of a seed). Lift: mean of per-seed "
+            "differences against AgentCF-style (`propagation.enabled=false`) with a 95 % "
+            "t-interval.",
+            "",
+            lift_table(rows, mine),
+            "",
+            "### Filter decisions (share of messages, all seeds)",
+            "",
+            "Which filter rule (or buffer policy) stopped how many router messages; "
+            "`max_share` caps the propagated share instead of rejecting messages.",
+            "",
+            filter_table(mine),
+            "",
+        ]
         lines += [
             "### Cost breakdown (operations per training interaction, mean over seeds)",
             "",

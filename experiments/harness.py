@@ -84,6 +84,18 @@ AGENT_VARIANTS: tuple[Variant, ...] = (
         ("propagation.mode=point_to_point",),
     ),
     Variant("top-k-routing", "Top-k routing (no τ)", "agent", ("propagation.routing=top_k",)),
+    Variant(
+        "paper-perception",
+        "Paper perception (nearest router, τ multicast)",
+        "agent",
+        ("propagation.perception=nearest_router", "propagation.routing=threshold"),
+    ),
+    Variant(
+        "community-delta",
+        "Community routing, delta messages",
+        "agent",
+        ("propagation.message=delta",),
+    ),
     Variant("agentcf", "AgentCF-style (no propagation)", "agent", ("propagation.enabled=false",)),
 )
 CLASSIC_MODELS: tuple[Variant, ...] = (
@@ -268,6 +280,10 @@ def run_agent(job: Job) -> Record:
             "status": "ok",
             "note": "",
             **{m: result.metrics["recnet"][m] for m in METRICS},
+            **{
+                f"preq_{m}": (result.prequential.overall[m] if result.prequential else None)
+                for m in METRICS
+            },
             "n_train": result.n_train,
             "n_steps": result.n_steps,
             "n_test_users": result.n_test_users,
@@ -424,6 +440,16 @@ def trace_summary(path: Path, scenario: Scenario, merges: int) -> Record:
                 "order by position"
             )
         )
+        kept, rolled_back = con.execute(
+            "select coalesce(sum(n_kept), 0), coalesce(sum(n_rolled_back), 0) from backward_steps"
+        ).fetchone()
+        by_rule = {
+            f"rule_{status}_{rule}": int(n)
+            for status, rule, n in con.execute(
+                "select status, rule_id, count(*) from messages "
+                "where status in ('rejected', 'dropped') group by status, rule_id"
+            )
+        }
     decided = accepted + rejected
     sizes = TextSizes(
         user_profile=user or 250.0,
@@ -447,6 +473,9 @@ def trace_summary(path: Path, scenario: Scenario, merges: int) -> Record:
         "dropped": int(dropped),
         "acceptance": accepted / decided if decided else float("nan"),
         "train_accuracy": correct / inters if inters else float("nan"),
+        "optimizations_kept": int(kept),
+        "optimizations_rolled_back": int(rolled_back),
+        **by_rule,  # rule_rejected_<rule id> / rule_dropped_<rule id>: messages each rule stopped
     }
 
 

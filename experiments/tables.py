@@ -113,3 +113,41 @@ def _csv_value(value: Any) -> Any:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def paired_lift(
+    records: Iterable[Record], model: str, reference: str, column: str, by: str = "seed"
+) -> tuple[float, float, float, int]:
+    """Mean of per-seed differences ``model - reference`` in ``column`` and its 95 % t-interval.
+
+    Returns ``(mean, low, high, n)``; NaNs when fewer than one shared seed (with one seed the
+    interval is NaN: no spread to estimate).
+    """
+    from scipy import stats
+
+    values: dict[str, dict[Any, float]] = {model: {}, reference: {}}
+    for record in records:
+        name = record.get("model")
+        value = record.get(column)
+        usable = value is not None and not _isnan(value)
+        if name in values and record.get("status") == "ok" and usable:
+            values[name][record.get(by)] = float(value)
+    shared = sorted(set(values[model]) & set(values[reference]), key=str)
+    diffs = np.array([values[model][s] - values[reference][s] for s in shared])
+    if diffs.size == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(diffs.mean())
+    if diffs.size == 1:
+        return mean, math.nan, math.nan, 1
+    half = float(stats.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size))
+    return mean, mean - half, mean + half, int(diffs.size)
+
+
+def lift_text(lift: tuple[float, float, float, int], digits: int = 4) -> str:
+    """``+0.0123 [+0.0040, +0.0206]`` (the interval only when there is one)."""
+    mean, low, high, n = lift
+    if n == 0 or _isnan(mean):
+        return "–"
+    if n == 1 or _isnan(low):
+        return f"{mean:+.{digits}f} (1 seed)"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"

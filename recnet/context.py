@@ -32,6 +32,7 @@ class RunContext:
     clock: Callable[[], str] = utc_now
     on_step: Callable[[int, int], None] | None = None  # (completed step, total steps)
     stats: dict[str, int] = field(default_factory=dict)
+    prequential: object | None = None  # recnet.eval.prequential.PrequentialSummary, at the end
     lease: TraceLease | None = None  # the trace's writer lease, released when the run closes
     step: int = -1  # where the run is (the phase loop updates both; error lines name them)
     phase: str = "initialise"

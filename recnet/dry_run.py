@@ -22,6 +22,7 @@ from rich.table import Table
 
 from recnet.brain.base import OperationCounts
 from recnet.config.scenario import Scenario, flush_triggers
+from recnet.eval.prequential import prequential_every
 from recnet.llm.pack import PromptPack, load_pack
 from recnet.runner import RunResult
 from recnet.world.rules import default_rules
@@ -137,6 +138,16 @@ def estimate(scenario: Scenario, offline: RunResult) -> Estimate:
                 calls=int(count),
                 prompt_tokens=prompt_tokens(pack, operation, scenario, batch),
                 output_tokens=output_tokens(operation, scenario, batch),
+            )
+        )
+    every = prequential_every(scenario.evaluation.prequential, "llm")
+    if every > 0 and "rank" in pack.operations:  # test-then-train ranks on the LLM cadence
+        rows.append(
+            OperationEstimate(
+                operation="rank (prequential)",
+                calls=-(-offline.n_train // every),
+                prompt_tokens=prompt_tokens(pack, "rank", scenario, None),
+                output_tokens=output_tokens("rank", scenario, None),
             )
         )
     return Estimate(

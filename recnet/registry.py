@@ -170,7 +170,10 @@ DATASETS: Registry[Any] = Registry(
 PERCEPTION: Registry[Any] = Registry(
     "propagation.perception",
     "recnet.perception",
-    {"nearest_router": "recnet.world.policies:nearest_router_perception"},
+    {
+        "nearest_router": "recnet.world.policies:nearest_router_perception",
+        "membership": "recnet.world.policies:membership_perception",
+    },
 )
 
 #: ``propagation.routing`` → a ``recnet.world.policies.RoutingPolicy``: which clients a sender's
@@ -181,6 +184,7 @@ ROUTING: Registry[Any] = Registry(
     {
         "threshold": "recnet.world.policies:threshold_routing",
         "top_k": "recnet.world.policies:top_k_routing",
+        "members": "recnet.world.policies:members_routing",
     },
 )
 

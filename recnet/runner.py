@@ -26,6 +26,7 @@ from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext
 from recnet.errors import ScenarioError, TraceError
+from recnet.eval.prequential import PrequentialSummary, prequential_metric_rows
 from recnet.eval.protocol import CandidateSet
 from recnet.phases.evaluate import (
     evaluate_baselines,
@@ -70,6 +71,7 @@ class RunResult:
     operations: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     llm_stats: object | None = None  # recnet.llm.stats.LLMStats for an LLM brain
+    prequential: PrequentialSummary | None = None  # test-then-train metrics of the stream
     #: per operation: calls and prompt/output tokens (the LLM brain's measured traffic)
     operation_counts: OperationCounts | None = None
     #: offline brain: the LLM calls the LLM brain's policy would make (``recnet.dry_run``)
@@ -307,6 +309,7 @@ def _result(
         operations=dict(ctx.brain.operations.counts),
         stats=dict(ctx.stats),
         llm_stats=getattr(ctx.brain, "stats", None),
+        prequential=ctx.prequential,  # type: ignore[arg-type]
         operation_counts=ctx.brain.operations,
         planned_llm_calls=dict(getattr(getattr(ctx.brain, "llm_calls", None), "counts", {})),
         planned_llm_parts=dict(getattr(getattr(ctx.brain, "plan", None), "parts", {})),
@@ -426,6 +429,8 @@ def build_loop(
         )
         flags = {"recnet": llm_flag(ctx.brain)}
         ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results, flags))
+        ctx.prequential = summary = forward.prequential_summary(n_steps)
+        ctx.store.add("metrics", prequential_metric_rows(ctx.run_id, step, summary))
         ctx.store.flush()
 
     loop = PhaseLoop(

@@ -78,9 +78,11 @@ def client_steps(db: sqlite3.Connection) -> int:
 
 
 def test_default_and_capacity_one_merge_a_clients_step_at_once(tmp_path: Path) -> None:
-    """Why ``buffer.capacity: 1`` was no ablation: flushes of a step still end in one merge."""
+    """Why ``buffer.capacity: 1`` was no ablation: flushes of a step still end in one merge
+    (with the step's end as a flush trigger, as when it was measured)."""
+    step_end = "world.buffer.flush_on=[full, before_act, step_end]"
     for name, overrides in (("default", ()), ("cap1", ("world.buffer.capacity=1",))):
-        result, db = run(tmp_path, name, *overrides)
+        result, db = run(tmp_path, name, step_end, *overrides)
         n_messages = scalar(db, "SELECT count(*) FROM messages")
         assert result.operations["merge"] == client_steps(db) < n_messages, name
 

@@ -73,7 +73,8 @@ def table_rows(path: Path) -> dict[str, int]:
 def db_metrics(path: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with sqlite3.connect(path) as db:
-        for model, metric, value in db.execute("SELECT model, metric, value FROM metrics"):
+        rows = db.execute("SELECT model, metric, value FROM metrics WHERE split = 'test'")
+        for model, metric, value in rows:
             out.setdefault(model, {})[metric] = value
     return out
 

@@ -162,3 +162,54 @@ def test_without_noise_every_choice_follows_the_preferred_community() -> None:
         assert gt.item_community[inter.item] == target
     for item_id, item in ds.items.items():
         assert set(item.tags) <= set(gt.community_attributes[gt.item_community[item_id]])
+
+
+def test_staggered_adoption_sparse_users_and_cold_items_are_recorded() -> None:
+    settings = SyntheticSettings(
+        n_drifts=4, drift_spread_days=40, adopt_share=0.7, sparse_share=0.3, cold_share=0.2
+    )
+    data = generate_synthetic(settings, 7)
+    truth = data.ground_truth
+    assert truth is not None
+    spread = 40 * 24 * 3600
+    for drift in truth.drifts:
+        assert drift.adoption and set(drift.adoption) < set(drift.users)  # a share adopts
+        assert all(drift.adopted_at(u) is None for u in set(drift.users) - set(drift.adoption))
+        delays = [t - drift.timestamp for t in drift.adoption.values()]
+        assert min(delays) >= 0 and max(delays) <= spread and len(set(delays)) > 1
+    counts = Counter(i.user for i in data.interactions)
+    assert set(counts.values()) == {5, 30}
+    assert all(i.timestamp >= truth.item_release.get(i.item, 0) for i in data.interactions)
+    assert truth.item_release
+    # choices follow each user's recorded taste (up to the noise share)
+    in_taste = [
+        truth.item_community[i.item] == truth.taste_at(i.user, i.timestamp)
+        for i in data.interactions
+    ]
+    assert sum(in_taste) / len(in_taste) > 0.85
+    # a member who has not adopted yet still chooses the old taste
+    drift = truth.drifts[0]
+    late = max(drift.adoption, key=drift.adoption.__getitem__)
+    before = [
+        i
+        for i in data.interactions
+        if i.user == late and drift.timestamp <= i.timestamp < drift.adoption[late]
+    ]
+    assert all(truth.taste_at(i.user, i.timestamp) == drift.community for i in before)
+
+
+def test_knobs_at_their_defaults_keep_the_world_unchanged() -> None:
+    plain = generate_synthetic(SyntheticSettings(), 3)
+    explicit = generate_synthetic(
+        SyntheticSettings(drift_spread_days=0, adopt_share=1.0, sparse_share=0, cold_share=0), 3
+    )
+    assert plain.interactions == explicit.interactions
+
+
+def test_nobody_adopts_when_the_share_is_zero() -> None:
+    data = generate_synthetic(SyntheticSettings(n_drifts=3, adopt_share=0.0), 5)
+    truth = data.ground_truth
+    assert truth is not None and truth.drifts
+    assert all(d.adoption == {} for d in truth.drifts)
+    assert all(d.adopted_at(u) is None for d in truth.drifts for u in d.users)
+    assert not truth.user_taste

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments import compare, propagation_truth, sensitivity  # noqa: E402
+from experiments import compare, drift, propagation_truth, sensitivity  # noqa: E402
 from experiments.costs import TextSizes, estimate_tokens_total, tokens_per_operation  # noqa: E402
-from experiments.tables import aggregate, pm  # noqa: E402
+from experiments.tables import aggregate, paired_lift, pm  # noqa: E402
 from experiments.truth import (  # noqa: E402
     Trace,
     World,
@@ -77,6 +77,9 @@ def test_compare_smoke(tmp_path: Path) -> None:
     assert not found[("synthetic-smoke", "agentcf")].get("op_merge")
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
     assert "## synthetic-smoke" in table and "## ml-latest-small-smoke" in table
+    assert "lift over AgentCF-style" in table and "Filter decisions" in table
+    for model in ("recnet-no-backward", "agentcf"):
+        check_ranking({m: found[("synthetic-smoke", model)][f"preq_{m}"] for m in RANKING})
     assert "Where RecNet stands" in table and "BPR-MF" in table
     summary = rows(tmp_path / "summary.csv")
     assert len(summary) == len(expected)
@@ -271,3 +274,29 @@ def test_no_op_variants_are_flagged_and_candidates_checked() -> None:
     problems = compare.check_candidates(records)
     assert problems == ["d seed 0 top-k-routing: popularity differs"]
     assert records[0]["candidates_identical"] and not records[1]["candidates_identical"]
+
+
+def test_paired_lift_by_hand() -> None:
+    records = [
+        {"model": "a", "seed": s, "status": "ok", "x": v} for s, v in enumerate([0.5, 0.6, 0.7])
+    ] + [{"model": "b", "seed": s, "status": "ok", "x": v} for s, v in enumerate([0.4, 0.4, 0.6])]
+    mean, low, high, n = paired_lift(records, "a", "b", "x")
+    # differences 0.1, 0.2, 0.1: mean 0.1333, sd 0.0577, t(0.975, 2) = 4.3027
+    assert n == 3 and mean == pytest.approx(0.4 / 3)
+    half = 4.302653 * 0.057735 / math.sqrt(3)
+    assert low == pytest.approx(mean - half, abs=1e-5) and high == pytest.approx(
+        mean + half, abs=1e-5
+    )
+    assert paired_lift(records[:1] + records[3:4], "a", "b", "x")[3] == 1
+
+
+def test_drift_smoke(tmp_path: Path) -> None:
+    report = drift.main(["--smoke", "--workers", "1", "--out", str(tmp_path)])
+    text = report.read_text(encoding="utf-8")
+    assert "Oracle" in text and "AgentCF-style" in text
+    found = {r["model"]: r for r in rows(tmp_path / "runs.csv")}
+    assert set(found) == {"agentcf", "recnet-no-backward", "oracle"}
+    oracle = float(found["oracle"]["preq_ndcg@10"])
+    for model in ("agentcf", "recnet-no-backward"):
+        assert 0.0 < float(found[model]["preq_ndcg@10"]) < oracle  # the oracle is the upper bound
+    assert rows(tmp_path / "drifts.csv")

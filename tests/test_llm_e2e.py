@@ -166,7 +166,9 @@ async def test_synthetic_run_with_faults_reports_what_was_injected(
     server: LLMTestServer, tmp_path: Path
 ) -> None:
     trace = tmp_path / "synthetic.sqlite"
-    result, fake = await run_with_faults(server, synthetic(server), trace, skip_predicts=8)
+    scenario = synthetic(server)
+    scenario.evaluation.prequential.every = 0  # the rank faults are meant for the final ranking
+    result, fake = await run_with_faults(server, scenario, trace, skip_predicts=8)
     check_counts(result, fake, server, trace)
     assert set(result.metrics) >= {"recnet", "popularity"}
     phases = rows(trace, "SELECT DISTINCT phase FROM llm_calls ORDER BY phase")
@@ -183,6 +185,7 @@ async def test_movielens_subsample_with_faults_reports_what_was_injected(
 ) -> None:
     trace = tmp_path / "movielens.sqlite"
     scenario = movielens(server, ml_small_zip)
+    scenario.evaluation.prequential.every = 0  # the rank faults are meant for the final ranking
     # 15 training interactions = 15 predicts: the answer faults come late (predicts 11-13), well
     # after the wire faults, so that under load no answer fault meets a wire fault.
     result, fake = await run_with_faults(server, scenario, trace, skip_predicts=10)
@@ -210,6 +213,8 @@ TRACE_TABLES = {
     "ORDER BY router_id, version",
     "messages": "SELECT step, router_id, client_id, score, status, rule_id FROM messages "
     "ORDER BY step, router_id, client_id, status",
+    "prequential": "SELECT seq, step, user_id, item_id, rank, candidates_json FROM prequential "
+    "ORDER BY seq",
     "llm_calls": "SELECT id, step, phase, operation, agent_id, pack_hash, request_key, "
     "raw_response, parsed_ok, repairs, fallback, error, tokens_in, tokens_out FROM llm_calls "
     "ORDER BY id",
@@ -250,7 +255,8 @@ async def test_record_then_replay_gives_the_same_run(server: LLMTestServer, tmp_
     changed = synthetic(server, backend="replay", temperature=0.5, cache={"path": str(cache)})
     with pytest.raises(BackendError) as info:
         await simulate(changed, trace_path=tmp_path / "miss.sqlite")
-    assert "replay cache miss for predict" in info.value.message
+    # the run's first call is the prequential rank of the first interaction, before its predict
+    assert "replay cache miss for rank" in info.value.message
     assert "same scenario, seed, model, parameters and prompt pack" in (info.value.remedy or "")
     assert server.count() == n_requests
     assert rows(tmp_path / "miss.sqlite", "SELECT status FROM runs")[0][0] == "failed"

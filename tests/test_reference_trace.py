@@ -40,6 +40,10 @@ ADDED_LATER = {"metrics": {"flag"}}
 
 def pinned(case: str, trace_path: Path) -> Scenario:
     raw = json.loads((HERE / f"{case}.scenario.json").read_text())
+    # options added after 4283dce, set to what the code did then (issue 9 changed their defaults)
+    raw["propagation"].setdefault("perception", "nearest_router")
+    raw["propagation"].setdefault("message_idle_clients", True)
+    raw["evaluation"].setdefault("prequential", {"every": 0})
     if raw["dataset"]["kind"] == "movielens":
         raw["dataset"]["path"] = str(ZIP)
     raw["trace"]["path"] = str(trace_path)

@@ -147,10 +147,35 @@ def answer_warnings(result: RunResult) -> list[str]:
     return list(warnings()) if callable(warnings) else []
 
 
+def prequential_table(result: RunResult) -> Table | None:
+    """Test-then-train metrics of the training stream: overall, then per window of steps."""
+    summary = result.prequential
+    if summary is None:
+        return None
+    top = max(int(n.partition("@")[2]) for n in summary.overall if "@" in n)
+    names = [n for n in (f"ndcg@{top}", f"hr@{top}", "mrr") if n in summary.overall]
+    table = Table(
+        title="Prequential (each training interaction ranked before it is learned)",
+        caption=f"{summary.n_evaluated:,} interactions ranked against sampled unseen items",
+    )
+    table.add_column("steps")
+    table.add_column("n", justify="right")
+    for name in names:
+        table.add_column(metric_label(name), justify="right")
+    rows = [("all", summary.n_evaluated, summary.overall)]
+    rows += [(f"{first}-{last}", n, values) for first, last, n, values in summary.windows]
+    for label, n, values in rows:
+        table.add_row(label, f"{n:,}", *(f"{values[name]:.4f}" for name in names))
+    return table
+
+
 def show_result(console: Console, result: RunResult) -> None:
     warnings = answer_warnings(result)
     title = "Test metrics (NOT the model's alone: see the warning below)" if warnings else None
     console.print(metrics_table(result.metrics, title) if title else metrics_table(result.metrics))
+    prequential = prequential_table(result)
+    if prequential is not None:
+        console.print(prequential)
     if result.llm_stats is not None:  # calls, cache hits, retries, repairs, fallbacks
         console.print(result.llm_stats.table())  # type: ignore[attr-defined]
         if result.operation_counts is not None and result.scenario is not None:

@@ -57,6 +57,28 @@ class SyntheticSettings(Section):
     n_drifts: int = Field(
         2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
     )
+    drift_spread_days: float = Field(
+        0.0,
+        ge=0.0,
+        description="Members of a drifting community adopt the new taste at staggered times, "
+        "uniformly within this many days after the drift starts (0 = all at once).",
+    )
+    adopt_share: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of a drifting community's members who adopt it."
+    )
+    sparse_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of users who make only sparse_interactions choices."
+    )
+    sparse_interactions: int = Field(
+        5, ge=3, description="Choices each sparse user makes (sparse_share)."
+    )
+    cold_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of items released at a random time in the horizon (cold items: never "
+        "chosen before their release).",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> SyntheticSettings:
@@ -128,8 +150,9 @@ class BufferSettings(Section):
         None,
         description="When a buffer is merged into the propagated profile: when full, just "
         "before its owner acts (chooses, is judged as a candidate, is ranked or ranks), and/or "
-        "at the end of every step. None = by brain: [full, before_act] with an LLM brain (lazy "
-        "merge: a client that never acts never pays), [full, before_act, step_end] offline.",
+        "at the end of every step. None = [full, before_act] (lazy merge: a client that never "
+        "acts never pays; the offline brain measured on par or better than merging at every "
+        "step's end, see experiments/README.md).",
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
@@ -222,7 +245,10 @@ class InteractionSettings(Section):
         "best of 0.2/0.3/0.5/1.0 on ml-latest-small).",
     )
     propagated_weight: float = Field(
-        0.5, ge=0.0, description="Weight of the propagated profile when a client is scored."
+        2.0,
+        ge=0.0,
+        description="Weight of the propagated profile when a client is scored (2.0 measured "
+        "best of 0.5/1/2/3 on the synthetic world; see experiments/README.md).",
     )
 
 
@@ -250,15 +276,30 @@ class PropagationSettings(Section):
         "embeddings.",
     )
     perception: PerceptionName = Field(
-        "nearest_router",
-        description="Perception policy: which router hears of each changed attribute "
-        "(nearest_router = argmax cos(attribute, router); or a registered name, see "
-        "recnet.registry.PERCEPTION).",
+        "membership",
+        description="Perception policy: which routers hear of a change (membership = the routers "
+        "the changing client is a member of, its communities; nearest_router = the paper's "
+        "argmax cos(attribute, router); or a registered name, see recnet.registry.PERCEPTION).",
     )
     routing: RoutingName = Field(
-        "threshold",
-        description="Routing policy: multicast to clients above tau (threshold), to each "
-        "router's top-k (top_k), or a registered name (recnet.registry.ROUTING).",
+        "members",
+        description="Routing policy: multicast to the router's members (members), to clients "
+        "above tau (threshold, the paper), to each router's top-k (top_k), or a registered name "
+        "(recnet.registry.ROUTING).",
+    )
+    message: Literal["profile", "delta"] = Field(
+        "profile",
+        description="What a router multicasts: its whole profile, or what changed in its "
+        "community this step (the routed attribute changes, unit length).",
+    )
+    multicast_kinds: list[Literal["user", "item"]] = Field(
+        default_factory=lambda: ["user", "item"],
+        description="Which clients a multicast may reach: users, items or both (the paper).",
+    )
+    message_idle_clients: bool = Field(
+        False,
+        description="Also message clients that cannot act on it: items never interacted with "
+        "and in no candidate list, users with no training interactions left and no test list.",
     )
     top_k: int = Field(50, ge=1, description="Recipients per router when routing=top_k.")
     max_recipients: int = Field(
@@ -356,6 +397,24 @@ class BackwardSettings(Section):
     )
 
 
+class PrequentialSettings(Section):
+    """Test-then-train: rank a training interaction's true item before it is learned."""
+
+    every: int | None = Field(
+        None,
+        ge=0,
+        description="Rank every n-th training interaction (by stream position) against sampled "
+        "unseen items before it is learned; 0 = off; null = 1 with the offline brain, 25 with "
+        "an LLM brain (one rank call each, priced by the dry run).",
+    )
+    n_negatives: int = Field(
+        19, ge=1, description="Sampled unseen items ranked against each evaluated interaction."
+    )
+    windows: int = Field(
+        10, ge=1, description="Equal windows of steps the prequential metrics are reported for."
+    )
+
+
 class EvaluationSettings(Section):
     """Leave-one-out evaluation on fixed candidate lists."""
 
@@ -372,6 +431,7 @@ class EvaluationSettings(Section):
     max_test_users: int | None = Field(
         None, ge=1, description="Evaluate a seeded subsample of test users (cheaper LLM runs)."
     )
+    prequential: PrequentialSettings = Field(default_factory=PrequentialSettings)
 
 
 class EmbedderSettings(Section):
@@ -445,11 +505,10 @@ class Scenario(Section):
 
 
 def flush_triggers(scenario: Scenario, brain_kind: str) -> set[str]:
-    """When buffers flush: ``world.buffer.flush_on``, or its default for the brain (lazy merge
-    for an LLM brain, also at every step's end offline)."""
+    """When buffers flush: ``world.buffer.flush_on``, or its default: lazy merge, when the client
+    is about to act (the offline brain's default chosen by measurement, issue 9; the argument
+    keeps a per-brain default possible)."""
     chosen = scenario.world.buffer.flush_on
     if chosen is not None:
         return set(chosen)
-    if brain_kind == "llm":
-        return {"full", "before_act"}
-    return {"full", "before_act", "step_end"}
+    return {"full", "before_act"}  # both brains: merge when the client is about to act

@@ -95,9 +95,13 @@ def _restrict_truth(truth: GroundTruth | None, users: set[str]) -> GroundTruth |
                 d.from_attributes,
                 d.to_attributes,
                 tuple(u for u in d.users if u in users),
+                None if d.adoption is None else {u: t for u, t in d.adoption.items() if u in users},
             )
             for d in truth.drifts
         ],
+        user_taste={u: t for u, t in truth.user_taste.items() if u in users},
+        item_release=dict(truth.item_release),
+        item_weight=dict(truth.item_weight),
     )
 
 

@@ -18,6 +18,13 @@ The generative story:
 * ``n_drifts`` drifts happen at evenly spaced times: community ``c`` (chosen at random) starts
   preferring the items of another community ``d``. ``DriftEvent`` records the time, ``c``, the
   old and new attribute sets and the users of ``c`` (who should learn of the shift).
+* Staggered adoption (``drift_spread_days``, ``adopt_share``): each member of ``c`` adopts the
+  new taste at its own time, uniformly within the spread after the drift starts, and only a share
+  of members adopt at all; ``DriftEvent.adoption`` records who and when, and
+  ``GroundTruth.user_taste`` every user's true taste over time (what an oracle knows).
+* Sparse users (``sparse_share``) make only ``sparse_interactions`` choices; cold items
+  (``cold_share``) are released at a random time and never chosen before it
+  (``GroundTruth.item_release``).
 
 Everything is drawn from ``numpy.random.default_rng(SeedSequence([seed, SYNTHETIC_STREAM]))``.
 """
@@ -136,16 +143,37 @@ def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
     change_times = [np.array([ts for ts, g2, _ in drifts if g2 == g], np.int64) for g in range(c)]
     change_targets = [[g] + [t for _, g2, t in drifts if g2 == g] for g in range(c)]
 
-    n_choices = min(settings.interactions_per_user, n_items)
+    # staggered adoption, sparse users and cold items draw from their own stream, so that a world
+    # without them is exactly the world generated before these knobs existed
+    extra = np.random.default_rng(np.random.SeedSequence([seed, SYNTHETIC_STREAM, 1]))
+    adoption = _adoption(settings, drifts, user_comm, extra)
+    sparse = extra.random(n_users) < settings.sparse_share
+    release = np.full(n_items, START_TIME, dtype=np.int64)
+    cold = extra.random(n_items) < settings.cold_share
+    release[cold] = START_TIME + extra.integers(0, int(0.75 * HORIZON), size=int(cold.sum()))
+
     user_width = len(str(n_users - 1))
     rows: list[tuple[int, int, int]] = []  # (timestamp, user index, item index)
+    taste: dict[int, list[tuple[int, int]]] = {}
     for u in range(n_users):
         comm = int(user_comm[u])
+        wanted = settings.sparse_interactions if sparse[u] else settings.interactions_per_user
+        n_choices = min(wanted, n_items)
         times = np.sort(rng.integers(START_TIME, START_TIME + HORIZON, size=n_choices))
-        epochs = np.searchsorted(change_times[comm], times, side="right")
-        groups = np.asarray(change_targets[comm])[epochs]
+        if adoption:
+            changes = sorted(
+                (a[u], target) for a, (_, _, target) in zip(adoption, drifts, strict=True) if u in a
+            )
+            taste[u] = changes
+            starts = np.array([t for t, _ in changes], np.int64)
+            epochs = np.searchsorted(starts, times, side="right")
+            groups = np.asarray([comm] + [t for _, t in changes])[epochs]
+        else:
+            epochs = np.searchsorted(change_times[comm], times, side="right")
+            groups = np.asarray(change_targets[comm])[epochs]
         outside = rng.random(n_choices) < settings.noise
-        picks = _pick_items(rng, groups, outside, members, log_w, item_comm)
+        released = release if cold.any() else None
+        picks = _pick_items(rng, groups, outside, members, log_w, item_comm, times, released)
         rows.extend(zip(times.tolist(), [u] * n_choices, picks, strict=True))
     rows.sort(key=lambda r: r[0])
 
@@ -156,9 +184,22 @@ def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
         item_community={iid: int(g) for iid, g in zip(item_ids, item_comm.tolist(), strict=True)},
         community_attributes={g: tuple(comm_attrs[g]) for g in range(c)},
         drifts=[],
+        user_taste={user_ids[u]: changes for u, changes in taste.items() if changes},
+        item_weight={
+            item_ids[i]: float(np.exp(w))
+            for group, weights in zip(members, log_w, strict=True)
+            for i, w in zip(group.tolist(), weights.tolist(), strict=True)
+        },
+        item_release={item_ids[i]: int(release[i]) for i in np.flatnonzero(cold).tolist()},
     )
+    if not adoption:  # all members adopt at the drift's start
+        truth.user_taste = {
+            user_ids[u]: [(ts, t) for ts, g, t in drifts if g == int(user_comm[u])]
+            for u in range(n_users)
+            if any(g == int(user_comm[u]) for _, g, _ in drifts)
+        }
     preferred = list(range(c))
-    for ts, comm, target in drifts:
+    for k, (ts, comm, target) in enumerate(drifts):
         truth.drifts.append(
             DriftEvent(
                 timestamp=ts,
@@ -168,10 +209,34 @@ def generate_synthetic(settings: SyntheticSettings, seed: int) -> Dataset:
                 users=tuple(
                     u for u, g in zip(user_ids, user_comm.tolist(), strict=True) if g == comm
                 ),
+                adoption={user_ids[u]: t for u, t in adoption[k].items()} if adoption else None,
             )
         )
         preferred[comm] = target
     return Dataset("synthetic", interactions, items, ground_truth=truth, source="synthetic")
+
+
+def _adoption(
+    settings: SyntheticSettings,
+    drifts: list[tuple[int, int, int]],
+    user_comm: np.ndarray,
+    extra: np.random.Generator,
+) -> list[dict[int, int]]:
+    """Per drift, user index → adoption time (staggered, a share of members); [] when every
+    member adopts every drift at its start (the knobs at their defaults)."""
+    spread = int(settings.drift_spread_days * 24 * 3600)
+    if spread == 0 and settings.adopt_share >= 1.0:
+        return []
+    adoption = []
+    for ts, comm, _ in drifts:
+        chosen: dict[int, int] = {}
+        for u in np.flatnonzero(user_comm == comm).tolist():
+            adopts = extra.random() < settings.adopt_share
+            delay = int(extra.integers(0, spread + 1)) if spread else 0
+            if adopts:
+                chosen[u] = ts + delay
+        adoption.append(chosen)
+    return adoption
 
 
 def _pick_items(
@@ -181,9 +246,11 @@ def _pick_items(
     members: list[np.ndarray],
     log_w: list[np.ndarray],
     item_comm: np.ndarray,
+    times: np.ndarray | None = None,
+    release: np.ndarray | None = None,
 ) -> list[int]:
     """One user's distinct items: popularity-weighted from ``groups[t]``, or (``outside[t]``)
-    uniformly from the other communities."""
+    uniformly from the other communities; with ``release``, never an item before its release."""
     n_items = len(item_comm)
     picks = [-1] * len(groups)
     seen: set[int] = set()
@@ -191,21 +258,38 @@ def _pick_items(
     for g in np.unique(groups[inside]).tolist():
         slots = np.flatnonzero(inside & (groups == g)).tolist()
         keys = log_w[g] + rng.gumbel(size=len(members[g]))  # Gumbel top-k = weighted, no repeats
-        order = members[g][np.argsort(-keys)[: len(slots)]].tolist()
-        for slot, item in zip(slots, order, strict=False):
-            picks[slot] = item
-            seen.add(item)
+        if release is None or times is None:
+            order = members[g][np.argsort(-keys)[: len(slots)]].tolist()
+            for slot, item in zip(slots, order, strict=False):
+                picks[slot] = item
+                seen.add(item)
+            continue
+        ranked = members[g][np.argsort(-keys)].tolist()
+        for slot in slots:  # in time order: the best-ranked item already released
+            item = next((i for i in ranked if i not in seen and release[i] <= times[slot]), -1)
+            if item >= 0:
+                picks[slot] = item
+                seen.add(item)
     for slot, pick in enumerate(picks):
         if pick >= 0:
             continue
         g = int(groups[slot])
         prefer_outside = bool(outside[slot])
+        ok = None if release is None or times is None else release <= times[slot]
         for _ in range(32):
             item = int(rng.integers(n_items))
-            if item not in seen and (not prefer_outside or item_comm[item] != g):
+            if (
+                item not in seen
+                and (not prefer_outside or item_comm[item] != g)
+                and (ok is None or ok[item])
+            ):
                 break
         else:
-            item = next(i for i in rng.permutation(n_items).tolist() if i not in seen)
+            item = next(
+                i
+                for i in rng.permutation(n_items).tolist()
+                if i not in seen and (ok is None or ok[i])
+            )
         picks[slot] = item
         seen.add(item)
     return picks

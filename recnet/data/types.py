@@ -40,6 +40,15 @@ class DriftEvent:
     from_attributes: tuple[str, ...]
     to_attributes: tuple[str, ...]
     users: tuple[str, ...]  # who should learn about the shift
+    #: user → when that member adopts the new taste (staggered adoption); members absent from it
+    #: never adopt. None = every member adopts at ``timestamp``.
+    adoption: dict[str, int] | None = None
+
+    def adopted_at(self, user: str) -> int | None:
+        """When ``user`` adopts this drift (None: never)."""
+        if self.adoption is None:
+            return self.timestamp if user in self.users else None
+        return self.adoption.get(user)
 
 
 @dataclass(slots=True)
@@ -50,6 +59,23 @@ class GroundTruth:
     item_community: dict[str, int]
     community_attributes: dict[int, tuple[str, ...]]
     drifts: list[DriftEvent] = field(default_factory=list)
+    #: user → [(from timestamp, community whose items the user prefers)], in time order; the
+    #: true current taste an oracle knows (empty when the generator did not record it).
+    user_taste: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    item_release: dict[str, int] = field(default_factory=dict)  # cold items: first choosable time
+    #: item → its weight among its community's items when a user of that taste chooses (the
+    #: generator's popularity skew); with ``taste_at`` what a Bayes-optimal oracle ranks by
+    item_weight: dict[str, float] = field(default_factory=dict)
+
+    def taste_at(self, user: str, timestamp: int) -> int:
+        """The community whose items ``user`` prefers at ``timestamp``."""
+        current = self.user_community[user]
+        for start, community in self.user_taste.get(user, ()):
+            if start <= timestamp:
+                current = community
+            else:
+                break
+        return current
 
 
 @dataclass(slots=True)

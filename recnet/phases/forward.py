@@ -5,9 +5,10 @@ of DESIGN §2's five steps; each builds tasks from the world, hands them to the 
 applies the outcomes, and writes trace rows:
 
 1. ``interact``  — AgentCF interaction update (choose, reflect) per interaction.
-2. ``perceive``  — attributes that changed go to their nearest router.
+2. ``perceive``  — attributes that changed go to routers (``recnet.phases.perception``).
 3. ``integrate`` — routers that received attributes summarise them into a new profile.
-4. ``multicast`` — each updated router sends its profile to clients with cos ≥ τ.
+4. ``multicast`` — each updated router sends its profile (or its change) to clients with
+   cos ≥ τ or to its members; clients that cannot act are skipped.
 5. ``receive``   — flushed buffers are merged into propagated profiles through filter memories;
    with ``world.buffer.enabled: false`` every message is merged on its own, in arrival order.
 """
@@ -29,14 +30,15 @@ from recnet.brain.base import (
 from recnet.config.scenario import flush_triggers
 from recnet.context import RunContext
 from recnet.data.types import Interaction
+from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
 from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, profile_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.formulas import popularity_prior
-from recnet.world.policies import PerceptionPolicy, RoutingPolicy
-from recnet.world.profile import Weights, changes
+from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
+from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
 from recnet.world.rules import Decision
 from recnet.world.world import World
@@ -76,6 +78,7 @@ class ForwardState:
     max_count: int  # the most interactions of any item (popularity prior)
     dirty_profiles: set[str]  # clients whose profile changed since last written
     buffered: set[str]  # clients with a non-empty buffer
+    prequential_ranks: list[tuple[int, int]] = field(default_factory=list)  # (step, rank)
 
 
 class ForwardPhase:
@@ -102,6 +105,8 @@ class ForwardPhase:
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
+        self.prequential = PrequentialEvaluator(ctx, self.item_ids, world.history)
+        self.prequential_ranks: list[tuple[int, int]] = []  # (step, rank), test-then-train
         trace = ctx.scenario.trace
         self.message_trace = MessageTrace.for_world(
             trace.messages, trace.message_share, ctx.scenario.seed, len(world.clients)
@@ -109,11 +114,18 @@ class ForwardPhase:
 
     def state(self) -> ForwardState:
         """Counters a checkpoint must carry to continue exactly (``Checkpointed``)."""
-        return ForwardState(self.seq, self.max_count, set(self.dirty_profiles), set(self.buffered))
+        return ForwardState(
+            self.seq,
+            self.max_count,
+            set(self.dirty_profiles),
+            set(self.buffered),
+            list(self.prequential_ranks),
+        )
 
     def restore(self, state: ForwardState) -> None:
         self.seq, self.max_count = state.seq, state.max_count
         self.dirty_profiles, self.buffered = set(state.dirty_profiles), set(state.buffered)
+        self.prequential_ranks = list(state.prequential_ranks)
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
@@ -126,6 +138,11 @@ class ForwardPhase:
             if self.fuse_choice:
                 pending = {u.agent_id: u.buffer.drain() for u in users if len(u.buffer)}
             await self.flush_before_act(state, positives + negatives + users)
+        if self.prequential.enabled:  # test, then train: rank each true item before learning it
+            ranks = await self.prequential.evaluate(
+                state.step, self.seq, users, positives, world.items, self.popularity
+            )
+            self.prequential_ranks.extend((state.step, r) for r in ranks)
         before: dict[str, Weights] = {}
         order = list(range(len(users)))
         rows = []  # traced once per step: rounds are often one interaction long
@@ -222,13 +239,10 @@ class ForwardPhase:
 
     # 2. perception -----------------------------------------------------------------------------
     def perceive(self, state: StepState) -> None:
+        """Route the step's attribute changes to routers (``propagation.perception``)."""
         if not self.settings.enabled or self.settings.mode != "routers" or not state.changed:
             return
-        totals: Weights = {}
-        for delta in state.changed.values():
-            for attribute, change in delta.items():
-                totals[attribute] = totals.get(attribute, 0.0) + change
-        for router_id, routed in self.perception(self.world, totals).items():
+        for router_id, routed in self.perception(self.world, state.changed).items():
             bucket = state.routed.setdefault(router_id, {})
             for attribute, weight in routed.items():
                 bucket[attribute] = bucket.get(attribute, 0.0) + weight
@@ -253,10 +267,13 @@ class ForwardPhase:
 
     # 4. multicast ------------------------------------------------------------------------------
     def multicast(self, state: StepState) -> None:
-        """Send each updated router's profile to the clients it scores at least τ (or top-k).
+        """Send each updated router's profile (or its community's change, ``message: delta``) to
+        the clients its routing policy picks (``propagation.routing``: its members, the clients
+        it scores at least τ, or its top-k).
 
         In ``point_to_point`` mode (an ablation without routers) each changed client sends its own
-        profile straight to its ``neighbours`` most similar clients instead.
+        profile straight to its ``neighbours`` most similar clients instead. Clients that cannot
+        act any more are skipped (``propagation.message_idle_clients``).
         """
         world = self.world
         point_to_point = self.settings.mode == "point_to_point"
@@ -270,11 +287,23 @@ class ForwardPhase:
             taus = [world.routers[r].tau for r in senders]
         if not senders:
             return
-        if self.settings.mode == "point_to_point":
+        # what is sent: the sender's profile, or what changed in the router's community this step
+        sent = profiles
+        if not point_to_point and self.settings.message == "delta":
+            sent = [normalized(state.routed.get(r, {})) for r in senders]
+        if point_to_point:
             sender_vectors = world.space.embed_many(profiles)
         else:  # embedded once per router version (perception and memberships reuse it)
             sender_vectors = np.stack([world.router_vector(r) for r in senders])
         scores = world.client_vectors @ sender_vectors.T
+        skipped = excluded_mask(
+            world,
+            self.seq,
+            idle=self.settings.message_idle_clients,
+            kinds=self.settings.multicast_kinds,
+        )
+        if skipped is not None:
+            scores[skipped, :] = -np.inf
         for column, sender in enumerate(senders):
             exclude = world.client_position.get(sender)
             if exclude is not None:
@@ -290,7 +319,7 @@ class ForwardPhase:
                 positions, chosen = self.routing(
                     world, sender, scores[:, column], taus[column], self.settings
                 )
-            self._send(state, sender, dict(profiles[column]), positions, chosen)
+            self._send(state, sender, dict(sent[column]), positions, chosen)
 
     def _send(
         self,
@@ -339,8 +368,10 @@ class ForwardPhase:
     async def receive(self, state: StepState) -> None:
         """Merge what flushed this step (``state.to_flush``) into propagated profiles.
 
-        With the buffer (default) each client's flushed messages are merged together, in one merge
-        per client and step. This holds for ``capacity: 1`` too: a buffer that flushes when full
+        With the buffer (default) each client's flushed messages are merged together: with the
+        step's end as a trigger, in one merge per client and step (a client waiting to act may
+        merge once before acting and once more when its buffer fills). This holds for
+        ``capacity: 1`` too: a buffer that flushes when full
         hands its messages to ``state.to_flush``, where all of the step's flushes of one client
         are collected into that single merge. The capacity decides what overflow drops and when
         messages leave the buffer, not how many merges a step makes.
@@ -418,6 +449,14 @@ class ForwardPhase:
             ctx.store.add("messages", rows)
 
     # step bookkeeping --------------------------------------------------------------------------
+    def prequential_summary(self, n_steps: int) -> PrequentialSummary | None:
+        """Prequential metrics of every interaction ranked so far, overall and per window."""
+        pairs = np.asarray(self.prequential_ranks, dtype=np.int64).reshape(-1, 2)
+        evaluation = self.ctx.scenario.evaluation
+        return summarize_prequential(
+            pairs[:, 0], pairs[:, 1], evaluation.ks, n_steps, evaluation.prequential.windows
+        )
+
     def step_row(self, state: StepState, finished_at: str) -> dict[str, object]:
         interactions = state.interactions
         return {

@@ -22,6 +22,7 @@ from recnet.trace.records import (
 )
 from recnet.world.build import build_world, history_profiles
 from recnet.world.embedding import Embedder
+from recnet.world.policies import acts_until
 from recnet.world.world import World
 
 
@@ -44,6 +45,9 @@ async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedd
         user_profiles,
         ctx.seeds.generator("routers-init"),
         item_texts=item_texts,
+    )
+    world.acts_until = acts_until(
+        world, prepared.split.train, (prepared.test_candidates, prepared.valid_candidates)
     )
     write_initial_state(ctx, world, prepared)
     return world

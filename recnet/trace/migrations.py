@@ -110,6 +110,11 @@ def _trace_levels(conn: Connection) -> None:
     schema.message_counts.create(conn)
 
 
+def _prequential(conn: Connection) -> None:
+    """Test-then-train ranks of training interactions (``evaluation.prequential``)."""
+    schema.prequential.create(conn)
+
+
 def _metrics_flag(conn: Connection) -> None:
     """``metrics.flag``: marks values produced by fallback or replayed-from-elsewhere answers."""
     columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
@@ -125,7 +130,8 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "checkpoints", _checkpoints),
     Migration(4, "links_and_views", _links_and_views),
     Migration(5, "trace_levels", _trace_levels),
-    Migration(6, "metrics_flag", _metrics_flag),
+    Migration(6, "prequential", _prequential),
+    Migration(7, "metrics_flag", _metrics_flag),
 ]
 
 #: The schema version this code writes and understands.

@@ -103,6 +103,21 @@ interactions = Table(
     ForeignKeyConstraint(["run_id", "chosen_id"], ["agents.run_id", "agents.agent_id"]),
 )
 
+prequential = Table(
+    "prequential",
+    metadata,
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # the interaction's position in the training stream
+    Column("step", Integer, nullable=False),
+    Column("user_id", String, nullable=False),
+    Column("item_id", String, nullable=False),  # the item really chosen (not yet learned)
+    Column("rank", Integer, nullable=False),  # 1-based rank of item_id among the candidates
+    Column("n_candidates", Integer, nullable=False),
+    Column("candidates_json", Text, nullable=False),  # item ids in scoring order, truth included
+    ForeignKeyConstraint(["run_id", "user_id"], ["agents.run_id", "agents.agent_id"]),
+    ForeignKeyConstraint(["run_id", "item_id"], ["agents.run_id", "agents.agent_id"]),
+)
+
 profile_versions = Table(
     "profile_versions",
     metadata,

@@ -4,16 +4,26 @@ Pipeline position: looked up by name in ``recnet.registry.PERCEPTION`` (``propag
 and ``recnet.registry.ROUTING`` (``propagation.routing``) by the forward phase. A perception policy
 sends each changed attribute of a step to routers; a routing policy picks the clients one sender's
 multicast reaches from its cosine scores against every client. The built-ins are the paper's rules:
-``nearest_router`` (``argmax_R cos(e_a, e_R)``), ``threshold`` (``cos >= τ``) and ``top_k``. A new
-policy is one module with a function of the matching protocol, registered by name.
+``nearest_router`` (``argmax_R cos(e_a, e_R)``), ``threshold`` (``cos >= τ``) and ``top_k``, and
+the community rules: ``membership`` perception (a client's change goes to the routers the client is
+a member of, i.e. to its own communities, not to clients who already share the new taste) and
+``members`` routing (a router reaches its members). A new policy is one module with a function of
+the matching protocol, registered by name.
+
+Clients that cannot act on a message (``acts_until``: items never chosen and in no candidate list,
+users with no training interaction left and no test list) get a ``-inf`` score before any routing
+policy sees it (``excluded_mask``), unless ``propagation.message_idle_clients`` asks for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from recnet.data.types import Interaction
+from recnet.world.agents import item_agent_id, user_agent_id
 from recnet.world.profile import Weights
 from recnet.world.routing import nearest_router, select_recipients
 
@@ -21,11 +31,14 @@ if TYPE_CHECKING:
     from recnet.config.scenario import PropagationSettings
     from recnet.world.world import World
 
+#: ``acts_until`` of a client that acts until the end (a test user, an item in a candidate list).
+FOREVER = np.iinfo(np.int64).max
+
 
 class PerceptionPolicy(Protocol):
-    """Changed attributes (summed deltas of the step) → router id → routed attribute deltas."""
+    """The step's changes (client id → its attribute deltas) → router id → routed deltas."""
 
-    def __call__(self, world: World, changed: Weights) -> dict[str, Weights]: ...
+    def __call__(self, world: World, changed: Mapping[str, Weights]) -> dict[str, Weights]: ...
 
 
 class RoutingPolicy(Protocol):
@@ -45,10 +58,23 @@ class RoutingPolicy(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def nearest_router_perception(world: World, changed: Weights) -> dict[str, Weights]:
-    """The paper's perception: each attribute goes to ``argmax_R cos(e_a, e_R)``."""
+def _add(routed: dict[str, Weights], router_id: str, delta: Mapping[str, float]) -> None:
+    bucket = routed.setdefault(router_id, {})
+    for attribute, change in delta.items():
+        bucket[attribute] = bucket.get(attribute, 0.0) + change
+
+
+def nearest_router_perception(world: World, changed: Mapping[str, Weights]) -> dict[str, Weights]:
+    """The paper's perception: each changed attribute (summed over the step's clients) goes to
+    ``argmax_R cos(e_a, e_R)``."""
+    totals: Weights = {}
+    for delta in changed.values():
+        for attribute, change in delta.items():
+            totals[attribute] = totals.get(attribute, 0.0) + change
+    if not totals:
+        return {}
     space = world.space
-    names = list(changed)
+    names = list(totals)
     space.add(names)
     vectors = space.matrix[[space.index[a] for a in names]]
     router_ids, router_vectors = world.router_matrix()
@@ -57,8 +83,17 @@ def nearest_router_perception(world: World, changed: Weights) -> dict[str, Weigh
     for attribute, position in zip(names, positions.tolist(), strict=True):
         if position < 0:
             continue
-        bucket = routed.setdefault(router_ids[position], {})
-        bucket[attribute] = bucket.get(attribute, 0.0) + changed[attribute]
+        _add(routed, router_ids[position], {attribute: totals[attribute]})
+    return routed
+
+
+def membership_perception(world: World, changed: Mapping[str, Weights]) -> dict[str, Weights]:
+    """Each changed client's change goes to every router it is a member of (its communities)."""
+    routed: dict[str, Weights] = {}
+    for agent_id, delta in changed.items():
+        for router_id in world.memberships.get(agent_id, {}):
+            if router_id in world.routers:
+                _add(routed, router_id, delta)
     return routed
 
 
@@ -76,3 +111,59 @@ def top_k_routing(
     return select_recipients(
         scores, tau=tau, max_recipients=settings.max_recipients, top_k=settings.top_k
     )
+
+
+def members_routing(
+    world: World, sender: str, scores: np.ndarray, tau: float, settings: PropagationSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """A router's members (a client with an empty profile is nobody's member), strongest
+    membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
+    relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
+    memberships = world.memberships
+    members = [
+        (world.client_position[c], memberships.get(c, {}).get(sender, 0.0))
+        for c in world.members(sender)
+        if c in world.client_position
+    ]
+    members = [(p, m) for p, m in members if m > 0.0 and np.isfinite(scores[p])]
+    members.sort(key=lambda pm: (-pm[1], pm[0]))
+    positions = np.array([p for p, _ in members[: settings.max_recipients]], dtype=np.int64)
+    return positions, scores[positions]
+
+
+def acts_until(
+    world: World,
+    train: Iterable[Interaction],
+    candidate_lists: Iterable[Mapping[str, Sequence[str]]],
+) -> np.ndarray:
+    """Per client position: the last training-stream position at which it acts (chooses or is
+    chosen), ``FOREVER`` for test users and items in a candidate list, -1 for clients that never
+    act."""
+    last = np.full(len(world.clients), -1, dtype=np.int64)
+    position = world.client_position
+    for seq, interaction in enumerate(train):
+        last[position[user_agent_id(interaction.user)]] = seq
+        last[position[item_agent_id(interaction.item)]] = seq
+    for lists in candidate_lists:
+        for user, items in lists.items():
+            agent = position.get(user_agent_id(user))
+            if agent is not None:
+                last[agent] = FOREVER
+            for item in items:
+                found = position.get(item_agent_id(item))
+                if found is not None:
+                    last[found] = FOREVER
+    return last
+
+
+def excluded_mask(world: World, now: int, *, idle: bool, kinds: Sequence[str]) -> np.ndarray | None:
+    """True for clients a multicast must skip: those that can no longer act at stream position
+    ``now`` (unless ``idle`` allows them) and those of a kind not in ``kinds``; None = none."""
+    mask = None
+    until = getattr(world, "acts_until", None)
+    if not idle and until is not None and len(until) == len(world.clients):
+        mask = until < now
+    if set(kinds) != {"user", "item"}:
+        wrong = np.array([c.kind not in kinds for c in world.clients], dtype=bool)
+        mask = wrong if mask is None else mask | wrong
+    return mask

@@ -38,6 +38,9 @@ class World:
         self.client_vectors = np.zeros((0, space.dim), dtype=np.float32)
         self.history: dict[str, set[str]] = {}  # user agent id → item agent ids (all splits)
         self.step = -1  # last completed step
+        #: per client position, the last training-stream position at which it acts (see
+        #: ``recnet.phases.perception.acts_until``); None = unknown, everyone may be messaged
+        self.acts_until: np.ndarray | None = None
         self._next_message_id = 0
         self._next_router_number = 0
 
