@@ -9,6 +9,11 @@ tracing off, so the cost of propagation and of the trace are visible.
 
     python experiments/bench_offline.py            # full scenario, ~2-4 minutes in total
     python experiments/bench_offline.py --smoke    # a 40-user subsample, seconds
+    python experiments/bench_offline.py --baseline 4283dce   # also the code of that commit, first
+
+``--baseline COMMIT`` checks the commit out as a git worktree in a temporary folder and runs the
+main configuration with its code in the same invocation (before/after under the same load), then
+says whether the metrics are identical.
 
 Figures are printed and written to experiments/results/bench_offline.json.
 """
@@ -68,9 +73,23 @@ def run_one(overrides: list[str]) -> dict[str, float]:
     }
 
 
+def report(name: str, row: dict[str, float]) -> None:
+    """One configuration's line."""
+    print(
+        f"{name:32s} wall {row['wall_seconds']:7.2f} s  cpu {row['cpu_seconds']:7.2f} s  "
+        f"(load {row['load_average_1min']:.1f})  peak {row['peak_rss_mb']:7.1f} MB  "
+        f"{row['interactions_per_second']:9.1f} interactions/s  "
+        f"trace {row['trace_mb']:6.1f} MB  NDCG@1/5/10 {row['recnet ndcg@1']:.4f} "
+        f"{row['recnet ndcg@5']:.4f} {row['recnet ndcg@10']:.4f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a 40-user subsample (seconds)")
+    parser.add_argument("--baseline", help="also run the code of this commit first (before/after)")
+    parser.add_argument("--main-only", action="store_true", help="skip the baseline configurations")
     parser.add_argument("--single", help=argparse.SUPPRESS)  # JSON list of overrides: child mode
     parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
@@ -81,33 +100,53 @@ def main() -> None:
         return
     extra = SMOKE if args.smoke else []
     figures: dict[str, dict[str, float]] = {}
-    for name, overrides in CONFIGURATIONS.items():
-        child = subprocess.run(
-            [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
+    runs: list[tuple[str, list[str], Path]] = []
+    folder = tempfile.mkdtemp()
+    if args.baseline:
+        code = Path(folder) / "baseline"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(code), args.baseline],
             check=True,
             capture_output=True,
-            text=True,
         )
-        figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
-        row = figures[name]
-        print(
-            f"{name:32s} wall {row['wall_seconds']:7.2f} s  cpu {row['cpu_seconds']:7.2f} s  "
-            f"(load {row['load_average_1min']:.1f})  peak {row['peak_rss_mb']:7.1f} MB  "
-            f"{row['interactions_per_second']:9.1f} interactions/s  "
-            f"trace {row['trace_mb']:6.1f} MB  NDCG@1/5/10 {row['recnet ndcg@1']:.4f} "
-            f"{row['recnet ndcg@5']:.4f} {row['recnet ndcg@10']:.4f}",
-            flush=True,
-        )
+        runs.append((f"before: {args.baseline}", [], code))
+    chosen = list(CONFIGURATIONS)[:1] if args.main_only else list(CONFIGURATIONS)
+    runs += [(name, CONFIGURATIONS[name], ROOT) for name in chosen]
+    try:
+        for name, overrides, code_root in runs:
+            child = subprocess.run(
+                [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(code_root)},
+            )
+            figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
+            report(name, figures[name])
+    finally:
+        if args.baseline:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(code)],
+                capture_output=True,
+            )
     full = figures["recnet (propagation on)"]
+    if args.baseline:
+        before = figures[f"before: {args.baseline}"]
+        same = all(before[k] == full[k] for k in full if " ndcg@" in k)
+        print(
+            f"speed-up over {args.baseline}: {before['wall_seconds'] / full['wall_seconds']:.2f}x; "
+            f"metrics {'identical' if same else 'DIFFER'}"
+        )
     print(
         "popularity on the same candidates: NDCG@1/5/10 "
         f"{full['popularity ndcg@1']:.4f} {full['popularity ndcg@5']:.4f} "
         f"{full['popularity ndcg@10']:.4f}"
     )
+    off = figures.get("baseline: propagation off")
     print(
         f"train interactions: {full['train_interactions']}, steps: {full['steps']}, "
-        f"test users: {full['test_users']}; propagation costs "
-        f"{full['wall_seconds'] - figures['baseline: propagation off']['wall_seconds']:.1f} s"
+        f"test users: {full['test_users']}"
+        + (f"; propagation costs {full['wall_seconds'] - off['wall_seconds']:.1f} s" if off else "")
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from recnet.brain.base import Brain
 from recnet.config.scenario import Scenario
 from recnet.rng import SeedTree
+from recnet.trace.lease import TraceLease
 from recnet.trace.store import TraceStore
 
 
@@ -31,6 +32,7 @@ class RunContext:
     clock: Callable[[], str] = utc_now
     on_step: Callable[[int, int], None] | None = None  # (completed step, total steps)
     stats: dict[str, int] = field(default_factory=dict)
+    lease: TraceLease | None = None  # the trace's writer lease, released when the run closes
     step: int = -1  # where the run is (the phase loop updates both; error lines name them)
     phase: str = "initialise"
 

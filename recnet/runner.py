@@ -48,6 +48,7 @@ from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
+from recnet.trace.levels import resolve_profile_every
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
@@ -174,7 +175,9 @@ async def simulate(
         store.close()
         lease.release()
         raise
-    ctx = RunContext(scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step)
+    ctx = RunContext(
+        scenario, brain, store, run_id, SeedTree(scenario.seed), on_step=on_step, lease=lease
+    )
     store.create_run(
         {
             "run_id": run_id,
@@ -194,7 +197,7 @@ async def simulate(
         world = await initialise_world(ctx, prepared, build_embedder(scenario))
         return await run_loop(ctx, world, prepared)
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -208,6 +211,7 @@ RESUMABLE_OVERRIDES = (
     "llm.rate_limit.",
     "llm.max_concurrency",
     "llm.base_url",
+    "llm.endpoints",
     "llm.api_key_env",
     "trace.batch_size",
 )
@@ -277,7 +281,13 @@ async def resume(
     brain.operations = checkpoint.operations
     restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
-        scenario, brain, store, run["run_id"], SeedTree(scenario.seed), on_step=on_step
+        scenario,
+        brain,
+        store,
+        run["run_id"],
+        SeedTree(scenario.seed),
+        on_step=on_step,
+        lease=lease,
     )
     ctx.stats = dict(checkpoint.run_stats)
     ctx.at(checkpoint.step, "resume")
@@ -296,7 +306,7 @@ async def resume(
             backward_state=checkpoint.extra.get("backward"),
         )
 
-    metrics = await supervised(ctx, path, lease, body)
+    metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
 
 
@@ -489,17 +499,20 @@ async def run_loop(
     forward = ForwardPhase(ctx, world)
     if forward_state is not None:
         forward.restore(forward_state)
+    ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
     backward = make_backward_hook(ctx, world, prepared, forward)
     if backward is not None and backward_state is not None:
         backward.load_state(backward_state)  # type: ignore[attr-defined]
     n_steps = len(prepared.batches)
-    every = ctx.scenario.trace.profile_every
+    every = resolve_profile_every(ctx.scenario.trace.profile_every, len(world.clients), n_steps)
     checkpoint_every = checkpoint_interval(ctx)
     results: dict[str, dict[str, float]] = {}
 
     def commit(state: StepState) -> None:
         store = ctx.store
         store.add("steps", [forward.step_row(state, ctx.clock())])
+        if forward.message_trace.counting:
+            store.add("message_counts", forward.message_trace.count_rows(ctx.run_id, state.step))
         last = state.step == n_steps - 1
         if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
             store.add("profile_versions", forward.profile_rows(state.step))
@@ -523,13 +536,20 @@ async def run_loop(
             StepState(step=step, interactions=[], started_at=ctx.clock()),
             acting_in_evaluation(world, prepared.test_candidates),
         )
-        leftover = [
-            message_row(ctx.run_id, m, "buffered", None, step)
-            for client in world.clients
-            for m in client.buffer.peek()
-        ]
-        if ctx.scenario.trace.messages == "all" and leftover:
-            ctx.store.add("messages", leftover)
+        levels = forward.message_trace
+        leftover = [m for client in world.clients for m in client.buffer.peek()]
+        levels.count_all((m.router_id, "buffered") for m in leftover)
+        if levels.rows_wanted and leftover:
+            ctx.store.add(
+                "messages",
+                [
+                    message_row(ctx.run_id, m, "buffered", None, step)
+                    for m in leftover
+                    if levels.keep(m.message_id)
+                ],
+            )
+        if levels.counting:
+            ctx.store.add("message_counts", levels.count_rows(ctx.run_id, step))
         metrics, _ = await rank_with_brain(
             ctx, world, prepared.split, prepared.test_candidates, which="test", step=step
         )

@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 from recnet.context import RunContext, utc_now
 from recnet.errors import BudgetExceeded, RecnetError, RunFailed
-from recnet.trace.lease import TraceLease
 
 T = TypeVar("T")
 
@@ -70,30 +69,46 @@ def write_log(trace_path: Path, ctx: RunContext, text: str) -> Path:
     return path
 
 
-async def supervised(
-    ctx: RunContext, trace_path: Path, lease: TraceLease, body: Callable[[], Awaitable[T]]
-) -> T:
-    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything."""
-    store = ctx.store
+async def supervised(ctx: RunContext, trace_path: Path, body: Callable[[], Awaitable[T]]) -> T:
+    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything,
+    releasing the trace's lease (``ctx.lease``)."""
     try:
         result = await body()
-        store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
+        mark_finished(ctx)
         return result
     except BaseException as exc:
-        status, note, replacement = _ending(ctx, trace_path, exc)
-        try:
-            store.flush()
-        finally:
-            store.update_run(ctx.run_id, status=status, finished_at=utc_now(), note=note)
-        if replacement is not None:
+        replacement = mark_ended(ctx, trace_path, exc)
+        if replacement is not exc:
             raise replacement from exc
         raise
     finally:
-        try:
-            store.close()
-            await ctx.brain.aclose()
-        finally:
-            lease.release()
+        await close_run(ctx)
+
+
+def mark_finished(ctx: RunContext) -> None:
+    ctx.store.update_run(ctx.run_id, status="finished", finished_at=ctx.clock())
+
+
+def mark_ended(ctx: RunContext, trace_path: Path, exc: BaseException) -> BaseException:
+    """Record a run that ``exc`` ended as ``stopped`` (Ctrl-C, cancel, budget) or ``failed``;
+    return the exception to raise: ``exc`` itself (its remedy now holds the resume command) or,
+    for a bug, a ``RunFailed`` to raise ``from exc``."""
+    status, note, replacement = _ending(ctx, trace_path, exc)
+    try:
+        ctx.store.flush()
+    finally:
+        ctx.store.update_run(ctx.run_id, status=status, finished_at=utc_now(), note=note)
+    return replacement if replacement is not None else exc
+
+
+async def close_run(ctx: RunContext) -> None:
+    """Close the trace and the brain, then give back the trace's writer lease."""
+    try:
+        ctx.store.close()
+        await ctx.brain.aclose()
+    finally:
+        if ctx.lease is not None:
+            ctx.lease.release()
 
 
 def _ending(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from llm_server import LLMTestServer
 from typer.testing import CliRunner
 
 import recnet.phases.forward
+import recnet.trace.report
 from recnet.cli.app import app
 from recnet.config.loader import validate_scenario
 from recnet.config.scenario import Scenario
@@ -182,6 +184,17 @@ INVALID = [
 ]
 
 
+def test_validate_checks_a_cost_cap_has_a_price() -> None:
+    priced = ["--set", "llm.backend=openai", "--set", "llm.budget.max_cost=1"]
+    assert invoke("validate", SYNTHETIC, *priced).exit_code == 0  # gpt-4o-mini has a price
+    result = invoke("validate", SYNTHETIC, *priced, "--set", "llm.model=my-local-model")
+    assert result.exit_code == 1
+    assert stderr_lines(result) == [
+        "error: llm.budget.max_cost is set but model 'my-local-model' has no price — add "
+        "llm.budget.prices.my-local-model: [<USD per 1M input>, <USD per 1M output>]"
+    ]
+
+
 @pytest.mark.parametrize(("override", "expected"), INVALID, ids=[o for o, _ in INVALID])
 def test_validate_checks_every_option(override: str, expected: str) -> None:
     result = invoke("validate", SYNTHETIC, "--set", override)
@@ -265,3 +278,23 @@ def test_an_empty_scenario_file_is_refused_in_one_line(
         "start from scenarios/synthetic.yaml (every key: `recnet options`)"
     ]
     assert not Path("runs").exists()  # nothing was run or downloaded
+
+
+def test_a_bug_in_any_command_is_one_line_and_a_log_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug planted in the runs report")
+
+    monkeypatch.setattr(recnet.trace.report, "runs_table", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    trace = tmp_path / "t.sqlite"
+    asyncio.run(simulate(small_scenario(trace)))
+    result = invoke("traces", "runs", trace)
+    assert result.exit_code == 1
+    log = tmp_path / "recnet-error.log"
+    assert stderr_lines(result) == [
+        "error: unexpected KeyError: 'a bug planted in the runs report' — this is a bug in "
+        f"recnet; traceback in {log}"
+    ]
+    assert "in broken" in log.read_text()

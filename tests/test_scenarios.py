@@ -135,7 +135,7 @@ def test_options_doc_rows_match_the_models() -> None:
     assert rows["llm.fuse"].default == '["choose_merge", "reflect"]'
     assert rows["world.buffer.flush_on"].default == "null"
     assert rows["trace.dir"].default == str(Scenario().trace.dir)
-    assert rows["llm.base_url"].type == "string | null"
+    assert rows["llm.base_url"].type == "string | list of string | null"
     assert rows["dataset.kind"].type == '"movielens" | "recbole" | "synthetic"'
 
 

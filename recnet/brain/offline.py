@@ -167,18 +167,16 @@ class OfflineBrain:
 
     def _merge_one(self, task: MergeTask) -> MergeOutcome:
         client = task.client
-        accept_all: tuple[Decision, str | None] = ("accepted", None)
-        decisions: list[tuple[Decision, str | None]] = []
-        accepted: list[RouterMessage] = []
-        for message in task.messages:
-            decision = (
-                client.filters.decide(message, task.step, client.original)
-                if self.filtering
-                else accept_all
-            )
-            decisions.append(decision)
-            if decision[0] == "accepted":
-                accepted.append(message)
+        decisions: list[tuple[Decision, str | None]] = (
+            client.filters.decide_all(task.messages, task.step, client.original)
+            if self.filtering
+            else [("accepted", None)] * len(task.messages)
+        )
+        accepted: list[RouterMessage] = [
+            message
+            for message, (decision, _) in zip(task.messages, decisions, strict=True)
+            if decision == "accepted"
+        ]
         if not accepted:
             return MergeOutcome(decisions, None)
         share = client.filters.max_share() if self.filtering else 1.0
@@ -249,9 +247,10 @@ def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
         return dict(messages[0].attributes)
     total = 0.0
     incoming: Weights = {}
+    get = incoming.get
     for message in messages:
         weight = max(message.score, 1e-3)
         total += weight
         for a, w in message.attributes.items():
-            incoming[a] = incoming.get(a, 0.0) + weight * w
+            incoming[a] = get(a, 0.0) + weight * w
     return {a: w / total for a, w in incoming.items()}

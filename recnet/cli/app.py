@@ -29,7 +29,7 @@ from recnet.cli.display import StepProgress, show_result
 from recnet.cli.traces import traces_app
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import DatasetSettings, Scenario
-from recnet.errors import DatasetError, RecnetError
+from recnet.errors import DatasetError, RecnetError, ScenarioError
 
 if TYPE_CHECKING:
     from recnet.runner import Prepared, RunResult
@@ -50,13 +50,19 @@ def report_error(exc: BaseException) -> None:
 
 
 class RecnetGroup(TyperGroup):
-    """Root command group: turns library errors raised by any sub-command into one line."""
+    """Root command group: turns library errors raised by any sub-command into one line, and a
+    bug into one line whose traceback is in a log file."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RecnetError as exc:
             report_error(exc)
+            raise typer.Exit(EXIT_ERROR) from None
+        except Exception as exc:  # a bug in any command: one line, the traceback in a log file
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise  # exits, aborts and usage errors (typer vendors click): as click shows them
+            report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
             raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -156,19 +162,18 @@ def run_with_progress(
         report_error(exc)
         raise typer.Exit(EXIT_ERROR) from None
     except Exception as exc:  # a bug outside the supervised run (e.g. while loading data)
-        report_error(_unexpected(exc, trace_path))
+        from recnet.supervisor import log_path
+
+        folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
+        report_error(_unexpected(exc, folder / log_path(trace_path).name))
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _unexpected(exc: Exception, trace_path: Path) -> RecnetError:
-    """One-line error for a bug; the traceback goes to a log file beside the trace (or /tmp)."""
+def _unexpected(exc: Exception, log: Path) -> RecnetError:
+    """One-line error for a bug; its traceback is appended to ``log``."""
     import traceback
 
-    from recnet.supervisor import log_path
-
     text = "".join(traceback.format_exception(exc))
-    folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
-    log = folder / log_path(trace_path).name
     try:
         with log.open("a", encoding="utf-8") as out:
             out.write(text + "\n")
@@ -352,8 +357,23 @@ def validate(scenario: ScenarioArg, overrides: SetOpt = None) -> None:
     or one "error: ..." line naming the key path or file and exits 1.
     """
     loaded = load_scenario(scenario, overrides)
+    check_prices(loaded)
     where = check_dataset(loaded.dataset)
     typer.echo(f"ok: {loaded.name} (seed {loaded.seed}, dataset {where})")
+
+
+def check_prices(scenario: Scenario) -> None:
+    """A cost cap needs a price for the model (else the run would stop when the brain is built)."""
+    budget, llm = scenario.llm.budget, scenario.llm
+    if budget.max_cost is None or llm.backend == "offline":
+        return
+    from recnet.llm.budget import DEFAULT_PRICES, find_price
+
+    if find_price(llm.model, {**DEFAULT_PRICES, **budget.prices}) is None:
+        raise ScenarioError(
+            f"llm.budget.max_cost is set but model {llm.model!r} has no price",
+            f"add llm.budget.prices.{llm.model}: [<USD per 1M input>, <USD per 1M output>]",
+        )
 
 
 @app.command()

@@ -404,6 +404,21 @@ class RateLimitSettings(Section):
     tokens_per_minute: float | None = Field(None, gt=0, description="None = unlimited.")
 
 
+class EndpointSettings(Section):
+    """One server of an LLM fleet (``llm.endpoints``)."""
+
+    url: NonEmpty = Field(description="OpenAI-compatible base URL of this server.")
+    weight: float = Field(
+        1.0, gt=0.0, description="Share of concurrent calls (in flight per weight)."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="This server's limit; None = llm.rate_limit's."
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="This server's limit; None = llm.rate_limit's."
+    )
+
+
 class BudgetSettings(Section):
     """Caps that stop the run cleanly (state saved, resumable)."""
 
@@ -434,8 +449,15 @@ class LLMSettings(Section):
         "in the group recnet.backends.",
     )
     model: NonEmpty = Field("gpt-4o-mini", description="Model name sent to the backend.")
-    base_url: NonEmpty | None = Field(
-        None, description="OpenAI-compatible endpoint (vLLM, Ollama)."
+    base_url: NonEmpty | list[NonEmpty] | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (vLLM, Ollama), or a list of them: calls are "
+        "spread by least outstanding requests, each server with its own llm.rate_limit.",
+    )
+    endpoints: list[EndpointSettings] = Field(
+        default_factory=list,
+        description="Weighted endpoints with their own rate limits (instead of base_url): a "
+        "list of {url, weight, requests_per_minute, tokens_per_minute}.",
     )
     api_key_env: EnvName = Field("OPENAI_API_KEY", description="Env var holding the API key.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
@@ -491,6 +513,24 @@ class LLMSettings(Section):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
+    @model_validator(mode="after")
+    def _one_way_to_name_servers(self) -> LLMSettings:
+        if self.endpoints and self.base_url is not None:
+            raise ValueError(
+                "give either base_url or endpoints, not both (endpoints carry their own url)"
+            )
+        if isinstance(self.base_url, list) and not self.base_url:
+            raise ValueError("base_url is an empty list: give one URL, several, or leave it out")
+        return self
+
+    def servers(self) -> list[EndpointSettings]:
+        """Every server named by ``base_url`` (one or a list) or ``endpoints``; [] for none."""
+        if self.endpoints:
+            return list(self.endpoints)
+        if isinstance(self.base_url, list):
+            return [EndpointSettings(url=url) for url in self.base_url]
+        return [EndpointSettings(url=self.base_url)] if self.base_url else []
+
 
 class TraceSettings(Section):
     """The SQLite trace of a run."""
@@ -505,17 +545,30 @@ class TraceSettings(Section):
     dir: Path = Field(Path("runs"), description="Folder for run databases.")
     path: Path | None = Field(None, description="Explicit database file (overrides dir).")
     batch_size: int = Field(2000, ge=1, description="Rows buffered before one write.")
-    messages: Literal["all", "none"] = Field(
-        "all", description="Record every router→client message, or none."
+    messages: Literal["auto", "all", "sampled", "aggregate", "none"] = Field(
+        "auto",
+        description="Router→client messages in the trace: all (a row per message), sampled (a "
+        "row for a seeded share, message_share; exact per-router counts in message_counts), "
+        "aggregate (per step, router and fate counts only), none; auto = all for worlds of at "
+        "most 20,000 clients, else sampled (a million-agent run's trace stays a few GB). The "
+        "level in force is stated in runs.trace_messages.",
+    )
+    message_share: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="With messages=sampled: the share of messages that get a row (chosen by a "
+        "hash of the seed and the message id).",
     )
     profiles: Literal["changed", "none"] = Field(
         "changed", description="Record profile versions of clients that changed, or none."
     )
     profile_every: int = Field(
-        10,
-        ge=1,
+        0,
+        ge=0,
         description="Write changed profiles every N steps (and always at the last step); larger "
-        "values keep big runs' trace files small.",
+        "values keep big runs' trace files small. 0 = auto: every 10 steps for worlds of at "
+        "most 20,000 clients, else only at the last step.",
     )
 
 

@@ -31,6 +31,7 @@ from recnet.config.scenario import flush_triggers
 from recnet.context import RunContext
 from recnet.data.types import Interaction
 from recnet.registry import PERCEPTION, ROUTING
+from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, profile_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
@@ -87,6 +88,10 @@ class ForwardPhase:
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
+        trace = ctx.scenario.trace
+        self.message_trace = MessageTrace.for_world(
+            trace.messages, trace.message_share, ctx.scenario.seed, len(world.clients)
+        )
 
     def state(self) -> dict[str, object]:
         """Counters a checkpoint must carry to continue exactly."""
@@ -260,7 +265,10 @@ class ForwardPhase:
             taus = [world.routers[r].tau for r in senders]
         if not senders:
             return
-        sender_vectors = world.space.embed_many(profiles)
+        if self.settings.mode == "point_to_point":
+            sender_vectors = world.space.embed_many(profiles)
+        else:  # embedded once per router version (perception and memberships reuse it)
+            sender_vectors = np.stack([world.router_vector(r) for r in senders])
         scores = world.client_vectors @ sender_vectors.T
         for column, sender in enumerate(senders):
             exclude = world.client_position.get(sender)
@@ -291,6 +299,7 @@ class ForwardPhase:
         router = world.routers.get(sender)
         text = router.text if router is not None and router.text is not None else None
         flush_when_full = "full" in self.flush_on
+        levels = self.message_trace
         dropped_rows = []
         for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
             client = world.clients[position]
@@ -311,12 +320,14 @@ class ForwardPhase:
             self.buffered.add(client.agent_id)
             if dropped is not None:
                 state.decided["dropped"] += 1
-                dropped_rows.append(
-                    message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
-                )
+                levels.count(dropped.router_id, "dropped")
+                if levels.rows_wanted and levels.keep(dropped.message_id):
+                    dropped_rows.append(
+                        message_row(ctx.run_id, dropped, "dropped", OVERFLOW_RULE, state.step)
+                    )
             if flush_when_full and client.buffer.is_full:
                 state.to_flush.setdefault(client.agent_id, []).extend(client.buffer.drain())
-        if ctx.scenario.trace.messages == "all" and dropped_rows:
+        if dropped_rows:
             ctx.store.add("messages", dropped_rows)
 
     # 5. reception ------------------------------------------------------------------------------
@@ -384,12 +395,15 @@ class ForwardPhase:
         """Write each message's fate and the clients' new propagated profiles."""
         ctx = self.ctx
         rows = []
-        record = ctx.scenario.trace.messages == "all"
+        levels = self.message_trace
+        every, record, counting = levels.level == "all", levels.rows_wanted, levels.counting
         for client, messages, outcome in merges:
             state.merges.append((client.agent_id, messages, outcome.decisions))
             for message, (decision, rule_id) in zip(messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
-                if record:
+                if counting:
+                    levels.count(message.router_id, decision)
+                if record and (every or levels.keep(message.message_id)):
                     rows.append(message_row(ctx.run_id, message, decision, rule_id, state.step))
             if outcome.propagated is not None:
                 client.propagated = outcome.propagated.weights

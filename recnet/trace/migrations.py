@@ -102,11 +102,20 @@ def _rebuild(conn: Connection, table: Table) -> None:
     conn.exec_driver_sql(f'DROP TABLE "{old}"')
 
 
+def _trace_levels(conn: Connection) -> None:
+    """Trace levels: the level a run recorded messages at, and per-router fate counts."""
+    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+    if "trace_messages" not in columns:  # version 1 creates ``runs`` from today's schema
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN trace_messages VARCHAR")
+    schema.message_counts.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
     Migration(3, "checkpoints", _checkpoints),
     Migration(4, "links_and_views", _links_and_views),
+    Migration(5, "trace_levels", _trace_levels),
 ]
 
 #: The schema version this code writes and understands.

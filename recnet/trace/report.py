@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from recnet.errors import TraceError
+from recnet.trace.levels import level_note, run_level
 from recnet.trace.store import Row, TraceStore
 
 STATUS_ORDER = ("accepted", "rejected", "dropped", "buffered")
@@ -169,6 +170,7 @@ def agent_history_table(
     sections.append(_section("Filter rule versions", headers, rows, n))
     found += n
 
+    level = run_level(run)
     n = store.count("messages", rid, client_id=agent_id)
     rows = [
         [
@@ -182,7 +184,7 @@ def agent_history_table(
         for r in store.read("messages", rid, limit=limit, client_id=agent_id)
     ]
     headers = ("step", "router", "score", "status", "rule", "decided")
-    sections.append(_section("Messages received", headers, rows, n))
+    sections.append(_section("Messages received", headers, rows, n, level_note(level)))
     found += n
 
     interactions, n = _interactions_of(store, rid, agent_id, kind, limit)
@@ -217,7 +219,7 @@ def agent_history_table(
         ]
         headers = ("step", "version", "reason", "tau", "members", "text")
         sent = store.count("messages", rid, router_id=agent_id)
-        note = f"{sent} message(s) sent"
+        note = f"{sent} message(s) sent" + (f" ({level_note(level)})" if level != "all" else "")
         sections.append(_section("Router versions", headers, rows, n, note))
         found += n + sent
 
@@ -264,7 +266,9 @@ def _interactions_of(
 # -- one step -------------------------------------------------------------------------------------
 
 
-def step_messages_table(store: TraceStore, run_id: str | None, step: int, limit: int = 50) -> Table:
+def step_messages_table(
+    store: TraceStore, run_id: str | None, step: int, limit: int = 50
+) -> Table | Group:
     """The messages routers sent at ``step`` (first ``limit``) and a count by status."""
     run = resolve_run(store, run_id)
     rid = str(run["run_id"])
@@ -273,6 +277,9 @@ def step_messages_table(store: TraceStore, run_id: str | None, step: int, limit:
         steps = [r["step"] for r in store.read("steps", rid)]
         where = f"{min(steps)}–{max(steps)}" if steps else "none yet"
         raise TraceError(f"run {rid!r} has no step {step} in its trace", f"recorded steps: {where}")
+    level = run_level(run)
+    if level in ("none", "aggregate"):
+        return message_counts_table(store, run, step, level)
     table = Table(title=f"Messages sent at step {step} · run {rid}")
     for header in ("id", "router", "client", "score", "status", "rule", "decided"):
         table.add_column(header, justify="right" if header in ("id", "score") else "left")
@@ -291,7 +298,31 @@ def step_messages_table(store: TraceStore, run_id: str | None, step: int, limit:
     summary = " · ".join(f"{status} {counts[status]}" for status in order)
     shown = f" (showing {min(limit, len(messages))})" if len(messages) > limit else ""
     table.caption = f"{len(messages)} message(s){shown}" + (f": {summary}" if summary else "")
+    if level != "all":
+        exact = store.read("message_counts", rid, step=step)
+        decided = sum(int(r["n"]) for r in exact)
+        note = f"{level_note(level)}; {decided} message fate(s) decided at step {step}"
+        return Group(table, Text(note))
     return table
+
+
+def message_counts_table(store: TraceStore, run: Row, step: int, level: str) -> Group:
+    """A run without message rows: its per-router fate counts at ``step``, or a clear error."""
+    rid = str(run["run_id"])
+    if level == "none":
+        raise TraceError(
+            f"run {rid!r} recorded no router messages (trace.messages=none)",
+            "re-run with --set trace.messages=all (or sampled / aggregate) to record them",
+        )
+    table = Table(title=f"Message fates decided at step {step} · run {rid}")
+    for header in ("router", "status", "messages"):
+        table.add_column(header, justify="right" if header == "messages" else "left")
+    counts = store.read("message_counts", rid, step=step)
+    for r in counts:
+        table.add_row(str(r["router_id"]), str(r["status"]), str(r["n"]))
+    total = sum(int(r["n"]) for r in counts)
+    table.caption = f"{total} message(s)"
+    return Group(table, Text(str(level_note(level))))
 
 
 # -- metrics --------------------------------------------------------------------------------------

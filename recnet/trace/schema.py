@@ -53,6 +53,7 @@ runs = Table(
     Column("finished_at", String),
     Column("last_completed_step", Integer, nullable=False, default=-1),
     Column("note", Text),  # why a run stopped, how to resume
+    Column("trace_messages", String),  # level in force: all | sampled <share> | aggregate | none
 )
 
 steps = Table(
@@ -159,6 +160,18 @@ messages = Table(
     Column("decided_step", Integer),
     ForeignKeyConstraint(["run_id", "router_id"], ["routers.run_id", "routers.router_id"]),
     ForeignKeyConstraint(["run_id", "client_id"], ["agents.run_id", "agents.agent_id"]),
+)
+
+#: Per step, router and fate: how many messages were decided (levels ``sampled`` and
+#: ``aggregate``; with ``all`` the ``messages`` rows hold the same and this table stays empty).
+message_counts = Table(
+    "message_counts",
+    metadata,
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("step", Integer, primary_key=True),  # the step the fate was decided
+    Column("router_id", String, primary_key=True),  # the sender (a client in point_to_point)
+    Column("status", String, primary_key=True),  # buffered | accepted | rejected | dropped
+    Column("n", Integer, nullable=False),
 )
 
 filter_rule_versions = Table(

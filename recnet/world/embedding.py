@@ -111,10 +111,10 @@ class AttributeSpace:
         """Unit vector of ``Σ w_a e_a`` (zeros for an empty map); unknown attributes are added."""
         if not weights:
             return np.zeros(self.dim, dtype=np.float32)
-        missing = [a for a in weights if a not in self.index]
-        if missing:
-            self.add(missing)
-        idx = np.fromiter((self.index[a] for a in weights), dtype=np.int64, count=len(weights))
+        index = self.index
+        if not weights.keys() <= index.keys():  # a set comparison at C speed (the usual case)
+            self.add([a for a in weights if a not in index])
+        idx = np.fromiter(map(index.__getitem__, weights), dtype=np.int64, count=len(weights))
         w = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
         vector = w @ self._matrix[idx]
         n = float(np.linalg.norm(vector))

@@ -46,8 +46,9 @@ def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
 def add_scaled(base: Mapping[str, float], delta: Mapping[str, float], scale: float) -> Weights:
     """``base + scale * delta`` as a new map."""
     result = dict(base)
+    get = result.get
     for a, w in delta.items():
-        result[a] = result.get(a, 0.0) + scale * w
+        result[a] = get(a, 0.0) + scale * w
     return result
 
 

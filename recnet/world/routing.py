@@ -8,6 +8,7 @@ the forward phase (steps 2 and 4). No agent objects here, only matrices of unit 
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 
 def spherical_kmeans(
@@ -35,10 +36,19 @@ def spherical_kmeans(
         if np.array_equal(new_labels, labels) and _ > 0:
             break
         labels = new_labels
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, points)
-        centroids = unit_rows(sums)
+        centroids = unit_rows(cluster_sums(points, labels, k))
     return labels, centroids
+
+
+def cluster_sums(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Row ``c`` = the sum of the points labelled ``c``, added in point order (bit for bit what
+    ``np.add.at`` gives) as one sparse one-hot product instead of ``np.add.at``'s slow loop."""
+    n = points.shape[0]
+    one_hot = sparse.csr_matrix(
+        (np.ones(n, dtype=points.dtype), (labels, np.arange(n))), shape=(k, n)
+    )
+    one_hot.sort_indices()
+    return np.asarray(one_hot @ points, dtype=points.dtype)
 
 
 def _kmeanspp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

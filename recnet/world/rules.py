@@ -9,7 +9,7 @@ memory until one of them is optimised (copy on write).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from recnet.config.scenario import FilterSettings
@@ -121,6 +121,12 @@ class FilterMemory:
             if decision is not None:
                 return decision, rule.rule_id
         return "accepted", None
+
+    def decide_all(
+        self, messages: Sequence[RouterMessage], now: int, profile: Mapping[str, float]
+    ) -> list[tuple[Decision, str | None]]:
+        """``decide`` for each of one client's messages, in order."""
+        return [self.decide(message, now, profile) for message in messages]
 
     def max_share(self) -> float:
         """The cap on the propagated share (1.0 when no max_share rule exists)."""

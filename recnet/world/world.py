@@ -81,6 +81,7 @@ class World:
     def remove_router(self, router_id: str) -> None:
         """Delete a router, its graph node and edges, and every membership that names it."""
         del self.routers[router_id]
+        self.__dict__.get("_router_vectors", {}).pop(router_id, None)
         for client_id in list(self.graph[router_id]):
             self.memberships.get(client_id, {}).pop(router_id, None)
         self.graph.remove_node(router_id)
@@ -88,7 +89,27 @@ class World:
     def router_matrix(self) -> tuple[list[str], np.ndarray]:
         """Router ids (sorted by creation) and their profile embeddings."""
         ids = sorted(self.routers, key=lambda r: int(r.split(":")[1]))
-        return ids, self.space.embed_many([self.routers[r].profile for r in ids])
+        matrix = np.zeros((len(ids), self.space.dim), dtype=np.float32)
+        for row, router_id in enumerate(ids):
+            matrix[row] = self.router_vector(router_id)
+        return ids, matrix
+
+    def router_vector(self, router_id: str) -> np.ndarray:
+        """The embedding of a router's profile, computed once per profile version.
+
+        Profiles are replaced, never edited in place (integrate, rewrite, split, merge and
+        rollback all assign a new map), so the map's identity tells whether the cached vector is
+        current. Equal to ``space.embed_weights(profile)``, bit for bit.
+        """
+        cache: dict[str, tuple[dict[str, float], np.ndarray]]
+        cache = self.__dict__.setdefault("_router_vectors", {})
+        profile = self.routers[router_id].profile
+        hit = cache.get(router_id)
+        if hit is not None and hit[0] is profile:
+            return hit[1]
+        vector = self.space.embed_weights(profile)
+        cache[router_id] = (profile, vector)
+        return vector
 
     def update_memberships(self, agent_ids: Iterable[str] | None = None) -> None:
         """Recompute client–router edges: every router whose cos ≥ its τ, and always the best one,

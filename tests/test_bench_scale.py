@@ -1,0 +1,40 @@
+"""experiments/bench_scale.py: the world shape it asks for and its smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import bench_scale  # noqa: E402
+
+
+def test_world_shape_follows_the_issue() -> None:
+    overrides = dict(o.split("=", 1) for o in bench_scale.overrides_for(3_000))
+    assert overrides["dataset.synthetic.n_users"] == "1000"
+    assert overrides["dataset.synthetic.n_items"] == "2000"  # items = 2 x users
+    assert overrides["dataset.synthetic.n_communities"] == "40"  # one per 25 users
+    assert overrides["world.n_routers"] == "40"
+    assert overrides["dataset.synthetic.interactions_per_user"] == "10"
+    assert overrides["propagation.update_size"] == "100"  # users / 10
+
+
+def test_smoke_run_reports_time_memory_and_trace(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, str(bench_scale.__file__), "--smoke", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    (row,) = json.loads(out.read_text())["rows"]["now"]
+    assert row["status"] == "finished" and row["agents"] == 300
+    assert row["train_interactions"] == row["interactions_done"] > 0
+    assert row["ms_per_interaction"] > 0 and row["peak_rss_mb"] > 50
+    assert row["trace_mb"] > 0 and row["message_rows"] > 0
