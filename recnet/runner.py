@@ -156,8 +156,31 @@ async def simulate(
     on_prepared: Callable[[Prepared], None] | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Run ``scenario`` end to end; return metrics for RecNet and the baselines."""
-    started = time.perf_counter()
+    """Run ``scenario`` end to end; return metrics for RecNet and the baselines.
+
+    The same as ``await recnet.Simulation(scenario, ...).arun()`` (``recnet.simulation``).
+    """
+    from recnet.simulation import Simulation
+
+    simulation = Simulation(
+        scenario, trace_path=trace_path, run_id=run_id, on_step=on_step, on_prepared=on_prepared
+    )
+    result = await simulation.arun()
+    assert result is not None
+    return result
+
+
+def open_run(
+    scenario: Scenario,
+    *,
+    trace_path: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
+    run_id: str | None = None,
+) -> tuple[RunContext, Path, Prepared]:
+    """Prepare the data, take the trace's writer lease (``ctx.lease``), open the trace, build
+    the brain and record the run as ``running``; the caller runs it under ``supervised``, which
+    closes everything and releases the lease."""
     prepared = prepare(scenario)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -192,13 +215,7 @@ async def simulate(
             "last_completed_step": -1,
         }
     )
-
-    async def body() -> dict[str, dict[str, float]]:
-        world = await initialise_world(ctx, prepared, build_embedder(scenario))
-        return await run_loop(ctx, world, prepared)
-
-    metrics = await supervised(ctx, path, body)
-    return _result(ctx, path, prepared, metrics, started)
+    return ctx, path, prepared
 
 
 #: Settings a resumed run may change: how calls are made and paid for, never what they ask,
@@ -491,7 +508,23 @@ async def run_loop(
     forward_state: dict[str, object] | None = None,
     backward_state: object | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics.
+    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics."""
+    loop, results = build_loop(
+        ctx, world, prepared, forward_state=forward_state, backward_state=backward_state
+    )
+    await loop.run(first_step)
+    return results
+
+
+def build_loop(
+    ctx: RunContext,
+    world: World,
+    prepared: Prepared,
+    *,
+    forward_state: dict[str, object] | None = None,
+    backward_state: object | None = None,
+) -> tuple[PhaseLoop, dict[str, dict[str, float]]]:
+    """The phase loop over ``prepared.batches`` and the dict its evaluation fills (model → metrics).
 
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
@@ -576,8 +609,7 @@ async def run_loop(
         clock=ctx.clock,
         on_phase=ctx.at,
     )
-    await loop.run(first_step)
-    return results
+    return loop, results
 
 
 def acting_in_evaluation(world: World, candidates: CandidateSet) -> list[ClientAgent]:

@@ -1,4 +1,4 @@
-"""The ``recnet`` command line: simulate, validate, options, traces.
+"""The ``recnet`` command line: simulate, validate, options, traces, report.
 
 Pipeline position: the outermost layer. It reads a scenario (``recnet.config.loader``), hands it
 to the composition root (``recnet.runner``) and shows progress and results
@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from recnet import __version__
 from recnet.cli import options_doc
 from recnet.cli.display import StepProgress, show_result
+from recnet.cli.report import report_command
 from recnet.cli.traces import traces_app
 from recnet.config.loader import load_scenario
 from recnet.config.scenario import DatasetSettings, Scenario
@@ -234,6 +235,14 @@ def simulate(
         bool,
         typer.Option("--quiet", "-q", help="No dataset line and no progress bar; results only."),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="At the end, write the HTML report next to the trace (<trace>.html); "
+            "see `recnet report --help`.",
+        ),
+    ] = False,
 ) -> None:
     """Run SCENARIO end to end: forward steps, evaluation, metrics for RecNet and baselines.
 
@@ -257,6 +266,8 @@ def simulate(
 
         result = run_with_progress(console, start_resume, resume, quiet=quiet)
         show_result(console, result)
+        if report:
+            _write_report(console, result.trace_path)
         return
     if scenario is None:
         raise typer.BadParameter("give a SCENARIO file (or --resume RUN.sqlite)")
@@ -279,6 +290,15 @@ def simulate(
 
     result = run_with_progress(console, start, path, quiet=quiet)
     show_result(console, result)
+    if report:
+        _write_report(console, result.trace_path)
+
+
+def _write_report(console: Console, trace_path: Path) -> None:
+    from recnet.report import write_report
+
+    written = write_report([trace_path])
+    console.print(f"report: {written}")
 
 
 def _dry_run(console: Console, scenario: Scenario, *, quiet: bool) -> None:
@@ -425,6 +445,11 @@ def check(
     console.print(check_table(report))
     if not report.ok:
         raise typer.Exit(1)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+app.command("report")(report_command)
 
 
 # -- options --------------------------------------------------------------------------------------

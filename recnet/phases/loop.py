@@ -52,6 +52,7 @@ class PhaseLoop:
         self.clock = clock
         self.on_phase = on_phase
         self.current: StepState | None = None
+        self.stop = len(batches)  # run() pauses before this step (evaluates when it is the end)
         self.graph = self._build()
 
     def _build(self):
@@ -79,13 +80,18 @@ class PhaseLoop:
         else:
             graph.add_edge("receive", "commit")
         graph.add_conditional_edges(
-            "commit", self._has_steps_left, {True: "start_step", False: "evaluate"}
+            "commit", self._after_commit, {"next": "start_step", "pause": END, "end": "evaluate"}
         )
         graph.add_edge("evaluate", END)
         return graph.compile()
 
-    async def run(self, first_step: int = 0) -> None:
-        remaining = max(0, len(self.batches) - first_step)
+    async def run(self, first_step: int = 0, stop: int | None = None) -> None:
+        """Run steps ``first_step`` .. ``stop - 1``; evaluate when that reaches the last batch.
+
+        ``stop=None`` runs to the end. A paused loop continues with ``run(stop_before_step)``.
+        """
+        self.stop = len(self.batches) if stop is None else min(stop, len(self.batches))
+        remaining = max(0, self.stop - first_step)
         nodes_per_step = 8 if self.backward else 7
         await self.graph.ainvoke(
             {"step": first_step},
@@ -105,6 +111,11 @@ class PhaseLoop:
     # nodes -------------------------------------------------------------------------------------
     def _has_steps_left(self, state: LoopState) -> bool:
         return state["step"] < len(self.batches)
+
+    def _after_commit(self, state: LoopState) -> str:
+        if state["step"] >= len(self.batches):
+            return "end"
+        return "next" if state["step"] < self.stop else "pause"
 
     def _state(self) -> StepState:
         assert self.current is not None, "start_step must run first"
