@@ -15,14 +15,26 @@ only the newest checkpoint is kept). Only load checkpoints from trace files you 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from recnet.brain.base import OperationCounts
+from recnet.context import RunContext
 from recnet.errors import TraceError
 from recnet.world.world import World
 
-FORMAT = "pickle/1"
+FORMAT = "pickle/2"
+
+
+class Checkpointed(Protocol):
+    """A part of a run that carries state across a checkpoint besides the world: the brain, the
+    forward phase, the backward phase. ``state()`` returns a typed, picklable value that
+    ``restore(state)`` puts back into a freshly built part."""
+
+    def state(self) -> object: ...
+
+    def restore(self, state: object) -> None: ...
 
 
 @dataclass
@@ -31,10 +43,28 @@ class Checkpoint:
 
     step: int
     world: World
-    forward: dict[str, Any]  # ForwardPhase counters (see ForwardPhase.state)
     operations: OperationCounts
     run_stats: dict[str, int]
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. LLM stats, backward counters
+    parts: dict[str, object]  # part name ("brain", "forward", "backward") → its state()
+
+    @classmethod
+    def of(
+        cls,
+        step: int,
+        world: World,
+        operations: OperationCounts,
+        run_stats: Mapping[str, int],
+        parts: Mapping[str, Checkpointed],
+    ) -> Checkpoint:
+        return cls(
+            step, world, operations, dict(run_stats), {n: p.state() for n, p in parts.items()}
+        )
+
+    def restore(self, parts: Mapping[str, Checkpointed]) -> None:
+        """Give each rebuilt part the state it had (parts the checkpoint lacks are left alone)."""
+        for name, part in parts.items():
+            if name in self.parts:
+                part.restore(self.parts[name])
 
 
 def dump(checkpoint: Checkpoint) -> bytes:
@@ -51,3 +81,22 @@ def load(blob: bytes, fmt: str) -> Checkpoint:
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint
+
+
+def add_checkpoint(
+    ctx: RunContext, world: World, step: int, parts: Mapping[str, Checkpointed]
+) -> None:
+    """Queue the state after ``step``; it is written in the step's own transaction."""
+    checkpoint = Checkpoint.of(step, world, ctx.brain.operations, ctx.stats, parts)
+    ctx.store.add(
+        "checkpoints",
+        [
+            {
+                "run_id": ctx.run_id,
+                "step": step,
+                "created_at": ctx.clock(),
+                "format": FORMAT,
+                "state": dump(checkpoint),
+            }
+        ],
+    )

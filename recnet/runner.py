@@ -15,23 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recnet import __version__
 from recnet.brain.base import Brain, OperationCounts
 from recnet.brain.factory import build_brain
-from recnet.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from recnet.checkpoint import Checkpoint
-from recnet.checkpoint import dump as dump_checkpoint
+from recnet.checkpoint import Checkpoint, Checkpointed, add_checkpoint
 from recnet.checkpoint import load as load_checkpoint
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.config.scenario import Scenario
 from recnet.context import RunContext
-from recnet.data.load import load_dataset
-from recnet.data.types import Dataset, Interaction
 from recnet.errors import ScenarioError, TraceError
-from recnet.eval.protocol import CandidateSet, Split, sample_candidates, split_leave_one_out
+from recnet.eval.protocol import CandidateSet
 from recnet.phases.evaluate import (
-    candidate_rows,
     evaluate_baselines,
     metric_rows,
     rank_with_brain,
@@ -40,10 +36,10 @@ from recnet.phases.forward import (
     ForwardPhase,
     StepState,
     message_row,
-    profile_row,
-    router_version_row,
 )
-from recnet.phases.loop import BackwardHook, PhaseLoop
+from recnet.phases.initialise import initialise_world as initialise_world
+from recnet.phases.loop import PhaseLoop
+from recnet.prepare import Prepared, build_embedder, prepare
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
@@ -52,9 +48,10 @@ from recnet.trace.levels import resolve_profile_every
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
-from recnet.world.build import build_world, history_profiles
-from recnet.world.embedding import Embedder, HashingEmbedder
 from recnet.world.world import World
+
+if TYPE_CHECKING:
+    from recnet.phases.backward import BackwardPhase
 
 PACKAGES = ("numpy", "networkx", "langgraph", "pydantic", "sqlalchemy", "openai")
 
@@ -79,54 +76,6 @@ class RunResult:
     planned_llm_calls: dict[str, int] = field(default_factory=dict)
     planned_llm_parts: dict[str, int] = field(default_factory=dict)  # agents per batched op
     scenario: Scenario | None = None
-
-
-@dataclass
-class Prepared:
-    """Everything decided before the first step: data, split, candidates, batches."""
-
-    dataset: Dataset
-    split: Split
-    test_candidates: CandidateSet
-    valid_candidates: CandidateSet
-    batches: list[list[Interaction]]
-
-
-def prepare(scenario: Scenario) -> Prepared:
-    """Load the dataset, split it and fix the candidate lists (no agents, no LLM)."""
-    dataset = load_dataset(scenario.dataset, scenario.seed)
-    split = split_leave_one_out(dataset)
-    evaluation = scenario.evaluation
-    test, valid = (
-        sample_candidates(
-            dataset,
-            split,
-            n_negatives=evaluation.n_negatives,
-            seed=scenario.seed,
-            negatives_from=evaluation.negatives_from,
-            which=which,
-        )
-        for which in ("test", "valid")
-    )
-    if evaluation.max_test_users is not None and evaluation.max_test_users < len(test):
-        rng = SeedTree(scenario.seed).generator("test-users")
-        users = sorted(test)
-        keep = sorted(rng.choice(len(users), evaluation.max_test_users, replace=False).tolist())
-        chosen = {users[i] for i in keep}
-        test = {u: c for u, c in test.items() if u in chosen}
-        valid = {u: c for u, c in valid.items() if u in chosen}
-    size = scenario.propagation.update_size
-    batches = [split.train[i : i + size] for i in range(0, len(split.train), size)]
-    return Prepared(dataset, split, test, valid, batches)
-
-
-def build_embedder(scenario: Scenario) -> Embedder:
-    """The hashing embedder (default, no download) or an OpenAI-compatible ``/embeddings``."""
-    if scenario.embedder.kind == "hashing":
-        return HashingEmbedder(scenario.embedder.dim)
-    from recnet.llm.embeddings import OpenAIEmbedder
-
-    return OpenAIEmbedder(scenario.embedder)
 
 
 def new_run_id(scenario: Scenario) -> str:
@@ -296,7 +245,6 @@ async def resume(
         lease.release()
         raise
     brain.operations = checkpoint.operations
-    restore_brain_state(brain, checkpoint.extra.get("brain"))
     ctx = RunContext(
         scenario,
         brain,
@@ -314,14 +262,7 @@ async def resume(
     world.space.attach(build_embedder(scenario))
 
     async def body() -> dict[str, dict[str, float]]:
-        return await run_loop(
-            ctx,
-            world,
-            prepared,
-            first_step=checkpoint.step + 1,
-            forward_state=checkpoint.forward,
-            backward_state=checkpoint.extra.get("backward"),
-        )
+        return await run_loop(ctx, world, prepared, checkpoint=checkpoint)
 
     metrics = await supervised(ctx, path, body)
     return _result(ctx, path, prepared, metrics, started)
@@ -385,134 +326,17 @@ def _brain_for(scenario: Scenario, store: TraceStore, path: Path, run_id: str) -
     return build_brain(scenario, on_record=record, cache_path=cache_path(scenario, path))
 
 
-def restore_brain_state(brain: Brain, state: object) -> None:
-    """Give a rebuilt brain the counters it had at the checkpoint (LLM stats for budgets)."""
-    if state is not None and hasattr(brain, "restore_state"):
-        brain.restore_state(state)
-
-
-def brain_state(brain: Brain) -> object:
-    return brain.checkpoint_state() if hasattr(brain, "checkpoint_state") else None
-
-
-async def initialise_world(ctx: RunContext, prepared: Prepared, embedder: Embedder) -> World:
-    """Extract item profiles, build the world and write its initial state to the trace."""
-    scenario, dataset = ctx.scenario, prepared.dataset
-    items = await ctx.brain.extract_items(list(dataset.items.values()))
-    item_profiles = {key: update.weights for key, update in items.items()}
-    item_texts = {key: update.text for key, update in items.items() if update.text is not None}
-    user_profiles = {}
-    if scenario.world.user_init == "history" and scenario.world.user_init_items > 0:
-        user_profiles = history_profiles(
-            prepared.split.train, item_profiles, scenario.world.user_init_items
-        )
-    world = build_world(
-        dataset,
-        scenario,
-        embedder,
-        item_profiles,
-        user_profiles,
-        ctx.seeds.generator("routers-init"),
-        item_texts=item_texts,
-    )
-    write_initial_state(ctx, world, prepared)
-    return world
-
-
-def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> None:
-    store, run_id = ctx.store, ctx.run_id
-    store.add(
-        "agents",
-        [
-            {
-                "run_id": run_id,
-                "agent_id": a.agent_id,
-                "kind": a.kind,
-                "label": a.label,
-                "created_step": -1,
-            }
-            for a in world.clients
-        ]
-        + [
-            {
-                "run_id": run_id,
-                "agent_id": router.router_id,
-                "kind": "router",
-                "label": router.label(),
-                "created_step": -1,
-            }
-            for router in world.routers.values()
-        ],
-    )
-    if ctx.scenario.trace.profiles == "changed":
-        store.add(
-            "profile_versions",
-            [profile_row(run_id, a, -1, "original", "init") for a in world.clients],
-        )
-    store.add(
-        "routers",
-        [
-            {
-                "run_id": run_id,
-                "router_id": r,
-                "created_step": -1,
-                "retired_step": None,
-                "origin": "init",
-            }
-            for r in world.routers
-        ],
-    )
-    store.add(
-        "router_versions",
-        [
-            router_version_row(run_id, -1, r, world, "init", parent_version=None)
-            for r in world.routers.values()
-        ],
-    )
-    store.add(
-        "filter_rule_versions",
-        [
-            {
-                "run_id": run_id,
-                "agent_id": world.default_filters.owner,
-                "rule_id": rule.rule_id,
-                "step": -1,
-                "version": rule.version,
-                "parent_version": None,
-                "position": position,
-                "text": rule.text,
-                "executable_json": json.dumps(rule.executable()),
-                "active": True,
-                "reason": "init",
-                "gradient_id": None,
-            }
-            for position, rule in enumerate(world.default_filters.rules)
-        ],
-    )
-    store.add(
-        "candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split)
-    )
-    store.add(
-        "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
-    )
-    add_checkpoint(ctx, world, -1, ForwardPhase(ctx, world).state())
-    store.commit_step(run_id, -1)
-
-
 async def run_loop(
     ctx: RunContext,
     world: World,
     prepared: Prepared,
     *,
-    first_step: int = 0,
-    forward_state: dict[str, object] | None = None,
-    backward_state: object | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the forward steps from ``first_step`` on, then evaluate; return model → metrics."""
-    loop, results = build_loop(
-        ctx, world, prepared, forward_state=forward_state, backward_state=backward_state
-    )
-    await loop.run(first_step)
+    """Run the forward steps (after the ``checkpoint``'s step, if resuming), then evaluate;
+    return model → metrics."""
+    loop, results = build_loop(ctx, world, prepared, checkpoint=checkpoint)
+    await loop.run(checkpoint.step + 1 if checkpoint is not None else 0)
     return results
 
 
@@ -521,21 +345,22 @@ def build_loop(
     world: World,
     prepared: Prepared,
     *,
-    forward_state: dict[str, object] | None = None,
-    backward_state: object | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[PhaseLoop, dict[str, dict[str, float]]]:
-    """The phase loop over ``prepared.batches`` and the dict its evaluation fills (model → metrics).
+    """The phase loop over ``prepared.batches`` and the dict its evaluation fills (model → metrics),
+    with every part restored from ``checkpoint`` when resuming.
 
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
     """
     forward = ForwardPhase(ctx, world)
-    if forward_state is not None:
-        forward.restore(forward_state)
     ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
     backward = make_backward_hook(ctx, world, prepared, forward)
-    if backward is not None and backward_state is not None:
-        backward.load_state(backward_state)  # type: ignore[attr-defined]
+    parts: dict[str, Checkpointed] = {"brain": ctx.brain, "forward": forward}
+    if backward is not None:
+        parts["backward"] = backward
+    if checkpoint is not None:
+        checkpoint.restore(parts)
     n_steps = len(prepared.batches)
     every = resolve_profile_every(ctx.scenario.trace.profile_every, len(world.clients), n_steps)
     checkpoint_every = checkpoint_interval(ctx)
@@ -551,13 +376,7 @@ def build_loop(
             store.add("profile_versions", forward.profile_rows(state.step))
         world.step = state.step
         if last or (state.step + 1) % checkpoint_every == 0:
-            add_checkpoint(
-                ctx,
-                world,
-                state.step,
-                forward.state(),
-                backward.state() if backward is not None else None,  # type: ignore[attr-defined]
-            )
+            add_checkpoint(ctx, world, state.step, parts)
         store.commit_step(ctx.run_id, state.step)
         if ctx.on_step is not None:
             ctx.on_step(state.step, n_steps)
@@ -636,39 +455,9 @@ def checkpoint_interval(ctx: RunContext) -> int:
     return ctx.brain.checkpoint_every
 
 
-def add_checkpoint(
-    ctx: RunContext,
-    world: World,
-    step: int,
-    forward: dict[str, object],
-    backward: object | None = None,
-) -> None:
-    """Queue the state after ``step``; it is written in the step's own transaction."""
-    checkpoint = Checkpoint(
-        step=step,
-        world=world,
-        forward=forward,
-        operations=ctx.brain.operations,
-        run_stats=dict(ctx.stats),
-        extra={"brain": brain_state(ctx.brain), "backward": backward},
-    )
-    ctx.store.add(
-        "checkpoints",
-        [
-            {
-                "run_id": ctx.run_id,
-                "step": step,
-                "created_at": ctx.clock(),
-                "format": CHECKPOINT_FORMAT,
-                "state": dump_checkpoint(checkpoint),
-            }
-        ],
-    )
-
-
 def make_backward_hook(
     ctx: RunContext, world: World, prepared: Prepared, forward: ForwardPhase
-) -> BackwardHook | None:
+) -> BackwardPhase | None:
     """The backward phase as a loop hook, or None when ``backward.enabled`` is false."""
     if not ctx.scenario.backward.enabled:
         return None

@@ -384,7 +384,7 @@ def test_backward_state_survives_a_checkpoint_round_trip() -> None:
     blob = pickle.dumps(phase.state())
     fresh = BackwardPhase(ctx, world, ForwardPhase(ctx, world), {"1": ["v", "x"]}, {"1": "v"})
     assert fresh.log.clients == {} and fresh.calls == 0
-    fresh.load_state(pickle.loads(blob))
+    fresh.restore(pickle.loads(blob))
     assert fresh.calls == phase.calls > 0
     entry = fresh.log.received("u:1")["r:0"]
     assert entry.decision == "accepted" and entry.share == phase.log.received("u:1")["r:0"].share

@@ -425,10 +425,10 @@ def test_extracted_attributes_become_weights() -> None:
 def test_checkpoint_state_round_trips_the_counters() -> None:
     brain, _, _ = brain_with(FakeLLM().for_request)
     brain.stats.calls, brain.stats.repairs, brain.step = 7, 2, 4
-    state = brain.checkpoint_state()
+    state = brain.state()
     other, _, _ = brain_with(FakeLLM().for_request)
     stats = other.stats
-    other.restore_state(state)
+    other.restore(state)
     assert other.stats is stats and (stats.calls, stats.repairs, other.step) == (7, 2, 4)
 
 

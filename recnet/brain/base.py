@@ -130,6 +130,12 @@ class Brain(Protocol):
     checkpoint_every: int  # default steps between checkpoints (an LLM step costs money)
     operations: OperationCounts
 
+    def state(self) -> object:
+        """What a checkpoint carries of the brain (``recnet.checkpoint.Checkpointed``)."""
+        ...
+
+    def restore(self, state: object) -> None: ...
+
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
         """Initial item profiles (keyed by dataset item id) from metadata."""
         ...

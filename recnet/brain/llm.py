@@ -94,12 +94,21 @@ from recnet.llm.structured import CallMeta, StructuredResult, call_structured, r
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes, item_description
-from recnet.world.profile import Weights, add_scaled, normalized, render, top
+from recnet.world.formulas import router_average
+from recnet.world.profile import Weights, render
 from recnet.world.rules import default_rules
 
 OnRecord = Callable[[Record], None]
 
 WORDS_PER_ATTRIBUTE = 2  # a text profile may use this many words per attribute of the budget
+
+
+@dataclass(frozen=True, slots=True)
+class LLMBrainState:
+    """What a checkpoint carries of an LLM brain (``recnet.checkpoint.Checkpointed``)."""
+
+    stats: dict[str, Any]  # LLMStats counters
+    step: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,11 +401,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         """The router's new text and its weights: the EMA of routed changes (no extract)."""
         router = task.router
         ema = self.propagation.router_ema
-        blended = add_scaled(
-            {a: (1.0 - ema) * w for a, w in router.profile.items()}, normalized(task.routed), ema
-        )
-        kept = {a: w for a, w in blended.items() if w > 0}
-        weights = normalized(top(kept, self.router_profile_size))
+        weights = router_average(router.profile, task.routed, ema, self.router_profile_size)
         return ProfileUpdate(weights, text=text or router.text)
 
     # rank --------------------------------------------------------------------------------------
@@ -464,16 +469,15 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         return rule_lines(rules)
 
     # checkpoints -------------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict[str, Any]:
+    def state(self) -> LLMBrainState:
         """What a resumed run needs besides the world: the LLM counters (budgets read them)."""
-        return {"stats": self.stats.as_dict(), "step": self.step}
+        return LLMBrainState(self.stats.as_dict(), self.step)
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Undo ``checkpoint_state``; the stats object is updated in place (wrappers share it)."""
-        for name, value in dict(state.get("stats") or {}).items():
-            if hasattr(self.stats, name):
-                setattr(self.stats, name, value)
-        self.step = int(state.get("step", self.step))
+    def restore(self, state: LLMBrainState) -> None:
+        """Undo ``state``; the stats object is updated in place (wrappers share it)."""
+        for name, value in state.stats.items():
+            setattr(self.stats, name, value)
+        self.step = state.step
 
     async def aclose(self) -> None:
         await self.backend.aclose()

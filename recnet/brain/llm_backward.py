@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from recnet.brain.credit import NO_ADJUSTMENT, Feedback, ModuleJudgement, ModuleKind
-from recnet.brain.llm import exactly_once
+from recnet.brain.llm_text import exactly_once
 from recnet.brain.optimizer import (
     FilterRewrite,
     OptimizerSettings,

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from recnet.brain.base import MergeOutcome, MergeTask, ProfileUpdate
 from recnet.brain.llm_text import _merge_indices, _part, batch_agent_id
-from recnet.brain.offline import fold_messages
 from recnet.llm.schemas import MergeOutput
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
+from recnet.world.formulas import fold_messages
 from recnet.world.profile import Weights
 from recnet.world.rules import Decision
 

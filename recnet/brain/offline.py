@@ -39,7 +39,8 @@ from recnet.data.types import Item
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes
-from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
+from recnet.world.formulas import fold_messages, preference_score, router_average
+from recnet.world.profile import add_scaled, norm, normalized, top
 from recnet.world.rules import Decision
 
 
@@ -79,13 +80,10 @@ class OfflineBrain:
         prior = self.interaction.popularity_weight
         profile = user.effective(weight)
         user_norm = norm(profile)
-        scores = []
-        for item, pop in zip(items, popularity, strict=True):
-            other = item.effective(weight)
-            denominator = user_norm * norm(other)
-            similarity = dot(profile, other) / denominator if denominator else 0.0
-            scores.append(similarity + prior * pop)
-        return scores
+        return [
+            preference_score(profile, user_norm, item.effective(weight), pop, prior)
+            for item, pop in zip(items, popularity, strict=True)
+        ]
 
     # operations --------------------------------------------------------------------------------
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
@@ -148,17 +146,11 @@ class OfflineBrain:
     async def summarize(self, tasks: Sequence[SummarizeTask]) -> list[ProfileUpdate]:
         self.operations.add("summarize", len(tasks))
         self.plan.batched("summarize", len(tasks))
-        ema = self.propagation.router_ema
-        results = []
-        for task in tasks:
-            blended = add_scaled(
-                {a: (1.0 - ema) * w for a, w in task.router.profile.items()},
-                normalized(task.routed),
-                ema,
-            )
-            kept = {a: w for a, w in blended.items() if w > 0}
-            results.append(ProfileUpdate(normalized(top(kept, self.router_profile_size))))
-        return results
+        ema, size = self.propagation.router_ema, self.router_profile_size
+        return [
+            ProfileUpdate(router_average(task.router.profile, task.routed, ema, size))
+            for task in tasks
+        ]
 
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
         self.operations.add("merge", len(tasks))
@@ -193,6 +185,13 @@ class OfflineBrain:
     async def aclose(self) -> None:
         return None
 
+    def state(self) -> None:
+        """Nothing to carry across a checkpoint (``recnet.checkpoint.Checkpointed``)."""
+        return None
+
+    def restore(self, state: None) -> None:
+        return None
+
 
 def reinforce(
     user: ClientAgent, positive: ClientAgent, rates: InteractionSettings, size: int
@@ -207,50 +206,3 @@ def reinforce(
         user.agent_id: ProfileUpdate(new_user),
         positive.agent_id: ProfileUpdate(top(absorbed, size)),
     }
-
-
-def fold_messages(
-    client: ClientAgent,
-    accepted: Sequence[RouterMessage],
-    damping: float,
-    share: float,
-    size: int,
-) -> Weights:
-    """The propagated profile after taking in ``accepted``: each sending step's messages, oldest
-    first, as one damped, score-weighted mean (``(1 - d) * P + d * |original| * mean``), capped
-    by the max-share rule and cut to ``size`` attributes. A buffer that waited several steps (lazy
-    merge) therefore ends where merging at each step's end would have ended."""
-    by_step: dict[int, list[RouterMessage]] = {}
-    for message in accepted:
-        by_step.setdefault(message.step, []).append(message)
-    scale = norm(client.original)
-    propagated = dict(client.propagated)
-    for step in sorted(by_step):
-        incoming = score_weighted_mean(by_step[step])
-        propagated = {a: (1.0 - damping) * w for a, w in propagated.items()}
-        for a, w in incoming.items():
-            propagated[a] = propagated.get(a, 0.0) + damping * scale * w
-        if share < 1.0:
-            cap = share / (1.0 - share) * scale
-            current = norm(propagated)
-            if current > cap:
-                factor = cap / current if current else 0.0
-                propagated = {a: w * factor for a, w in propagated.items()}
-        propagated = top(propagated, size)
-    return propagated
-
-
-def score_weighted_mean(messages: Sequence[RouterMessage]) -> Weights:
-    """Mean of the messages' router profiles, weighted by routing score (always a new map: the
-    messages' attribute snapshots are shared by every recipient and must stay untouched)."""
-    if len(messages) == 1:
-        return dict(messages[0].attributes)
-    total = 0.0
-    incoming: Weights = {}
-    get = incoming.get
-    for message in messages:
-        weight = max(message.score, 1e-3)
-        total += weight
-        for a, w in message.attributes.items():
-            incoming[a] = get(a, 0.0) + weight * w
-    return {a: w / total for a, w in incoming.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from recnet.brain.credit import NO_ADJUSTMENT, GradientInput, ModuleJudgement, ModuleKind
-from recnet.brain.llm import Ask, candidate_lines
+from recnet.brain.llm import Ask
 from recnet.brain.llm_backward import (
     PHASE,
     Contributor,
@@ -29,6 +29,7 @@ from recnet.brain.llm_backward import (
     router_decision_from,
     router_request,
 )
+from recnet.brain.llm_text import candidate_lines
 from recnet.brain.optimizer import OptimizerSettings, RouterDecision, net
 from recnet.context import RunContext
 from recnet.critic.base import (

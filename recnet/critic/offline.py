@@ -25,15 +25,8 @@ from recnet.brain.optimizer import (
     optimize_router,
 )
 from recnet.context import RunContext
-from recnet.critic.base import (
-    FILTER_MODULE,
-    PROFILE_MODULE,
-    ClientEdit,
-    ClientJob,
-    Gradient,
-    RouterJob,
-    any_signal,
-)
+from recnet.critic import base
+from recnet.critic.base import ClientEdit, ClientJob, Gradient, RouterJob
 from recnet.world.world import World
 
 
@@ -55,17 +48,17 @@ class OfflineCritic:
         """The profile when its judgements say something; the filter memory when the profile's
         or the memory's do (a rule decides what the profile takes in)."""
         out: list[tuple[ModuleKind, list[Gradient]]] = []
-        if any_signal(profile):
-            out.append((PROFILE_MODULE, profile))
-        if filters_on and any_signal(profile + filters):
-            out.append((FILTER_MODULE, profile + filters))
+        if base.any_signal(profile):
+            out.append((base.PROFILE_MODULE, profile))
+        if filters_on and base.any_signal(profile + filters):
+            out.append((base.FILTER_MODULE, profile + filters))
         return out
 
     async def edit_clients(self, jobs: Sequence[ClientJob]) -> list[ClientEdit | None]:
         out: list[ClientEdit | None] = []
         for job in jobs:
             agent, judgements = job.agent, list(job.judgements)
-            if job.module == PROFILE_MODULE:
+            if job.module == base.PROFILE_MODULE:
                 out.append(
                     optimize_profile(agent.agent_id, agent.propagated, judgements, self.settings)
                 )

@@ -9,7 +9,6 @@ metric a ``metrics`` row.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from recnet.context import RunContext
 from recnet.eval.metrics import rank_of_true, summarize
 from recnet.eval.protocol import CandidateSet, Split, Which, true_index
 from recnet.world.agents import item_agent_id, user_agent_id
+from recnet.world.formulas import popularity_prior
 from recnet.world.world import World
 
 RECNET = "recnet"
@@ -48,10 +48,7 @@ def candidate_rows(run_id: str, split: Which, candidates: CandidateSet, truth: S
 def item_popularity(world: World) -> dict[str, float]:
     """Item agent id → log-popularity prior in [0, 1] from training interaction counts."""
     top = max((a.interactions for a in world.items.values()), default=0)
-    if top == 0:
-        return {a: 0.0 for a in world.items}
-    scale = math.log1p(top)
-    return {a: math.log1p(agent.interactions) / scale for a, agent in world.items.items()}
+    return {a: popularity_prior(agent.interactions, top) for a, agent in world.items.items()}
 
 
 class RankingRecorder:

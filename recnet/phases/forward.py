@@ -14,7 +14,6 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +34,7 @@ from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, profile_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
+from recnet.world.formulas import popularity_prior
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy
 from recnet.world.profile import Weights, changes
 from recnet.world.routing import select_recipients
@@ -68,8 +68,22 @@ class StepState:
     merges: list[MergeRecord] = field(default_factory=list)
 
 
+@dataclass
+class ForwardState:
+    """What a checkpoint carries of the forward phase."""
+
+    seq: int  # position in the chronological training stream
+    max_count: int  # the most interactions of any item (popularity prior)
+    dirty_profiles: set[str]  # clients whose profile changed since last written
+    buffered: set[str]  # clients with a non-empty buffer
+
+
 class ForwardPhase:
     """The five forward sub-phases over one world."""
+
+    #: The sub-phases of one step, in order: each is a method taking the ``StepState``; the
+    #: phase loop (``recnet.phases.loop``) makes one graph node of each.
+    SUBPHASES = ("interact", "perceive", "integrate", "multicast", "receive")
 
     def __init__(self, ctx: RunContext, world: World) -> None:
         self.ctx = ctx
@@ -93,20 +107,13 @@ class ForwardPhase:
             trace.messages, trace.message_share, ctx.scenario.seed, len(world.clients)
         )
 
-    def state(self) -> dict[str, object]:
-        """Counters a checkpoint must carry to continue exactly."""
-        return {
-            "seq": self.seq,
-            "max_count": self.max_count,
-            "dirty_profiles": set(self.dirty_profiles),
-            "buffered": set(self.buffered),
-        }
+    def state(self) -> ForwardState:
+        """Counters a checkpoint must carry to continue exactly (``Checkpointed``)."""
+        return ForwardState(self.seq, self.max_count, set(self.dirty_profiles), set(self.buffered))
 
-    def restore(self, state: dict[str, object]) -> None:
-        self.seq = int(state["seq"])  # type: ignore[arg-type]
-        self.max_count = int(state["max_count"])  # type: ignore[arg-type]
-        self.dirty_profiles = set(state["dirty_profiles"])  # type: ignore[arg-type]
-        self.buffered = set(state["buffered"])  # type: ignore[arg-type]
+    def restore(self, state: ForwardState) -> None:
+        self.seq, self.max_count = state.seq, state.max_count
+        self.dirty_profiles, self.buffered = set(state.dirty_profiles), set(state.buffered)
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
@@ -193,9 +200,7 @@ class ForwardPhase:
 
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
-        if self.max_count == 0:
-            return 0.0
-        return math.log1p(item.interactions) / math.log1p(self.max_count)
+        return popularity_prior(item.interactions, self.max_count)
 
     def _sample_negatives(self, step: int, users: list[ClientAgent]) -> list[ClientAgent]:
         rng = self.ctx.seeds.generator("interaction-negatives", step)

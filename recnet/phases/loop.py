@@ -11,6 +11,8 @@ current ``StepState`` live in the ``PhaseLoop`` object the nodes close over.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypedDict
 
@@ -55,32 +57,29 @@ class PhaseLoop:
         self.stop = len(batches)  # run() pauses before this step (evaluates when it is the end)
         self.graph = self._build()
 
+    def step_nodes(self) -> list[tuple[str, NodeFunction]]:
+        """One step's nodes in order: the forward sub-phases (``ForwardPhase.SUBPHASES``), the
+        backward hook when there is one, then commit. The graph and its recursion limit are
+        derived from this list."""
+        nodes = [("start_step", self._start_step)]
+        nodes += [(name, self._forward_node(name)) for name in ForwardPhase.SUBPHASES]
+        if self.backward is not None:
+            nodes.append(("backward", self._backward))
+        nodes.append(("commit", self._commit))
+        return nodes
+
     def _build(self):
         graph = StateGraph(LoopState)
-        graph.add_node("start_step", self._tracked("start_step", self._start_step))
-        graph.add_node("interact", self._tracked("interact", self._interact))
-        graph.add_node("perceive", self._tracked("perceive", self._perceive))
-        graph.add_node("integrate", self._tracked("integrate", self._integrate))
-        graph.add_node("multicast", self._tracked("multicast", self._multicast))
-        graph.add_node("receive", self._tracked("receive", self._receive))
-        graph.add_node("commit", self._tracked("commit", self._commit))
+        nodes = self.step_nodes()
+        for name, node in nodes:
+            graph.add_node(name, self._tracked(name, node))
         graph.add_node("evaluate", self._tracked("evaluate", self._evaluate))
+        first, last = nodes[0][0], nodes[-1][0]
+        graph.add_conditional_edges(START, self._has_steps_left, {True: first, False: "evaluate"})
+        for (a, _), (b, _) in itertools.pairwise(nodes):
+            graph.add_edge(a, b)
         graph.add_conditional_edges(
-            START, self._has_steps_left, {True: "start_step", False: "evaluate"}
-        )
-        graph.add_edge("start_step", "interact")
-        graph.add_edge("interact", "perceive")
-        graph.add_edge("perceive", "integrate")
-        graph.add_edge("integrate", "multicast")
-        graph.add_edge("multicast", "receive")
-        if self.backward is not None:
-            graph.add_node("backward", self._tracked("backward", self._backward))
-            graph.add_edge("receive", "backward")
-            graph.add_edge("backward", "commit")
-        else:
-            graph.add_edge("receive", "commit")
-        graph.add_conditional_edges(
-            "commit", self._after_commit, {"next": "start_step", "pause": END, "end": "evaluate"}
+            last, self._after_commit, {"next": first, "pause": END, "end": "evaluate"}
         )
         graph.add_edge("evaluate", END)
         return graph.compile()
@@ -92,7 +91,7 @@ class PhaseLoop:
         """
         self.stop = len(self.batches) if stop is None else min(stop, len(self.batches))
         remaining = max(0, self.stop - first_step)
-        nodes_per_step = 8 if self.backward else 7
+        nodes_per_step = len(self.step_nodes())
         await self.graph.ainvoke(
             {"step": first_step},
             config={"recursion_limit": remaining * nodes_per_step + 10},
@@ -126,25 +125,18 @@ class PhaseLoop:
         self.current = StepState(step, self.batches[step], started_at=self.clock())
         return state
 
-    async def _interact(self, state: LoopState) -> LoopState:
-        await self.forward.interact(self._state())
-        return state
+    def _forward_node(self, name: str) -> NodeFunction:
+        """A node that runs one forward sub-phase (a method of ``ForwardPhase``, sync or async)."""
+        method = getattr(self.forward, name)
 
-    async def _perceive(self, state: LoopState) -> LoopState:
-        self.forward.perceive(self._state())
-        return state
+        async def node(state: LoopState) -> LoopState:
+            result = method(self._state())
+            if inspect.isawaitable(result):
+                await result
+            return state
 
-    async def _integrate(self, state: LoopState) -> LoopState:
-        await self.forward.integrate(self._state())
-        return state
-
-    async def _multicast(self, state: LoopState) -> LoopState:
-        self.forward.multicast(self._state())
-        return state
-
-    async def _receive(self, state: LoopState) -> LoopState:
-        await self.forward.receive(self._state())
-        return state
+        node.__name__ = name
+        return node
 
     async def _backward(self, state: LoopState) -> LoopState:
         assert self.backward is not None

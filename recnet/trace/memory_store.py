@@ -115,6 +115,12 @@ class MemoryTraceStore(BufferedTraceStore):
             )
         run["last_completed_step"] = min(run["last_completed_step"], step)
 
+    def _retire(self, run_id: str, router_ids: list[str], step: int) -> None:
+        wanted = set(router_ids)
+        for row in self._tables["routers"]:
+            if row["run_id"] == run_id and row["router_id"] in wanted:
+                row["retired_step"] = step
+
     def _keep(self, name: str, keep: Any) -> None:
         pk = SPECS[name].primary_key
         rows = [row for row in self._tables[name] if keep(row)]

@@ -144,42 +144,28 @@ def rule_version_rows(
 ) -> list[Row]:
     """Rows for rules whose version or position changed, and for deleted rules."""
     before = {r.rule_id: (k, r) for k, r in enumerate(old.rules)}
-    rows = []
+    changed: list[tuple[FilterRule, int, int | None, bool]] = []  # rule, position, parent, active
     for position, rule in enumerate(new.rules):
         previous = before.get(rule.rule_id)
         if previous is not None and previous[1].version == rule.version and previous[0] == position:
             continue
-        parent = previous[1].version if previous is not None else None
-        rows.append(
-            rule_row(
-                run_id,
-                agent_id,
-                rule,
-                step,
-                position,
-                parent_version=parent,
-                active=True,
-                reason="optimize",
-                gradient_id=gradient_id,
-            )
-        )
+        changed.append((rule, position, previous[1].version if previous else None, True))
     kept = {r.rule_id for r in new.rules}
-    for rule_id, (position, rule) in before.items():
-        if rule_id not in kept:
-            rows.append(
-                rule_row(
-                    run_id,
-                    agent_id,
-                    rule,
-                    step,
-                    position,
-                    parent_version=rule.version,
-                    active=False,
-                    reason="optimize",
-                    gradient_id=gradient_id,
-                )
-            )
-    return rows
+    changed += [(r, k, r.version, False) for rid, (k, r) in before.items() if rid not in kept]
+    return [
+        rule_row(
+            run_id,
+            agent_id,
+            rule,
+            step,
+            position,
+            parent_version=parent,
+            active=active,
+            reason="optimize",
+            gradient_id=gradient_id,
+        )
+        for rule, position, parent, active in changed
+    ]
 
 
 def rules_json(memory: FilterMemory) -> list[dict[str, object]]:

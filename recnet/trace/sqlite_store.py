@@ -276,6 +276,15 @@ class SQLiteTraceStore(BufferedTraceStore):
                 .values(last_completed_step=min(int(last[0]), step))
             )
 
+    def _retire(self, run_id: str, router_ids: list[str], step: int) -> None:
+        routers = TABLES["routers"]
+        with self._transaction() as conn:
+            conn.execute(
+                update(routers)
+                .where(routers.c.run_id == run_id, routers.c.router_id.in_(router_ids))
+                .values(retired_step=step)
+            )
+
     # -- reads ---------------------------------------------------------------------------------
 
     def read(

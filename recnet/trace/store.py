@@ -122,6 +122,8 @@ class TraceStore(Protocol):
 
     def truncate_after(self, run_id: str, step: int) -> None: ...
 
+    def retire_routers(self, run_id: str, router_ids: Iterable[str], step: int) -> None: ...
+
     def wait(self) -> None:
         """Block until rows handed to a background writer are written (no-op otherwise)."""
         ...
@@ -221,6 +223,13 @@ class BufferedTraceStore(abc.ABC):
         self.flush()
         self._truncate(run_id, step)
 
+    def retire_routers(self, run_id: str, router_ids: Iterable[str], step: int) -> None:
+        """Set ``routers.retired_step`` of routers merged away or split at ``step`` (their rows
+        are written first; a resume before ``step`` clears it again, see ``truncate_after``)."""
+        self._check_writable()
+        self.flush()
+        self._retire(run_id, list(router_ids), step)
+
     def _write_buffers(self, marker: tuple[str, int] | None) -> None:
         batches = {name: rows for name, rows in self._buffers.items() if rows}
         # The buffer is emptied whether or not the write succeeds: a failed write raises, and
@@ -288,6 +297,10 @@ class BufferedTraceStore(abc.ABC):
     @abc.abstractmethod
     def _truncate(self, run_id: str, step: int) -> None:
         """Remove everything the run recorded after ``step``; one transaction."""
+
+    @abc.abstractmethod
+    def _retire(self, run_id: str, router_ids: list[str], step: int) -> None:
+        """Set ``retired_step`` of the given routers; one transaction."""
 
     @abc.abstractmethod
     def _release(self) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from recnet.world.buffer import MessageBuffer
-from recnet.world.profile import Weights, add_scaled, category, render, value
+from recnet.world.formulas import effective_profile
+from recnet.world.profile import Weights, category, render, value
 from recnet.world.rules import FilterMemory
 
 ClientKind = Literal["user", "item"]
@@ -48,9 +49,7 @@ class ClientAgent:
 
     def effective(self, propagated_weight: float) -> Weights:
         """The profile used to act: original plus weighted propagated preferences."""
-        if not self.propagated or propagated_weight == 0.0:
-            return self.original
-        return add_scaled(self.original, self.propagated, propagated_weight)
+        return effective_profile(self.original, self.propagated, propagated_weight)
 
     def profile_text(self) -> str:
         return self.text if self.text is not None else render(self.original)

@@ -1,11 +1,12 @@
 """Router operations of the backward phase: rewrite, τ change, split and merge.
 
-Pipeline position: called by ``recnet.phases.backward`` to apply the optimizer's router decisions
-(``recnet.brain.optimizer``). Every operation keeps the graph's invariants, which
-``check_invariants`` states: every client belongs to at least one router, membership edges join a
-live router and a known client (no dangling edges), and membership scores are the cosine of the
-client's and the router's current embeddings for every router an operation touched. The router
-count bounds (``world.min_routers``/``max_routers``) are the caller's to respect.
+Pipeline position: called by ``recnet.phases.backward`` to apply the critic's router decisions
+(``recnet.critic``); every change of routers and memberships goes through ``World``'s methods.
+Every operation keeps the graph's invariants, which ``check_invariants`` states: every client
+belongs to at least one router, membership edges join a live router and a known client (no
+dangling edges), and membership scores are the cosine of the client's and the router's current
+embeddings for every router an operation touched. The router count bounds
+(``world.min_routers``/``max_routers``) are the caller's to respect.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recnet.world.agents import RouterAgent
 from recnet.world.profile import Weights, add_scaled, normalized, top
 from recnet.world.routing import spherical_kmeans, unit_rows
 from recnet.world.world import World
@@ -50,27 +50,12 @@ def spread(world: World, router_id: str) -> float:
 
 
 def add_member(world: World, client_id: str, router_id: str, score: float) -> None:
-    """Add (or re-score) a membership edge, keeping ``world.memberships`` in step."""
-    world.graph.add_edge(client_id, router_id, kind="member", score=score)
-    world.memberships.setdefault(client_id, {})[router_id] = score
+    """Add (or re-score) a membership (``World.set_membership``)."""
+    world.set_membership(client_id, router_id, score)
 
 
 def remove_member(world: World, client_id: str, router_id: str) -> None:
-    world.graph.remove_edge(client_id, router_id)
-    mirror = world.memberships.get(client_id)
-    if mirror is not None:
-        mirror.pop(router_id, None)
-
-
-def drop_router(world: World, router_id: str) -> list[str]:
-    """Remove a router with its edges; return its former members."""
-    members = world.members(router_id)
-    world.remove_router(router_id)
-    for client_id in members:
-        mirror = world.memberships.get(client_id)
-        if mirror is not None:
-            mirror.pop(router_id, None)
-    return members
+    world.remove_membership(client_id, router_id)
 
 
 def refresh_memberships(
@@ -105,10 +90,9 @@ def refresh_memberships(
             if data is None:
                 add_member(world, client_id, router_id, score)
             elif data["score"] != score:
-                data["score"] = score
-                world.memberships.setdefault(client_id, {})[router_id] = score
+                world.set_membership(client_id, router_id, score)
     for client_id in sorted(check, key=world.client_position.__getitem__):
-        if not world.memberships.get(client_id):
+        if not world.routers_of(client_id):
             p = world.client_position[client_id]
             j = int(best[p])
             add_member(world, client_id, ids[j], float(scores[p, j]))
@@ -170,18 +154,13 @@ def split(
         profiles.append(normalized(top({a: w for a, w in blended.items() if w > 0}, profile_size)))
     if profiles[0] == profiles[1]:
         return None
-    members = drop_router(world, router_id)
-    created = []
-    for profile in profiles:
-        child = RouterAgent(
-            router_id=world.new_router_id(),
-            profile=profile,
-            tau=parent.tau,
-            created_step=step,
-            origin=f"split:{router_id}",
-        )
-        world.add_router(child)
-        created.append(child.router_id)
+    members = world.retire_router(router_id)
+    created = [
+        world.create_router(
+            profile, parent.tau, created_step=step, origin=f"split:{router_id}"
+        ).router_id
+        for profile in profiles
+    ]
     refresh_memberships(world, created, orphans=members)
     return RouterChange("split", (router_id,), tuple(created))
 
@@ -192,15 +171,10 @@ def merge(world: World, first: str, second: str, *, step: int, profile_size: int
     profile = normalized(
         top(add_scaled(normalized(a.profile), normalized(b.profile), 1.0), profile_size)
     )
-    members = drop_router(world, first) + drop_router(world, second)
-    router = RouterAgent(
-        router_id=world.new_router_id(),
-        profile=profile,
-        tau=(a.tau + b.tau) / 2.0,
-        created_step=step,
-        origin=f"merge:{first}+{second}",
+    members = world.retire_router(first) + world.retire_router(second)
+    router = world.create_router(
+        profile, (a.tau + b.tau) / 2.0, created_step=step, origin=f"merge:{first}+{second}"
     )
-    world.add_router(router)
     refresh_memberships(world, [router.router_id], orphans=members)
     return RouterChange("merge", (first, second), (router.router_id,))
 
@@ -264,11 +238,6 @@ def check_invariants(
         routers = {n for n in graph[client.agent_id] if n in router_nodes}
         if not routers:
             problems.append(f"client {client.agent_id} belongs to no router")
-        mirror = world.memberships.get(client.agent_id, {})
-        if set(mirror) != routers or any(
-            mirror[r] != graph.edges[client.agent_id, r]["score"] for r in routers
-        ):
-            problems.append(f"world.memberships of {client.agent_id} disagrees with the graph")
     for router_id in scored:
         if router_id not in world.routers:
             continue

@@ -4,12 +4,12 @@ Pipeline position: the backward phase (``recnet.phases.backward``) captures a ``
 before it applies an optimisation and restores it when validation NDCG drops by more than
 ``backward.epsilon``. What is captured: client profiles (original, propagated, texts), filter
 memories, interaction counters and buffers of the chosen clients; every router (profile, τ,
-version, origin, text); every client–router membership edge with its data and the
-``world.memberships`` mirror of them; the client embedding
+version, origin, text); every client–router membership edge with its data; the client embedding
 matrix (optional) and the world's counters (step, message and router ids, attribute vocabulary).
 Interaction edges and history are not captured: nothing in the backward phase changes them.
 
-Restore is diff-based: edges and routers that did not change are left in place, so the graph's
+Restore goes through ``World``'s own methods (``restore_routers``, ``restore_numbering``) and is
+diff-based: edges and routers that did not change are left in place, so the graph's
 iteration order is kept whenever the optimisation did not add or remove routers.
 """
 
@@ -78,7 +78,6 @@ class WorldSnapshot:
     clients: dict[str, ClientState]
     routers: tuple[RouterAgent, ...] | None  # in ``world.routers`` order; None = not captured
     memberships: dict[EdgeKey, dict[str, object]]
-    mirror: dict[str, dict[str, float]]  # world.memberships: client → router → score
     client_vectors: np.ndarray | None
     step: int
     next_message_id: int
@@ -107,18 +106,20 @@ class WorldSnapshot:
         return cls(
             clients={a: ClientState.of(world.client(a)) for a in ids},
             routers=tuple(_copy_router(r) for r in world.routers.values()) if routers else None,
-            memberships=membership_edges(world) if routers else {},
-            mirror={c: dict(m) for c, m in world.memberships.items()} if routers else {},
+            memberships=world.membership_edges() if routers else {},
             client_vectors=world.client_vectors.copy() if vectors else None,
             step=world.step,
-            next_message_id=world._next_message_id,
-            next_router_number=world._next_router_number,
+            next_message_id=world.router_numbering()[0],
+            next_router_number=world.router_numbering()[1],
             n_attributes=len(world.space.names),
             default_filters=world.default_filters,
         )
 
-    def restore(self, world: World) -> None:
-        """Put ``world`` back into the captured state (the snapshot stays reusable)."""
+    def restore(self, world: World, *, reuse_router_ids: bool = True) -> None:
+        """Put ``world`` back into the captured state (the snapshot stays reusable).
+
+        ``reuse_router_ids=False`` keeps the router counter where it is, so ids of routers
+        created after the capture (and now rolled back) are never given out again."""
         for agent_id, state in self.clients.items():
             state.restore(world.client(agent_id))
         if self.routers is not None:
@@ -126,52 +127,19 @@ class WorldSnapshot:
         if self.client_vectors is not None:
             world.client_vectors = self.client_vectors.copy()
         world.step = self.step
-        world._next_message_id = self.next_message_id
-        world._next_router_number = self.next_router_number
+        router_number = self.next_router_number if reuse_router_ids else world.router_numbering()[1]
+        world.restore_numbering(self.next_message_id, router_number)
         _truncate_vocabulary(world, self.n_attributes)
         world.default_filters = self.default_filters
 
     def _restore_routers(self, world: World) -> None:
         assert self.routers is not None
-        wanted = {r.router_id for r in self.routers}
-        for router_id in [r for r in world.routers if r not in wanted]:
-            world.remove_router(router_id)
-        restored: dict[str, RouterAgent] = {}
-        for router in self.routers:
-            if router.router_id not in world.graph:
-                world.graph.add_node(router.router_id, kind="router")
-            restored[router.router_id] = _copy_router(router)
-        world.routers.clear()
-        world.routers.update(restored)
-        current = membership_edges(world)
-        graph = world.graph
-        for key in current.keys() - self.memberships.keys():
-            graph.remove_edge(*key)
-        for key, data in self.memberships.items():
-            if key not in current:
-                graph.add_edge(*key, **data)
-            elif current[key] != data:
-                edge = graph.edges[key]
-                edge.clear()
-                edge.update(data)
-        mirror = world.memberships
-        for client_id in [c for c in mirror if c not in self.mirror]:
-            del mirror[client_id]
-        for client_id, routers in self.mirror.items():
-            if mirror.get(client_id) != routers:
-                mirror[client_id] = dict(routers)
+        world.restore_routers([_copy_router(r) for r in self.routers], self.memberships)
 
 
 def membership_edges(world: World) -> dict[EdgeKey, dict[str, object]]:
     """Every client–router edge, keyed ``(client, router)``, with a copy of its data."""
-    edges: dict[EdgeKey, dict[str, object]] = {}
-    graph = world.graph
-    for router_id in world.routers:
-        if router_id not in graph:
-            continue
-        for client_id, data in graph[router_id].items():
-            edges[(client_id, router_id)] = dict(data)
-    return edges
+    return world.membership_edges()
 
 
 def _truncate_vocabulary(world: World, size: int) -> None:

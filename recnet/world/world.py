@@ -3,19 +3,23 @@
 Pipeline position: built once per run (``recnet.world.build``), then read and changed by the phases.
 Graph nodes are agent ids (``u:<user>``, ``i:<item>``, ``r:<n>``) with a ``kind`` attribute; edges
 are user–item interactions (``kind="interaction"``) and client–router memberships
-(``kind="member"``, ``score`` = cos(router, client)). Client embeddings are kept as one matrix so
-that multicast is a single matrix product.
+(``kind="member"``, ``score`` = cos(router, client)); those edges are the only record of who
+belongs to which router. The World is their only writer: routers are created (and numbered),
+retired and restored, and memberships set or removed, only through its methods — the forward
+phase, ``recnet.world.router_ops`` and ``recnet.world.snapshot`` all go through them. Client
+embeddings are kept as one matrix so that multicast is a single matrix product.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 
 from recnet.world.agents import ClientAgent, RouterAgent
 from recnet.world.embedding import AttributeSpace
+from recnet.world.profile import Weights
 from recnet.world.rules import FilterMemory
 
 
@@ -33,7 +37,6 @@ class World:
         self.client_position: dict[str, int] = {}
         self.client_vectors = np.zeros((0, space.dim), dtype=np.float32)
         self.history: dict[str, set[str]] = {}  # user agent id → item agent ids (all splits)
-        self.memberships: dict[str, dict[str, float]] = {}  # client id → router id → score
         self.step = -1  # last completed step
         self._next_message_id = 0
         self._next_router_number = 0
@@ -68,8 +71,9 @@ class World:
     def record_interaction(self, user_id: str, item_id: str, timestamp: int) -> None:
         self.graph.add_edge(user_id, item_id, kind="interaction", timestamp=timestamp)
 
-    # routers -----------------------------------------------------------------------------------
+    # routers ---------------------------------------------------------------------------------
     def new_router_id(self) -> str:
+        """The next router id (``r:<n>``); numbers are never reused within a run."""
         router_id = f"r:{self._next_router_number}"
         self._next_router_number += 1
         return router_id
@@ -78,13 +82,60 @@ class World:
         self.routers[router.router_id] = router
         self.graph.add_node(router.router_id, kind="router")
 
-    def remove_router(self, router_id: str) -> None:
-        """Delete a router, its graph node and edges, and every membership that names it."""
+    def create_router(
+        self, profile: Weights, tau: float, *, created_step: int = -1, origin: str = "init"
+    ) -> RouterAgent:
+        """Number, create and add a router (no memberships yet)."""
+        router = RouterAgent(
+            router_id=self.new_router_id(),
+            profile=profile,
+            tau=tau,
+            created_step=created_step,
+            origin=origin,
+        )
+        self.add_router(router)
+        return router
+
+    def retire_router(self, router_id: str) -> list[str]:
+        """Delete a router with its graph node and membership edges; return its former members."""
+        members = self.members(router_id)
         del self.routers[router_id]
         self.__dict__.get("_router_vectors", {}).pop(router_id, None)
-        for client_id in list(self.graph[router_id]):
-            self.memberships.get(client_id, {}).pop(router_id, None)
         self.graph.remove_node(router_id)
+        return members
+
+    def router_numbering(self) -> tuple[int, int]:
+        """The id counters (next message id, next router number), for snapshots."""
+        return self._next_message_id, self._next_router_number
+
+    def restore_numbering(self, next_message_id: int, next_router_number: int) -> None:
+        self._next_message_id = next_message_id
+        self._next_router_number = next_router_number
+
+    def restore_routers(
+        self, routers: Sequence[RouterAgent], edges: Mapping[tuple[str, str], Mapping[str, object]]
+    ) -> None:
+        """Put back exactly ``routers`` (in this order) and the membership ``edges``
+        (``(client, router)`` → edge data), touching only what differs."""
+        wanted = {r.router_id for r in routers}
+        for router_id in [r for r in self.routers if r not in wanted]:
+            self.retire_router(router_id)
+        for router in routers:
+            if router.router_id not in self.graph:
+                self.graph.add_node(router.router_id, kind="router")
+        self.routers.clear()
+        self.routers.update((r.router_id, r) for r in routers)
+        current = self.membership_edges()
+        graph = self.graph
+        for key in current.keys() - edges.keys():
+            graph.remove_edge(*key)
+        for key, data in edges.items():
+            if key not in current:
+                graph.add_edge(*key, **data)
+            elif current[key] != data:
+                edge = graph.edges[key]
+                edge.clear()
+                edge.update(data)
 
     def router_matrix(self) -> tuple[list[str], np.ndarray]:
         """Router ids (sorted by creation) and their profile embeddings."""
@@ -111,6 +162,39 @@ class World:
         cache[router_id] = (profile, vector)
         return vector
 
+    # memberships -------------------------------------------------------------------------------
+    def set_membership(self, client_id: str, router_id: str, score: float) -> None:
+        """Add (or re-score) the membership edge of a client and a router."""
+        self.graph.add_edge(client_id, router_id, kind="member", score=score)
+
+    def remove_membership(self, client_id: str, router_id: str) -> None:
+        self.graph.remove_edge(client_id, router_id)
+
+    def routers_of(self, client_id: str) -> dict[str, float]:
+        """The routers a client belongs to, with their membership scores."""
+        routers = self.routers
+        return {n: d["score"] for n, d in self.graph[client_id].items() if n in routers}
+
+    @property
+    def memberships(self) -> dict[str, dict[str, float]]:
+        """Client id → router id → score for every client in a router (a view of the edges)."""
+        out: dict[str, dict[str, float]] = {}
+        for router_id in self.routers:
+            for client_id, data in self.graph[router_id].items():
+                out.setdefault(client_id, {})[router_id] = data["score"]
+        return out
+
+    def membership_edges(self) -> dict[tuple[str, str], dict[str, object]]:
+        """Every client–router edge, keyed ``(client, router)``, with a copy of its data."""
+        edges: dict[tuple[str, str], dict[str, object]] = {}
+        graph = self.graph
+        for router_id in self.routers:
+            if router_id not in graph:
+                continue
+            for client_id, data in graph[router_id].items():
+                edges[(client_id, router_id)] = dict(data)
+        return edges
+
     def update_memberships(self, agent_ids: Iterable[str] | None = None) -> None:
         """Recompute client–router edges: every router whose cos ≥ its τ, and always the best one,
         so each client belongs to at least one router."""
@@ -126,16 +210,13 @@ class World:
         above = scores >= taus
         best = scores.argmax(axis=1)
         above[np.arange(len(targets)), best] = True
-        graph = self.graph
+        graph, routers = self.graph, self.routers
         for row, agent_id in enumerate(targets):
-            for router_id in self.memberships.get(agent_id, ()):
+            for router_id in [n for n in graph[agent_id] if n in routers]:
                 graph.remove_edge(agent_id, router_id)
-            current = {}
             for column in np.flatnonzero(above[row]).tolist():
                 score = float(scores[row, column])
-                current[router_ids[column]] = score
                 graph.add_edge(agent_id, router_ids[column], kind="member", score=score)
-            self.memberships[agent_id] = current
 
     def members(self, router_id: str) -> list[str]:
         """Client ids that belong to a router (a router's only edges are memberships)."""

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from recnet.brain.base import RankTask
-from recnet.brain.credit import ContributionLog, Feedback, GradientInput, Side
+from recnet.brain.credit import ContributionLog, Feedback, GradientInput, Received, Side
 from recnet.brain.optimizer import (
     FilterRewrite,
     ModuleKey,
@@ -50,7 +51,7 @@ from recnet.brain.optimizer import (
 from recnet.context import RunContext
 from recnet.critic.base import ClientJob, Critic, Gradient, RouterJob
 from recnet.data.types import Interaction
-from recnet.eval.protocol import CandidateSet
+from recnet.eval.protocol import CandidateSet, Split
 from recnet.phases.backward.plans import Planned, Planner
 from recnet.phases.backward.safeguard import Safeguard
 from recnet.phases.forward import ForwardPhase, StepState
@@ -62,6 +63,14 @@ from recnet.world.profile import Weights
 from recnet.world.world import World
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackwardState:
+    """What a checkpoint carries of the backward phase (``Checkpointed``)."""
+
+    log: dict[str, dict[str, Received]]  # the contribution log (client → router → received)
+    calls: int  # backward operations paid so far
 
 
 @dataclass
@@ -108,13 +117,12 @@ class BackwardPhase:
         self.calls = sum(r["calls"] for r in store.read("backward_steps", run_id))
 
     # checkpoints -------------------------------------------------------------------------------
-    def state(self) -> dict[str, object]:
+    def state(self) -> BackwardState:
         """What a checkpoint must keep to resume identically (ids are re-read from the trace)."""
-        return {"log": self.log.clients, "calls": self.calls}
+        return BackwardState(self.log.clients, self.calls)
 
-    def load_state(self, state: Mapping[str, object]) -> None:
-        self.log.clients = state["log"]  # type: ignore[assignment]
-        self.calls = int(state["calls"])  # type: ignore[call-overload]
+    def restore(self, state: BackwardState) -> None:
+        self.log.clients, self.calls = state.log, state.calls
 
     # the hook ----------------------------------------------------------------------------------
     async def __call__(self, state: StepState) -> None:
@@ -460,13 +468,21 @@ class BackwardPhase:
             stats.n_rolled_back += len(planned)
 
 
+class PreparedData(Protocol):
+    """What the backward phase reads of the runner's prepared data."""
+
+    valid_candidates: CandidateSet
+    split: Split
+    batches: Sequence[Sequence[Interaction]]
+
+
 def make_backward_hook(
-    ctx: RunContext, world: World, prepared: object, forward: ForwardPhase
-) -> Callable[[StepState], Awaitable[None]]:
+    ctx: RunContext, world: World, prepared: PreparedData, forward: ForwardPhase
+) -> BackwardPhase:
     """The loop hook (called by ``recnet.runner``): a ``BackwardPhase`` on ``prepared``'s
     validation lists, subsampled to ``backward.validation_users`` with a seeded generator."""
-    valid: CandidateSet = dict(prepared.valid_candidates)  # type: ignore[attr-defined]
-    held = prepared.split.held_out("valid")  # type: ignore[attr-defined]
+    valid: CandidateSet = dict(prepared.valid_candidates)
+    held = prepared.split.held_out("valid")
     limit = ctx.scenario.backward.validation_users
     if limit is not None and limit < len(valid):
         users = sorted(valid)
@@ -474,4 +490,4 @@ def make_backward_hook(
         keep = sorted(rng.choice(len(users), limit, replace=False).tolist())
         valid = {users[k]: valid[users[k]] for k in keep}
     truth = {u: held[u].item for u in valid}
-    return BackwardPhase(ctx, world, forward, valid, truth, prepared.batches)  # type: ignore[attr-defined]
+    return BackwardPhase(ctx, world, forward, valid, truth, prepared.batches)

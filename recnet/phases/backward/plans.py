@@ -200,6 +200,7 @@ class Planner:
                 [agent_row(ctx.run_id, r.router_id, "router", r.label(), step) for r in created],
             )
             ctx.store.add("routers", [router_row(ctx.run_id, r, step) for r in created])
+            ctx.store.retire_routers(ctx.run_id, change.removed, step)
             rows = [
                 router_version_row(
                     ctx.run_id, step, r, world, change.operation, None, gradient_id=gid

@@ -104,9 +104,7 @@ class Safeguard:
             rewritten = self.affected(p.target_id for p in planned if p.module != "router")
             base.update(await self.gains(rewritten, {}))
         else:
-            used = world._next_router_number
-            snapshot.restore(world)
-            world._next_router_number = used  # ids of rolled-back routers are never reused
+            snapshot.restore(world, reuse_router_ids=False)  # rolled-back ids are never reused
         return planned, kept, valid_before, valid_after
 
     def affected(self, clients: Iterable[str]) -> list[str]:
