@@ -430,7 +430,9 @@ def build_loop(
         flags = {"recnet": llm_flag(ctx.brain)}
         ctx.store.add("metrics", metric_rows(ctx.run_id, step, "test", results, flags))
         ctx.prequential = summary = forward.prequential_summary(n_steps)
-        ctx.store.add("metrics", prequential_metric_rows(ctx.run_id, step, summary))
+        ctx.store.add(
+            "metrics", prequential_metric_rows(ctx.run_id, step, summary, flag=flags["recnet"])
+        )
         ctx.store.flush()
 
     loop = PhaseLoop(

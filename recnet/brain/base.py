@@ -128,6 +128,9 @@ class Brain(Protocol):
     critic: str  # name of the backward phase's default critic in recnet.registry.CRITICS
     label: str  # what the trace's runs.brain says: "offline", "llm:<backend>"
     checkpoint_every: int  # default steps between checkpoints (an LLM step costs money)
+    # True when the brain ranks by the shared score formula (``world.formulas``), so that
+    # prequential evaluation may score in one vectorised pass instead of calling ``rank``
+    ranks_by_formula: bool
     operations: OperationCounts
 
     def state(self) -> object:

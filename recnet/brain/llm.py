@@ -130,6 +130,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
     kind: BrainKind = "llm"
     critic = "llm"  # the backward phase's default critic (recnet.registry.CRITICS)
     checkpoint_every = 1  # an LLM step costs money: never repeat one on resume
+    ranks_by_formula = False  # the model ranks: prequential evaluation calls ``rank``
 
     def __init__(
         self,

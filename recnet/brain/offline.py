@@ -52,6 +52,7 @@ class OfflineBrain:
     label = "offline"
     # an offline checkpoint pickles the whole world; repeating up to 99 steps costs seconds
     checkpoint_every = 100
+    ranks_by_formula = True  # its ranking is the shared score formula
 
     def __init__(self, scenario: Scenario) -> None:
         self.interaction = scenario.interaction

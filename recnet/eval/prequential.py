@@ -202,7 +202,7 @@ class PrequentialEvaluator:
         if not cases:
             return []
         popularities = [[popularity(i) for i in case.candidates] for case in cases]
-        if self.ctx.brain.kind == "offline":
+        if self.ctx.brain.ranks_by_formula:
             scores = self.scorer.scores(
                 [c.user for c in cases], [c.candidates for c in cases], popularities
             )
@@ -280,9 +280,14 @@ WINDOW_SPLIT = "prequential-window"
 
 
 def prequential_metric_rows(
-    run_id: str, step: int, summary: PrequentialSummary | None, model: str = "recnet"
+    run_id: str,
+    step: int,
+    summary: PrequentialSummary | None,
+    model: str = "recnet",
+    flag: str | None = None,
 ) -> list[dict]:
-    """``metrics`` table rows of a summary (none when nothing was evaluated)."""
+    """``metrics`` table rows of a summary (none when nothing was evaluated); ``flag`` marks
+    values that are not the model's own, as ``metric_rows`` does."""
     if summary is None:
         return []
     rows = [
@@ -293,6 +298,7 @@ def prequential_metric_rows(
             "model": model,
             "metric": name,
             "value": value,
+            "flag": flag,
         }
         for name, value in summary.overall.items()
     ]
@@ -305,6 +311,7 @@ def prequential_metric_rows(
                 "model": model,
                 "metric": name,
                 "value": value,
+                "flag": flag,
             }
             for name, value in metrics.items()
         )

@@ -16,7 +16,6 @@ applies the outcomes, and writes trace rows:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,8 +28,8 @@ from recnet.brain.base import (
 )
 from recnet.config.scenario import flush_triggers
 from recnet.context import RunContext
-from recnet.data.types import Interaction
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
+from recnet.phases.step_state import ForwardState, StepState
 from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, profile_row, router_version_row
@@ -40,45 +39,9 @@ from recnet.world.formulas import popularity_prior
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
-from recnet.world.rules import Decision
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
-#: A ``messages`` row in the trace's insert order (``SPECS["messages"].insert_columns``).
-
-
-MergeRecord = tuple[str, Sequence[RouterMessage], Sequence[tuple[Decision, str | None]]]
-
-
-@dataclass
-class StepState:
-    """What one forward step produced so far (handed from sub-phase to sub-phase)."""
-
-    step: int
-    interactions: Sequence[Interaction]
-    started_at: str
-    n_correct: int = 0
-    changed: dict[str, Weights] = field(default_factory=dict)  # agent id → attribute deltas
-    routed: dict[str, Weights] = field(default_factory=dict)  # router id → routed deltas
-    updated_routers: list[str] = field(default_factory=list)
-    to_flush: dict[str, list[RouterMessage]] = field(default_factory=dict)
-    n_messages: int = 0
-    decided: dict[str, int] = field(
-        default_factory=lambda: {"accepted": 0, "rejected": 0, "dropped": 0}
-    )
-    # every merge of the step, in order: (client id, merged messages, the filter's decisions)
-    merges: list[MergeRecord] = field(default_factory=list)
-
-
-@dataclass
-class ForwardState:
-    """What a checkpoint carries of the forward phase."""
-
-    seq: int  # position in the chronological training stream
-    max_count: int  # the most interactions of any item (popularity prior)
-    dirty_profiles: set[str]  # clients whose profile changed since last written
-    buffered: set[str]  # clients with a non-empty buffer
-    prequential_ranks: list[tuple[int, int]] = field(default_factory=list)  # (step, rank)
 
 
 class ForwardPhase:
