@@ -391,3 +391,25 @@ def test_metrics_table_order_labels_and_bold_best() -> None:
         "HR@5": [False, True, False],
         "MRR": [True, False, False],
     }
+
+
+def test_a_reader_that_leaves_early_is_not_reported_as_a_bug() -> None:
+    """`recnet simulate --help | head` closes the pipe while recnet still writes: the command
+    ends quietly with the shell's code for SIGPIPE, not with a 'this is a bug' line."""
+    import typer as typer_module
+
+    from recnet.cli.failures import EXIT_BROKEN_PIPE, RecnetGroup
+
+    probe = typer_module.Typer(cls=RecnetGroup)
+
+    @probe.command()
+    def write() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @probe.command()
+    def other() -> None:
+        """A second command, so that `write` is a sub-command as in recnet."""
+
+    result = CliRunner().invoke(probe, ["write"])
+    assert result.exit_code == EXIT_BROKEN_PIPE
+    assert "bug" not in result.output

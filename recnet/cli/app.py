@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 
 from recnet import __version__
 from recnet.cli import options_doc
 from recnet.cli.display import StepProgress, show_result
+from recnet.cli.failures import EXIT_ERROR, RecnetGroup, report_error, unexpected_error
 from recnet.cli.report import report_command
 from recnet.cli.traces import traces_app
 from recnet.config.loader import load_scenario
@@ -35,36 +35,12 @@ from recnet.errors import DatasetError, RecnetError, ScenarioError
 if TYPE_CHECKING:
     from recnet.runner import Prepared, RunResult
 
-EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 WIDE_TABLE = 140  # below this many columns `recnet options` prints a list, not a table
 
 StepCallback = Callable[[int, int], None]
 PreparedCallback = Callable[["Prepared"], None]
 RunStarter = Callable[[StepCallback, PreparedCallback], Coroutine[Any, Any, "RunResult"]]
-
-
-def report_error(exc: BaseException) -> None:
-    """Print ``error: <message — remedy>`` to stderr as one line, whatever whitespace it holds."""
-    message = " ".join(str(exc).split())
-    click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
-
-
-class RecnetGroup(TyperGroup):
-    """Root command group: turns library errors raised by any sub-command into one line, and a
-    bug into one line whose traceback is in a log file."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RecnetError as exc:
-            report_error(exc)
-            raise typer.Exit(EXIT_ERROR) from None
-        except Exception as exc:  # a bug in any command: one line, the traceback in a log file
-            if type(exc).__module__.split(".")[0] in ("click", "typer"):
-                raise  # exits, aborts and usage errors (typer vendors click): as click shows them
-            report_error(_unexpected(exc, Path(tempfile.gettempdir()) / "recnet-error.log"))
-            raise typer.Exit(EXIT_ERROR) from None
 
 
 app = typer.Typer(
@@ -166,25 +142,8 @@ def run_with_progress(
         from recnet.supervisor import log_path
 
         folder = trace_path.parent if trace_path.parent.is_dir() else Path(tempfile.gettempdir())
-        report_error(_unexpected(exc, folder / log_path(trace_path).name))
+        report_error(unexpected_error(exc, folder / log_path(trace_path).name))
         raise typer.Exit(EXIT_ERROR) from None
-
-
-def _unexpected(exc: Exception, log: Path) -> RecnetError:
-    """One-line error for a bug; its traceback is appended to ``log``."""
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    try:
-        with log.open("a", encoding="utf-8") as out:
-            out.write(text + "\n")
-        where = f"traceback in {log}"
-    except OSError:
-        where = "no log file could be written"
-    summary = " ".join(str(exc).split()) or "(no message)"
-    return RecnetError(
-        f"unexpected {type(exc).__name__}: {summary}", f"this is a bug in recnet; {where}"
-    )
 
 
 @app.command()
