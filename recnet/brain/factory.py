@@ -15,6 +15,7 @@ from typing import Any
 from recnet.brain.base import Brain
 from recnet.brain.offline import OfflineBrain
 from recnet.config.scenario import Scenario
+from recnet.exec.base import build_executor
 
 
 def build_brain(
@@ -29,10 +30,11 @@ def build_brain(
     For the LLM brain: ``on_record`` receives every attempt's ``llm_calls`` row (``run_id`` is
     ``run_id`` when given, else None for the caller to fill); ``cache_path`` is the record/replay
     cache (else ``llm.cache.path``; no cache when both are unset, and ``replay`` then fails).
-    The offline brain ignores all three.
+    The offline brain ignores all three and runs its merges and rankings on the scenario's
+    ``executor`` (``recnet.exec``).
     """
     if scenario.llm.backend == "offline":
-        return OfflineBrain(scenario)
+        return OfflineBrain(scenario, build_executor(scenario.executor))
     from recnet.brain.llm import LLMBrain
 
     return LLMBrain.from_scenario(

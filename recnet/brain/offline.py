@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from copy import copy
 from dataclasses import replace
+from functools import partial
 
 from recnet.brain.base import (
     BrainKind,
@@ -34,14 +35,23 @@ from recnet.brain.base import (
     SummarizeTask,
 )
 from recnet.brain.call_plan import CallPlan
+from recnet.brain.offline_work import (
+    MergeInput,
+    MergeParams,
+    RankInput,
+    ScoreParams,
+    merge_chunk,
+    merge_one,
+    score_chunk,
+    score_one,
+)
 from recnet.config.scenario import InteractionSettings, Scenario
 from recnet.data.types import Item
+from recnet.exec.base import Executor, LocalExecutor
 from recnet.world.agents import ClientAgent
-from recnet.world.buffer import RouterMessage
 from recnet.world.content import item_attributes
-from recnet.world.formulas import fold_messages, preference_score, router_average
-from recnet.world.profile import add_scaled, norm, normalized, top
-from recnet.world.rules import Decision
+from recnet.world.formulas import router_average
+from recnet.world.profile import add_scaled, normalized, top
 
 
 class OfflineBrain:
@@ -54,7 +64,9 @@ class OfflineBrain:
     checkpoint_every = 100
     ranks_by_formula = True  # its ranking is the shared score formula
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, executor: Executor | None = None) -> None:
+        #: where merges and rankings run (``recnet.exec``); results come back in input order
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.interaction = scenario.interaction
         self.propagation = scenario.propagation
         self.profile_size = scenario.world.profile_size
@@ -68,6 +80,12 @@ class OfflineBrain:
         #: hand a user's buffer to its interaction (merged, then it chooses) as the LLM brain
         #: does with choose_merge fused; the outcome is the same as merging before acting
         self.fuses_choose_merge = "choose_merge" in scenario.llm.fuse
+        self.merge_params = MergeParams(
+            self.filtering, self.propagation.merge_damping, self.profile_size
+        )
+        self.score_params = ScoreParams(
+            self.interaction.propagated_weight, self.interaction.popularity_weight
+        )
 
     # helpers -----------------------------------------------------------------------------------
     def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
@@ -77,14 +95,7 @@ class OfflineBrain:
     def _scores(
         self, user: ClientAgent, items: Sequence[ClientAgent], popularity: Sequence[float]
     ) -> list[float]:
-        weight = self.interaction.propagated_weight
-        prior = self.interaction.popularity_weight
-        profile = user.effective(weight)
-        user_norm = norm(profile)
-        return [
-            preference_score(profile, user_norm, item.effective(weight), pop, prior)
-            for item, pop in zip(items, popularity, strict=True)
-        ]
+        return score_one(self.score_params, rank_input(user, items, popularity))
 
     # operations --------------------------------------------------------------------------------
     async def extract_items(self, items: Sequence[Item]) -> dict[str, ProfileUpdate]:
@@ -156,35 +167,21 @@ class OfflineBrain:
     async def merge(self, tasks: Sequence[MergeTask]) -> list[MergeOutcome]:
         self.operations.add("merge", len(tasks))
         self.plan.batched("merge", len(tasks))
-        return [self._merge_one(task) for task in tasks]
+        work = [merge_input(task) for task in tasks]
+        return self.executor.map_chunks(partial(merge_chunk, self.merge_params), work)
 
     def _merge_one(self, task: MergeTask) -> MergeOutcome:
-        client = task.client
-        decisions: list[tuple[Decision, str | None]] = (
-            client.filters.decide_all(task.messages, task.step, client.original)
-            if self.filtering
-            else [("accepted", None)] * len(task.messages)
-        )
-        accepted: list[RouterMessage] = [
-            message
-            for message, (decision, _) in zip(task.messages, decisions, strict=True)
-            if decision == "accepted"
-        ]
-        if not accepted:
-            return MergeOutcome(decisions, None)
-        share = client.filters.max_share() if self.filtering else 1.0
-        propagated = fold_messages(
-            client, accepted, self.propagation.merge_damping, share, self.profile_size
-        )
-        return MergeOutcome(decisions, ProfileUpdate(propagated))
+        return merge_one(self.merge_params, merge_input(task))
 
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
         self.llm_calls.add("rank", len(tasks))
-        return [RankOutcome(self._scores(t.user, t.candidates, t.popularity)) for t in tasks]
+        work = [rank_input(t.user, t.candidates, t.popularity) for t in tasks]
+        scores = self.executor.map_chunks(partial(score_chunk, self.score_params), work)
+        return [RankOutcome(s) for s in scores]
 
     async def aclose(self) -> None:
-        return None
+        self.executor.close()
 
     def state(self) -> None:
         """Nothing to carry across a checkpoint (``recnet.checkpoint.Checkpointed``)."""
@@ -192,6 +189,23 @@ class OfflineBrain:
 
     def restore(self, state: None) -> None:
         return None
+
+
+def merge_input(task: MergeTask) -> MergeInput:
+    """A merge task as plain data (what a remote executor pickles)."""
+    client = task.client
+    return MergeInput(client.original, client.propagated, client.filters, task.messages, task.step)
+
+
+def rank_input(
+    user: ClientAgent, items: Sequence[ClientAgent], popularity: Sequence[float]
+) -> RankInput:
+    """A ranking task as plain data (what a remote executor pickles)."""
+    return RankInput(
+        (user.original, user.propagated),
+        [(item.original, item.propagated) for item in items],
+        list(popularity),
+    )
 
 
 def reinforce(

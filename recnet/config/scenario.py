@@ -32,6 +32,7 @@ from recnet.config.checks import (
     user_init_fits,
     world_bounds,
 )
+from recnet.config.executor_settings import ExecutorSettings
 from recnet.config.llm_settings import BudgetSettings as BudgetSettings
 from recnet.config.llm_settings import CacheSettings as CacheSettings
 from recnet.config.llm_settings import EndpointSettings as EndpointSettings
@@ -457,6 +458,7 @@ class Scenario(Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
 
 def flush_triggers(scenario: Scenario, brain_kind: str) -> set[str]:

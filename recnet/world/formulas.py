@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
 
-if TYPE_CHECKING:
-    from recnet.world.agents import ClientAgent
+
+class Profiled(Protocol):
+    """What the merge reads of a client: its two profiles (a ``ClientAgent`` or plain data)."""
+
+    @property
+    def original(self) -> Mapping[str, float]: ...
+
+    @property
+    def propagated(self) -> Mapping[str, float]: ...
 
 
 def effective_profile(
@@ -63,7 +70,7 @@ def router_average(
 
 
 def fold_messages(
-    client: ClientAgent,
+    client: Profiled,
     accepted: Sequence[RouterMessage],
     damping: float,
     share: float,

@@ -1,0 +1,44 @@
+"""Pydantic model of a scenario's ``executor`` block: where independent work runs.
+
+Pipeline position: part of the scenario (``recnet.config.scenario.Scenario.executor``); read by
+``recnet.exec.base.build_executor`` when the brain is built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from recnet.config.checks import NonEmpty
+from recnet.config.llm_settings import Section
+
+
+class ExecutorSettings(Section):
+    """Executor of a step's independent work (the offline brain's merges and rankings)."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description="local = in this process; ray = spread over a Ray cluster as tasks (needs "
+        "pip install -e '.[ray]'). The trace is the same either way; the LLM brain does not use "
+        "it (its calls are concurrent already).",
+    )
+    address: NonEmpty | None = Field(
+        None,
+        description="With kind=ray: the cluster to join (ray://host:10001 or auto); unset = the "
+        "Ray instance already running in this process, else a new local one.",
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="With kind=ray and no address: CPUs of the local instance."
+    )
+    chunks: int | None = Field(
+        None,
+        ge=1,
+        description="With kind=ray: tasks per batch of work (unset = the cluster's CPU count).",
+    )
+    min_items: int = Field(
+        256,
+        ge=1,
+        description="With kind=ray: batches smaller than this run in-process (a Ray task costs "
+        "about a millisecond).",
+    )
