@@ -9,7 +9,6 @@ consistent and the trace is the same whichever executor ran the work.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -67,15 +66,17 @@ def split(items: Sequence[T], n: int) -> list[list[T]]:
 
 
 def build_executor(settings: ExecutorSettings) -> Executor:
-    """The executor ``settings.kind`` names; Ray is imported (not started) here so a missing
+    """The executor ``settings.kind`` names. Ray is imported (not started) here, so a missing
     package fails before the run, with the fix."""
     if settings.kind == "local":
         return LocalExecutor()
     if settings.kind == "ray":
-        if importlib.util.find_spec("ray") is None:
+        try:
+            import ray  # noqa: F401  (imported, not started: the executor connects on first use)
+        except ImportError as exc:
             raise ScenarioError(
                 "executor.kind: ray needs the ray package, which is not installed", RAY_REMEDY
-            )
+            ) from exc
         from recnet.exec.ray_executor import RayExecutor
 
         return RayExecutor(settings)
