@@ -169,8 +169,9 @@ def open_run(
     return ctx, path, prepared
 
 
-#: Settings a resumed run may change: how calls are made and paid for, never what they ask,
-#: and which cut-offs and baselines the final evaluation reports (it reruns after a resume).
+#: Settings a resumed run may change: how calls are made and paid for and where work runs (the
+#: executor), never what they ask, and which cut-offs and baselines the final evaluation reports
+#: (it reruns after a resume).
 RESUMABLE_OVERRIDES = (
     "evaluation.ks",
     "evaluation.baselines",
@@ -184,6 +185,7 @@ RESUMABLE_OVERRIDES = (
     "llm.structured_output",
     "llm.fallback.",
     "trace.batch_size",
+    "executor.",
 )
 
 

@@ -44,7 +44,12 @@ def distributions_of(modules: set[str]) -> dict[str, set[str]]:
 
 
 def test_every_imported_package_is_declared() -> None:
+    """In the dependencies, or in an optional extra other than dev (``ray``: imported only when
+    ``executor.kind: ray`` asks for it, with the install command when it is missing)."""
     declared = set(requirements(PROJECT["dependencies"]))
+    for extra, items in PROJECT.get("optional-dependencies", {}).items():
+        if extra != "dev":
+            declared |= set(requirements(items))
     third_party = imported_modules("recnet") - set(sys.stdlib_module_names) - {"recnet"}
     undeclared = {
         module: sorted(dists)
