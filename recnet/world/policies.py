@@ -122,14 +122,14 @@ def members_routing(
     membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
     relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
     position = world.client_position
-    members = [
-        (position[c], float(data["score"]))
-        for c, data in world.graph[sender].items()
-        if c in position
-    ]
-    members = [(p, m) for p, m in members if m > 0.0 and np.isfinite(scores[p])]
-    members.sort(key=lambda pm: (-pm[1], pm[0]))
-    positions = np.array([p for p, _ in members[: settings.max_recipients]], dtype=np.int64)
+    edges = world.graph[sender]  # a router's only edges are its memberships
+    count = len(edges)
+    members = np.fromiter((position[c] for c in edges), np.int64, count)
+    strength = np.fromiter((data["score"] for data in edges.values()), np.float64, count)
+    keep = (strength > 0.0) & np.isfinite(scores[members])
+    members, strength = members[keep], strength[keep]
+    order = np.lexsort((members, -strength))  # strongest first, then client position
+    positions = members[order[: settings.max_recipients]]
     return positions, scores[positions]
 
 
