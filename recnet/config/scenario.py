@@ -246,10 +246,11 @@ class PropagationSettings(Section):
         "(recnet.registry.ROUTING).",
     )
     community_every: int = Field(
-        5,
+        50,
         ge=1,
         description="interaction_communities policies: rebuild the Louvain communities of the "
-        "co-interaction graph after this many steps' worth of newly learned interactions.",
+        "co-interaction graph at the latest after this many steps' worth of newly learned "
+        "interactions (earlier while the learned interactions double).",
     )
     community_neighbours: int = Field(
         20,
