@@ -62,7 +62,9 @@ def run_one(agents: int, trace_path: Path) -> dict[str, float]:
     from recnet.config import load_scenario
     from recnet.runner import simulate
 
-    scenario = load_scenario(ROOT / "scenarios" / "synthetic.yaml", overrides_for(agents))
+    # the scenario of the checkout being measured (the child runs in its root): the baseline's
+    # code does not know options added since
+    scenario = load_scenario(Path.cwd() / "scenarios" / "synthetic.yaml", overrides_for(agents))
     started = time.perf_counter()
     result = asyncio.run(simulate(scenario, trace_path=trace_path))
     seconds = time.perf_counter() - started

@@ -173,6 +173,7 @@ PERCEPTION: Registry[Any] = Registry(
     {
         "nearest_router": "recnet.world.policies:nearest_router_perception",
         "membership": "recnet.world.policies:membership_perception",
+        "interaction_communities": "recnet.world.communities:interaction_communities_perception",
     },
 )
 
@@ -185,6 +186,7 @@ ROUTING: Registry[Any] = Registry(
         "threshold": "recnet.world.policies:threshold_routing",
         "top_k": "recnet.world.policies:top_k_routing",
         "members": "recnet.world.policies:members_routing",
+        "interaction_communities": "recnet.world.communities:interaction_communities_routing",
     },
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,9 @@ def test_an_optimisation_that_hurts_validation_is_rolled_back_exactly() -> None:
     client_rows = [r for r in rows if r["module"] != "router"]
     assert client_rows and all(r["status"] == "rolled_back" for r in client_rows)
     assert all(r["valid_after"] < r["valid_before"] for r in client_rows)
+    for r in client_rows:  # the trace says why, naming the fall and the epsilon it exceeded
+        fall = f"fell {r['valid_before']:.4f} -> {r['valid_after']:.4f} (> epsilon 0)"
+        assert r["reason"] == f"rolled back: valid NDCG@10 {fall}"
     assert ctx.store.count("filter_rule_versions", RUN, agent_id="u:1") == 0
     assert stats.n_rolled_back >= len(client_rows)
     assert ctx.stats["backward_rollbacks"] == stats.n_rolled_back
@@ -310,6 +314,33 @@ def test_a_synthetic_run_with_the_backward_phase_writes_lineage(backward_run: Ru
         made = [r for r in store.read("routers", rid) if r["origin"] != "init"]
         for router in made:
             assert store.count("agents", rid, agent_id=router["router_id"]) == 1
+
+
+def test_a_synthetic_run_rolls_harmful_edits_back_and_says_why(backward_run: RunResult) -> None:
+    # A real run, nothing patched: some batches of rule and profile edits lower validation NDCG@10
+    # by more than backward.epsilon (0.005) and are undone; the trace names the fall.
+    with SQLiteTraceStore(backward_run.trace_path, read_only=True) as store:
+        rows = store.read("optimizations", backward_run.run_id)
+    rolled = [r for r in rows if r["status"] == "rolled_back"]
+    assert rolled, "no optimisation was rolled back"
+    for r in rolled:
+        assert r["valid_before"] - r["valid_after"] > 0.005
+        fall = f"fell {r['valid_before']:.4f} -> {r['valid_after']:.4f} (> epsilon 0.005)"
+        assert r["reason"] == f"rolled back: valid NDCG@10 {fall}"
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert kept and all(r["reason"].startswith("kept: valid NDCG@10 ") for r in kept)
+    assert all(r["valid_after"] >= r["valid_before"] - 0.005 for r in kept)
+
+
+def test_the_report_lists_rolled_back_batches_with_their_reason(backward_run: RunResult) -> None:
+    from recnet.report import render_report
+
+    with SQLiteTraceStore(backward_run.trace_path, read_only=True) as store:
+        rows = store.read("optimizations", backward_run.run_id)
+    rolled = [r for r in rows if r["status"] == "rolled_back"]
+    html = render_report([backward_run.trace_path])
+    assert f"{len(rolled):,} / {len(rows):,}" in html and "optimisations rolled back" in html
+    assert rolled and escape(rolled[0]["reason"]) in html
 
 
 def test_lineage_shows_version_chains_with_their_gradients(backward_run: RunResult) -> None:

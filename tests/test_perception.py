@@ -78,6 +78,32 @@ def test_membership_perception_routes_a_change_to_the_changers_communities() -> 
     assert world.client_position["u:2"] not in again.tolist()
 
 
+def test_members_are_reached_strongest_first_up_to_the_cap() -> None:
+    world = small_world()
+    router_vector = world.space.embed_many([world.routers["r:0"].profile])[0]
+    cosines = world.client_vectors @ router_vector
+
+    def strongest_first(client_id: str) -> tuple[float, int]:
+        return -world.routers_of(client_id)["r:0"], world.client_position[client_id]
+
+    expected = sorted(world.members("r:0"), key=strongest_first)
+    settings = validate_scenario({"propagation": {"max_recipients": 2}}).propagation
+    positions, _ = members_routing(world, "r:0", cosines, 0.6, settings)
+    assert [world.clients[p].agent_id for p in positions.tolist()] == expected[:2]
+
+
+def test_membership_perception_follows_router_creation_order() -> None:
+    world = small_world()
+    # u:1 joins r:1, then its r:0 edge is re-made: its own edges now list r:1 first
+    world.set_membership("u:1", "r:1", 0.9)
+    score = world.routers_of("u:1")["r:0"]
+    world.remove_membership("u:1", "r:0")
+    world.set_membership("u:1", "r:0", score)
+    assert list(world.routers_of("u:1")) == ["r:1", "r:0"]
+    routed = membership_perception(world, {"u:1": {"x:a1": 0.1}})
+    assert list(routed) == ["r:0", "r:1"]
+
+
 def test_clients_that_cannot_act_are_excluded() -> None:
     world = small_world()
     train = [Interaction("1", "a", 1), Interaction("3", "b", 2), Interaction("2", "a", 3)]

@@ -90,8 +90,8 @@ def test_registries_list_built_ins_and_registered_names() -> None:
     assert BASELINES.builtin_names() == ["popularity", "random", "itemknn", "bprmf"]
     assert "least_popular" in BASELINES.names()
     assert DATASETS.builtin_names() == ["movielens", "recbole", "synthetic"]
-    assert PERCEPTION.builtin_names() == ["nearest_router", "membership"]
-    assert ROUTING.builtin_names() == ["threshold", "top_k", "members"]
+    assert PERCEPTION.builtin_names() == ["nearest_router", "membership", "interaction_communities"]
+    assert ROUTING.builtin_names() == ["threshold", "top_k", "members", "interaction_communities"]
     assert FILTER_RULES.builtin_names() == ["recency", "min_relevance", "conflict", "max_share"]
     with pytest.raises(ScenarioError, match=r"unknown x\.kind"):
         Registry("x.kind", "recnet.none").get("nothing")

@@ -235,13 +235,35 @@ class PropagationSettings(Section):
         "membership",
         description="Perception policy: which routers hear of a change (membership = the routers "
         "the changing client is a member of, its communities; nearest_router = the paper's "
-        "argmax cos(attribute, router); or a registered name, see recnet.registry.PERCEPTION).",
+        "argmax cos(attribute, router); interaction_communities = the router of the client's "
+        "Louvain community of seen interactions; or a registered name, see "
+        "recnet.registry.PERCEPTION).",
     )
     routing: RoutingName = Field(
         "members",
         description="Routing policy: multicast to the router's members (members), to clients "
-        "above tau (threshold, the paper), to each router's top-k (top_k), or a registered name "
+        "above tau (threshold, the paper), to each router's top-k (top_k), to the members of its "
+        "interaction communities (interaction_communities), or a registered name "
         "(recnet.registry.ROUTING).",
+    )
+    community_every: int = Field(
+        50,
+        ge=1,
+        description="interaction_communities policies: rebuild the Louvain communities of the "
+        "co-interaction graph at the latest after this many steps' worth of newly learned "
+        "interactions (earlier while the learned interactions double).",
+    )
+    community_neighbours: int = Field(
+        20,
+        ge=1,
+        description="interaction_communities policies: links each user keeps in the "
+        "co-interaction graph (its strongest, by IDF-weighted shared items).",
+    )
+    community_resolution: float = Field(
+        1.0,
+        gt=0.0,
+        description="interaction_communities policies: Louvain resolution (above 1 = smaller "
+        "communities).",
     )
     message: Literal["profile", "delta"] = Field(
         "profile",

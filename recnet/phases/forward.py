@@ -57,6 +57,10 @@ class ForwardPhase:
         self.settings = ctx.scenario.propagation
         self.perception: PerceptionPolicy = PERCEPTION.get(self.settings.perception)
         self.routing: RoutingPolicy = ROUTING.get(self.settings.routing)
+        for policy in (self.perception, self.routing):  # policies with run state bind to the run
+            bind = getattr(policy, "bind", None)
+            if callable(bind):
+                bind(ctx, world)
         # when buffers flush: the scenario's list, or lazy merge by default with an LLM brain
         self.flush_on = flush_triggers(ctx.scenario, ctx.brain.kind)
         # a brain that fuses choose+merge gets a user's buffer inside its interaction task

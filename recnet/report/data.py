@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recnet.errors import TraceError
+from recnet.report.validation import Validation, read_validation
 
 if TYPE_CHECKING:
     from recnet.report.story import AgentStory
@@ -81,6 +82,7 @@ class RunData:
     llm_operations: list[dict[str, Any]]
     llm_steps: dict[str, np.ndarray] | None
     story: AgentStory | None = None  # recnet.report.story, with --agent
+    validation: Validation | None = None  # recnet.report.validation: the backward gate
     label: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -166,6 +168,8 @@ def read_run(path: Path | str, *, run_id: str | None = None, agent: str | None =
             llm_operations=read_llm_operations(db, rid, scenario),
             llm_steps=read_llm_steps(db, rid),
         )
+        if "optimizations" in present:
+            data.validation = read_validation(db, rid)
         if agent is not None:
             from recnet.report.story import read_story
 

@@ -338,6 +338,7 @@ def routers_section(runs: Sequence[RunData]) -> str:
             body += "<h3>Splits and merges</h3>" + table(
                 ["step", "operation", "routers"], [list(e) for e in events]
             )
+        body += validation_table(r)
         body += "<h3>Most changed routers (backward-phase changes first)</h3>" + lineage_tables(
             r.router_lineage, ["step", "version", "reason", "n_members", "tau", "text"]
         )
@@ -345,6 +346,18 @@ def routers_section(runs: Sequence[RunData]) -> str:
             r.rule_lineage, ["step", "version", "reason", "active", "executable_json", "text"]
         )
     return section("routers", "Routers", body)
+
+
+def validation_table(run: RunData) -> str:
+    """The backward phase's validation gate: kept / rolled back, batch by batch, and why."""
+    v = run.validation
+    if v is None:
+        return ""
+    whole = v.n_kept + v.n_rolled_back
+    return (
+        f"<h3>Backward validation: {share(v.n_rolled_back, whole)} optimisations rolled back"
+        "</h3>" + table(["step", "batch", "edits", "modules", "status", "reason"], v.batches)
+    )
 
 
 def lineage_tables(lineage: Sequence[Lineage], columns: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ its own migration only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from sqlalchemy import Connection, Table, insert, select, text
 
 from recnet.errors import TraceError
 from recnet.trace import schema, views
+from recnet.trace.records import validation_reason
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,41 @@ def _metrics_flag(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN flag VARCHAR")
 
 
+def _optimization_reason(conn: Connection) -> None:
+    """``optimizations.reason``: why the safeguard kept or rolled back each optimisation.
+
+    Rows written before it get theirs from ``status``, ``valid_before`` / ``valid_after`` and the
+    run's ``backward.epsilon`` (the scenario default 0.005 when the run's scenario lacks it).
+    """
+    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(optimizations)")}
+    if not columns:  # a file without the table: create it as today's schema has it
+        schema.optimizations.create(conn)
+        return
+    if "reason" not in columns:  # version 2 creates ``optimizations`` from today's schema
+        conn.exec_driver_sql("ALTER TABLE optimizations ADD COLUMN reason TEXT")
+    epsilons: dict[str, float] = {}
+    for run_id, scenario_json in conn.exec_driver_sql("SELECT run_id, scenario_json FROM runs"):
+        try:
+            backward = json.loads(scenario_json or "{}").get("backward") or {}
+            epsilons[str(run_id)] = float(backward.get("epsilon", 0.005))
+        except (ValueError, TypeError, AttributeError):
+            epsilons[str(run_id)] = 0.005
+    rows = conn.exec_driver_sql(
+        "SELECT run_id, optimization_id, status, valid_before, valid_after FROM optimizations "
+        "WHERE reason IS NULL"
+    ).fetchall()
+    for run_id, optimization_id, status, before, after in rows:
+        if before is None or after is None:
+            reason = str(status).replace("_", " ") + ": no validation recorded"
+        else:
+            epsilon = epsilons.get(str(run_id), 0.005)
+            reason = validation_reason(status == "kept", before, after, epsilon)
+        conn.exec_driver_sql(
+            "UPDATE optimizations SET reason = ? WHERE run_id = ? AND optimization_id = ?",
+            (reason, run_id, optimization_id),
+        )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
@@ -132,6 +169,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "trace_levels", _trace_levels),
     Migration(6, "prequential", _prequential),
     Migration(7, "metrics_flag", _metrics_flag),
+    Migration(8, "optimization_reason", _optimization_reason),
 ]
 
 #: The schema version this code writes and understands.

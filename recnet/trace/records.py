@@ -208,3 +208,17 @@ def gradient_row(run_id: str, g: Gradient) -> Row:
         "reason": j.reason,
         "suggestion": j.suggestion,
     }
+
+
+def validation_reason(kept: bool, before: float, after: float, epsilon: float) -> str:
+    """Why the backward phase's safeguard kept or rolled back a batch, in words.
+
+    ``kept: valid NDCG@10 0.6100 -> 0.6300``; a kept fall says it was within epsilon; a
+    rollback names the fall and the epsilon it exceeded.
+    """
+    change = f"{before:.4f} -> {after:.4f}"
+    if not kept:
+        return f"rolled back: valid NDCG@10 fell {change} (> epsilon {epsilon:g})"
+    if after < before:
+        return f"kept: valid NDCG@10 fell {change} (within epsilon {epsilon:g})"
+    return f"kept: valid NDCG@10 {change}"

@@ -329,6 +329,7 @@ optimizations = Table(
     Column("status", String, nullable=False),  # kept | rolled_back
     Column("valid_before", Float),  # validation NDCG@10 of the batch without / with it
     Column("valid_after", Float),
+    Column("reason", Text),  # why kept / rolled back, in words (records.validation_reason)
 )
 
 router_operations = Table(

@@ -90,10 +90,12 @@ def nearest_router_perception(world: World, changed: Mapping[str, Weights]) -> d
 def membership_perception(world: World, changed: Mapping[str, Weights]) -> dict[str, Weights]:
     """Each changed client's change goes to every router it is a member of (its communities)."""
     routed: dict[str, Weights] = {}
+    order = {router_id: n for n, router_id in enumerate(world.routers)}
     for agent_id, delta in changed.items():
-        for router_id in world.memberships.get(agent_id, {}):
-            if router_id in world.routers:
-                _add(routed, router_id, delta)
+        # the client's own edges (O(its routers), not a view of every membership), in the
+        # routers' creation order so messages are sent in the same order as always
+        for router_id in sorted(world.routers_of(agent_id), key=order.__getitem__):
+            _add(routed, router_id, delta)
     return routed
 
 
@@ -119,15 +121,15 @@ def members_routing(
     """A router's members (a client with an empty profile is nobody's member), strongest
     membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
     relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
-    memberships = world.memberships
-    members = [
-        (world.client_position[c], memberships.get(c, {}).get(sender, 0.0))
-        for c in world.members(sender)
-        if c in world.client_position
-    ]
-    members = [(p, m) for p, m in members if m > 0.0 and np.isfinite(scores[p])]
-    members.sort(key=lambda pm: (-pm[1], pm[0]))
-    positions = np.array([p for p, _ in members[: settings.max_recipients]], dtype=np.int64)
+    position = world.client_position
+    edges = world.graph[sender]  # a router's only edges are its memberships
+    count = len(edges)
+    members = np.fromiter((position[c] for c in edges), np.int64, count)
+    strength = np.fromiter((data["score"] for data in edges.values()), np.float64, count)
+    keep = (strength > 0.0) & np.isfinite(scores[members])
+    members, strength = members[keep], strength[keep]
+    order = np.lexsort((members, -strength))  # strongest first, then client position
+    positions = members[order[: settings.max_recipients]]
     return positions, scores[positions]
 
 

@@ -13,6 +13,7 @@ embeddings are kept as one matrix so that multicast is a single matrix product.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -41,6 +42,8 @@ class World:
         #: per client position, the last training-stream position at which it acts (see
         #: ``recnet.phases.perception.acts_until``); None = unknown, everyone may be messaged
         self.acts_until: np.ndarray | None = None
+        #: interaction communities (``recnet.world.communities``), set when a policy uses them
+        self.communities: Any = None
         self._next_message_id = 0
         self._next_router_number = 0
 

@@ -56,7 +56,7 @@ from recnet.phases.backward.plans import Planned, Planner
 from recnet.phases.backward.safeguard import Safeguard
 from recnet.phases.forward import ForwardPhase, StepState
 from recnet.registry import CRITICS
-from recnet.trace.records import gradient_row
+from recnet.trace.records import gradient_row, validation_reason
 from recnet.world import router_ops
 from recnet.world.agents import item_agent_id, user_agent_id
 from recnet.world.profile import Weights
@@ -436,6 +436,8 @@ class BackwardPhase:
     ) -> None:
         batch = self.next_batch
         self.next_batch += 1
+        epsilon = self.ctx.scenario.backward.epsilon
+        reason = validation_reason(kept, valid_before, valid_after, epsilon)
         rows = []
         for p in planned:
             p.optimization_id = self.next_optimization
@@ -455,6 +457,7 @@ class BackwardPhase:
                     "status": "kept" if kept else "rolled_back",
                     "valid_before": round(valid_before, 6),
                     "valid_after": round(valid_after, 6),
+                    "reason": reason,
                 }
             )
         self.ctx.store.add("optimizations", rows)
