@@ -231,6 +231,14 @@ class PropagationSettings(Section):
         "embedder (see README, 'Choosing tau'); the paper's 0.7-0.9 is for dense sentence "
         "embeddings.",
     )
+    max_memberships: int | None = Field(
+        None,
+        ge=1,
+        description="A client belongs to at most this many routers: its strongest with cos >= "
+        "tau (always at least its best one). null = every router above tau (the paper). A cap "
+        "keeps membership edges, and the routers a change reaches under membership perception, "
+        "from growing with the number of routers in large worlds.",
+    )
     perception: PerceptionName = Field(
         "membership",
         description="Perception policy: which routers hear of a change (membership = the routers "

@@ -18,7 +18,7 @@ import numpy as np
 
 from recnet.world.profile import Weights, add_scaled, normalized, top
 from recnet.world.routing import spherical_kmeans, unit_rows
-from recnet.world.world import World
+from recnet.world.world import World, membership_mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,10 @@ def refresh_memberships(
     ids, vectors = world.router_matrix()
     if not ids:
         return
+    cap = world.max_memberships
+    if cap is not None and cap < len(ids):
+        refresh_capped(world, router_ids, orphans, ids, vectors)
+        return
     column = {r: j for j, r in enumerate(ids)}
     scores = world.client_vectors @ vectors.T
     best = scores.argmax(axis=1)
@@ -96,6 +100,33 @@ def refresh_memberships(
             p = world.client_position[client_id]
             j = int(best[p])
             add_member(world, client_id, ids[j], float(scores[p, j]))
+
+
+def refresh_capped(
+    world: World,
+    router_ids: Iterable[str],
+    orphans: Iterable[str],
+    ids: list[str],
+    vectors: np.ndarray,
+) -> None:
+    """``refresh_memberships`` when a client may belong to at most ``world.max_memberships``
+    routers: a touched router changes which routers are a client's strongest, so every client
+    that was or becomes a member of a touched router (and every orphan) gets its whole row of
+    memberships recomputed (``World.update_memberships``)."""
+    column = {r: j for j, r in enumerate(ids)}
+    touched = [column[r] for r in dict.fromkeys(router_ids) if r in column]
+    affected = set(orphans)
+    for j in touched:
+        affected.update(world.members(ids[j]))
+    if touched:
+        taus = np.array([world.routers[r].tau for r in ids], dtype=np.float32)
+        scores = world.client_vectors @ vectors.T
+        allowed = membership_mask(scores, taus, world.max_memberships)
+        rows = np.flatnonzero(allowed[:, touched].any(axis=1))
+        clients = world.clients
+        affected.update(clients[p].agent_id for p in rows.tolist())
+    known = [c for c in affected if c in world.client_position]
+    world.update_memberships(sorted(known, key=world.client_position.__getitem__))
 
 
 def rewrite(

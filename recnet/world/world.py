@@ -27,6 +27,10 @@ from recnet.world.rules import FilterMemory
 class World:
     """All agents of a run. No LLM calls and no I/O happen here."""
 
+    #: ``propagation.max_memberships`` (set by ``recnet.world.build``); a class default so that
+    #: worlds pickled in checkpoints before the option existed read None
+    max_memberships: int | None = None
+
     def __init__(self, space: AttributeSpace, default_filters: FilterMemory) -> None:
         self.space = space
         self.default_filters = default_filters
@@ -202,8 +206,9 @@ class World:
         return edges
 
     def update_memberships(self, agent_ids: Iterable[str] | None = None) -> None:
-        """Recompute client–router edges: every router whose cos ≥ its τ, and always the best one,
-        so each client belongs to at least one router."""
+        """Recompute client–router edges: every router whose cos ≥ its τ (at most
+        ``max_memberships``, the strongest), and always the best one, so each client belongs to at
+        least one router."""
         router_ids, router_vectors = self.router_matrix()
         if not router_ids:
             return
@@ -213,9 +218,7 @@ class World:
             return
         positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
         scores = self.client_vectors[positions] @ router_vectors.T
-        above = scores >= taus
-        best = scores.argmax(axis=1)
-        above[np.arange(len(targets)), best] = True
+        above = membership_mask(scores, taus, self.max_memberships)
         graph, routers = self.graph, self.routers
         for row, agent_id in enumerate(targets):
             for router_id in [n for n in graph[agent_id] if n in routers]:
@@ -235,3 +238,19 @@ class World:
     def new_message_id(self) -> int:
         self._next_message_id += 1
         return self._next_message_id
+
+
+def membership_mask(scores: np.ndarray, taus: np.ndarray, cap: int | None) -> np.ndarray:
+    """Which (client row, router column) pairs are memberships: cos ≥ the router's τ, and always
+    the client's best router; with ``cap``, only a client's ``cap`` strongest of those (equal
+    scores: the earlier router)."""
+    above = scores >= taus
+    rows = np.arange(len(scores))
+    above[rows, scores.argmax(axis=1)] = True
+    if cap is None or cap >= scores.shape[1]:
+        return above
+    masked = np.where(above, scores, -np.inf)
+    strongest = np.argsort(-masked, axis=1, kind="stable")[:, :cap]
+    kept = np.zeros_like(above)
+    kept[rows[:, None], strongest] = True
+    return kept & above

@@ -1,0 +1,111 @@
+"""``propagation.max_memberships``: a client belongs to at most that many routers — its strongest
+above τ, always its best — through every way memberships change (build, a client's change, router
+rewrites, splits and merges), and the default (no cap) keeps the paper's rule."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recnet.config import load_scenario
+from recnet.runner import simulate
+from recnet.world import router_ops
+from recnet.world.agents import RouterAgent
+from recnet.world.world import membership_mask
+from tests.test_backward_world_ops import GROUP_A, GROUP_B, two_community_world
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_mask_keeps_the_strongest_above_tau_and_always_the_best() -> None:
+    scores = np.array(
+        [
+            [0.9, 0.8, 0.7, 0.1],  # three above tau: the two strongest
+            [0.2, 0.6, 0.6, 0.6],  # ties: the earlier routers
+            [0.1, 0.3, 0.2, 0.0],  # none above tau: still its best router
+        ],
+        dtype=np.float32,
+    )
+    taus = np.full(4, 0.5, dtype=np.float32)
+    capped = membership_mask(scores, taus, 2)
+    assert capped.tolist() == [
+        [True, True, False, False],
+        [False, True, True, False],
+        [False, True, False, False],
+    ]
+    uncapped = membership_mask(scores, taus, None)
+    assert uncapped.tolist()[0] == [True, True, True, False]
+    assert uncapped.tolist()[1] == [False, True, True, True]
+    assert membership_mask(scores, taus, 4).tolist() == uncapped.tolist()
+
+
+def capped_world(cap: int):
+    world = two_community_world(n_routers=1)
+    for attributes in (GROUP_A, GROUP_B, GROUP_A[:3] + GROUP_B[:1], GROUP_B[:3] + GROUP_A[:1]):
+        world.add_router(RouterAgent(world.new_router_id(), dict.fromkeys(attributes, 1.0), 0.05))
+    world.max_memberships = cap
+    world.update_memberships()
+    return world
+
+
+def assert_capped(world, cap: int) -> None:
+    assert router_ops.check_invariants(world, scored=list(world.routers)) == []
+    counts = [len(world.routers_of(c.agent_id)) for c in world.clients]
+    assert max(counts) <= cap and min(counts) >= 1
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_router_changes_keep_every_client_within_the_cap(cap: int) -> None:
+    world = capped_world(cap)
+    uncapped = capped_world(cap)
+    uncapped.max_memberships = None
+    uncapped.update_memberships()
+    # without the cap some client is in more routers than the cap allows: the test can fail
+    assert max(len(uncapped.routers_of(c.agent_id)) for c in uncapped.clients) > cap
+    assert_capped(world, cap)
+    router_ops.rewrite(world, "r:0", {"genre:western": 1.0})
+    assert_capped(world, cap)
+    router_ops.set_tau(world, "r:1", 0.0)
+    assert_capped(world, cap)
+    largest = max(world.routers, key=lambda r: len(world.members(r)))
+    split = router_ops.split(
+        world, largest, np.random.default_rng(0), step=2, profile_size=16, min_members=2
+    )
+    assert split is not None
+    assert_capped(world, cap)
+    first, second = sorted(world.routers)[:2]
+    router_ops.merge(world, first, second, step=3, profile_size=16)
+    assert_capped(world, cap)
+    # the refresh gives the same edges as recomputing everyone with the world's own rule
+    ours = {c: set(m) for c, m in world.memberships.items()}
+    world.update_memberships()
+    assert ours == {c: set(m) for c, m in world.memberships.items()}
+
+
+def test_the_scenario_cap_reaches_the_world(tmp_path: Path) -> None:
+    overrides = [
+        "dataset.synthetic.n_users=60",
+        "dataset.synthetic.n_items=120",
+        "dataset.synthetic.n_communities=6",
+        "world.n_routers=6",
+        "propagation.update_size=15",
+        "propagation.tau=-1.0",  # every router is above tau: only the cap limits memberships
+    ]
+    edges = {}
+    for cap in (None, 1):
+        extra = [] if cap is None else [f"propagation.max_memberships={cap}"]
+        scenario = load_scenario(REPO / "scenarios" / "synthetic.yaml", [*overrides, *extra])
+        result = asyncio.run(simulate(scenario, trace_path=tmp_path / f"cap-{cap}.sqlite"))
+        db = sqlite3.connect(result.trace_path)
+        # membership edges of the initial routers (their first version), as traced
+        edges[cap] = db.execute(
+            "SELECT SUM(n_members), COUNT(*) FROM router_versions WHERE version = 1"
+        ).fetchone()
+        db.close()
+    clients = 60 + 120
+    assert edges[1] == (clients, 6)  # exactly one router each
+    assert edges[None] == (6 * clients, 6)  # every client in every router
