@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -57,14 +58,16 @@ def overrides_for(agents: int) -> list[str]:
     ]
 
 
-def run_one(agents: int, trace_path: Path) -> dict[str, float]:
-    """Run one size in this process (child mode); return its figures."""
+def run_one(agents: int, trace_path: Path, extra: Sequence[str]) -> dict[str, float]:
+    """Run one size in this process (child mode), with ``extra`` overrides; return its figures."""
     from recnet.config import load_scenario
     from recnet.runner import simulate
 
     # the scenario of the checkout being measured (the child runs in its root): the baseline's
     # code does not know options added since
-    scenario = load_scenario(Path.cwd() / "scenarios" / "synthetic.yaml", overrides_for(agents))
+    scenario = load_scenario(
+        Path.cwd() / "scenarios" / "synthetic.yaml", [*overrides_for(agents), *extra]
+    )
     started = time.perf_counter()
     result = asyncio.run(simulate(scenario, trace_path=trace_path))
     seconds = time.perf_counter() - started
@@ -93,8 +96,11 @@ def trace_figures(trace_path: Path) -> dict[str, float]:
     return figures
 
 
-def measure(code_root: Path, agents: int, timeout: float) -> dict[str, float | str]:
-    """Run one size with the checkout at ``code_root`` in a child process."""
+def measure(
+    code_root: Path, agents: int, timeout: float, extra: Sequence[str] = ()
+) -> dict[str, float | str]:
+    """Run one size with the checkout at ``code_root`` in a child process (``extra``: scenario
+    overrides added to the world's shape)."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("RECNET_BENCH_TMP")) as folder:
         trace_path = Path(folder) / "scale.sqlite"
         command = [
@@ -104,6 +110,7 @@ def measure(code_root: Path, agents: int, timeout: float) -> dict[str, float | s
             str(agents),
             "--trace",
             str(trace_path),
+            *(arg for override in extra for arg in ("--set", override)),
         ]
         env = {**os.environ, "PYTHONPATH": str(code_root)}
         started = time.perf_counter()
@@ -204,11 +211,20 @@ def main() -> None:
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for this checkout's runs (not the baseline's, which may not know "
+        "the option), e.g. --set propagation.max_memberships=4",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_scale.json"
     )
     args = parser.parse_args()
     if args.single is not None:
-        print(json.dumps(run_one(args.single, args.trace)))
+        print(json.dumps(run_one(args.single, args.trace, args.overrides)))
         return
     sizes = [300] if args.smoke else sorted(args.sizes)
     baseline_sizes = [] if args.smoke else sorted(args.baseline_sizes)
@@ -227,11 +243,13 @@ def main() -> None:
                     capture_output=True,
                 )
         for agents in sizes:
-            row = measure(ROOT, agents, args.timeout)
+            row = measure(ROOT, agents, args.timeout, args.overrides)
             rows["now"].append(row)
             print_row("now", row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"smoke": args.smoke, "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps({"smoke": args.smoke, "overrides": args.overrides, "rows": rows}, indent=2)
+    )
     print(f"written to {args.out}")
 
 
