@@ -97,7 +97,7 @@ def test_the_scenario_cap_reaches_the_world(tmp_path: Path) -> None:
     ]
     edges = {}
     for cap in (None, 1):
-        extra = [] if cap is None else [f"propagation.max_memberships={cap}"]
+        extra = [f"propagation.max_memberships={'null' if cap is None else cap}"]
         scenario = load_scenario(REPO / "scenarios" / "synthetic.yaml", [*overrides, *extra])
         result = asyncio.run(simulate(scenario, trace_path=tmp_path / f"cap-{cap}.sqlite"))
         db = sqlite3.connect(result.trace_path)

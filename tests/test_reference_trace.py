@@ -43,6 +43,7 @@ def pinned(case: str, trace_path: Path) -> Scenario:
     # options added after 4283dce, set to what the code did then (issue 9 changed their defaults)
     raw["propagation"].setdefault("perception", "nearest_router")
     raw["propagation"].setdefault("message_idle_clients", True)
+    raw["propagation"].setdefault("max_memberships", None)  # issue 14 capped them
     raw["evaluation"].setdefault("prequential", {"every": 0})
     if raw["dataset"]["kind"] == "movielens":
         raw["dataset"]["path"] = str(ZIP)

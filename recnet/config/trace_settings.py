@@ -1,0 +1,55 @@
+"""Pydantic model of a scenario's ``trace`` block: what the SQLite trace records and when.
+
+Pipeline position: part of the scenario (``recnet.config.scenario.Scenario.trace``); read by the
+runner (trace path, checkpoints), the forward phase (message and profile trace levels) and the
+trace store (batch size).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from recnet.config.llm_settings import Section
+
+
+class TraceSettings(Section):
+    """The SQLite trace of a run."""
+
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="Save a resumable checkpoint every N steps (0 = auto: every step with an "
+        "LLM brain, every 100 steps offline). `recnet simulate --resume` continues from the "
+        "newest.",
+    )
+    dir: Path = Field(Path("runs"), description="Folder for run databases.")
+    path: Path | None = Field(None, description="Explicit database file (overrides dir).")
+    batch_size: int = Field(2000, ge=1, description="Rows buffered before one write.")
+    messages: Literal["auto", "all", "sampled", "aggregate", "none"] = Field(
+        "auto",
+        description="Router→client messages in the trace: all (a row per message), sampled (a "
+        "row for a seeded share, message_share; exact per-router counts in message_counts), "
+        "aggregate (per step, router and fate counts only), none; auto = all for worlds of at "
+        "most 20,000 clients, else sampled (a million-agent run's trace stays a few GB). The "
+        "level in force is stated in runs.trace_messages.",
+    )
+    message_share: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="With messages=sampled: the share of messages that get a row (chosen by a "
+        "hash of the seed and the message id).",
+    )
+    profiles: Literal["changed", "none"] = Field(
+        "changed", description="Record profile versions of clients that changed, or none."
+    )
+    profile_every: int = Field(
+        0,
+        ge=0,
+        description="Write changed profiles every N steps (and always at the last step); larger "
+        "values keep big runs' trace files small. 0 = auto: every 10 steps for worlds of at "
+        "most 20,000 clients, else only at the last step.",
+    )
