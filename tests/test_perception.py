@@ -20,6 +20,7 @@ from recnet.world.policies import (
     FOREVER,
     acts_until,
     excluded_mask,
+    members_only,
     members_routing,
     membership_perception,
     nearest_router_perception,
@@ -167,3 +168,32 @@ def test_community_routing_reaches_members_with_what_changed(tmp_path: Path) -> 
     assert db.execute("SELECT count(*) FROM messages WHERE status = 'accepted'").fetchone()[0]
     merged = db.execute("SELECT count(*) FROM profile_versions WHERE kind = 'propagated'")
     assert merged.fetchone()[0] > 0
+
+
+def test_members_only_picks_what_members_routing_picks_without_scoring_everyone() -> None:
+    world = small_world()
+    settings = validate_scenario({"propagation": {"max_recipients": 2}}).propagation
+    vector = world.router_vector("r:0")
+    cosines = world.client_vectors @ vector
+    skipped = np.zeros(len(world.clients), dtype=bool)
+    skipped[world.client_position["u:1"]] = True  # a client that cannot act
+    cosines[skipped] = -np.inf
+    dense, dense_scores = members_routing(world, "r:0", cosines, 0.6, settings)
+    sparse, sparse_scores = members_only(world, "r:0", vector, skipped, settings)
+    assert sparse.tolist() == dense.tolist() and len(sparse) == 2
+    assert world.client_position["u:1"] not in sparse.tolist()
+    assert np.allclose(sparse_scores, dense_scores, atol=1e-6)
+
+
+def test_the_member_scoped_multicast_sends_the_same_messages_as_scoring_every_client(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The forward phase's shortcut for members routing changes no message: same recipients,
+    order and fates as the full client x router score matrix (scores equal to float32 rounding)."""
+    query = "SELECT step, router_id, client_id, status, rule_id, score FROM messages ORDER BY id"
+    scoped = run(tmp_path, "scoped", "trace.messages=all").execute(query).fetchall()
+    monkeypatch.delattr(members_routing, "members_only")  # back to scoring every client
+    full = run(tmp_path, "full", "trace.messages=all").execute(query).fetchall()
+    assert len(scoped) > 100
+    assert [r[:5] for r in scoped] == [r[:5] for r in full]
+    assert np.allclose([r[5] for r in scoped], [r[5] for r in full], atol=1e-5)

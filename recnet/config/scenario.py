@@ -240,7 +240,7 @@ class PropagationSettings(Section):
         "keeps membership edges, and the routers a change reaches under membership perception, "
         "from growing with the number of routers: with 400 routers (30k agents) an uncapped "
         "client was in 37 routers on average; on the shipped scenarios clients average 1.0-1.3 "
-        "and the cap changes no measured metric (experiments/README.md).",
+        "and the cap moves their metrics by noise (experiments/README.md).",
     )
     perception: PerceptionName = Field(
         "membership",

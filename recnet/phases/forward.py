@@ -262,13 +262,21 @@ class ForwardPhase:
             sender_vectors = world.space.embed_many(profiles)
         else:  # embedded once per router version (perception and memberships reuse it)
             sender_vectors = np.stack([world.router_vector(r) for r in senders])
-        scores = world.client_vectors @ sender_vectors.T
         skipped = excluded_mask(
             world,
             self.seq,
             idle=self.settings.message_idle_clients,
             kinds=self.settings.multicast_kinds,
         )
+        scoped = None if point_to_point else getattr(self.routing, "members_only", None)
+        if scoped is not None:  # scores only the members reached (see RoutingPolicy)
+            for column, sender in enumerate(senders):
+                positions, chosen = scoped(
+                    world, sender, sender_vectors[column], skipped, self.settings
+                )
+                self._send(state, sender, dict(sent[column]), positions, chosen)
+            return
+        scores = world.client_vectors @ sender_vectors.T
         if skipped is not None:
             scores[skipped, :] = -np.inf
         for column, sender in enumerate(senders):

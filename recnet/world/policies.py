@@ -46,6 +46,11 @@ class RoutingPolicy(Protocol):
 
     ``scores`` has one entry per ``world.clients`` position (``-inf`` = never send); ``tau`` is the
     sender's threshold. Positions come back best first.
+
+    A policy that only ever picks among the sender router's members may carry a ``members_only``
+    attribute, ``(world, sender, router vector, skipped mask, settings) -> (positions, scores)``
+    (see ``members_only``): the forward phase then calls it instead and never scores every
+    client, which keeps a step's multicast cost proportional to the members reached.
     """
 
     def __call__(
@@ -115,22 +120,54 @@ def top_k_routing(
     )
 
 
+def _member_arrays(world: World, sender: str) -> tuple[np.ndarray, np.ndarray]:
+    """A router's members (client positions) and their membership strengths, in edge order."""
+    position = world.client_position
+    edges = world.graph[sender]  # a router's only edges are its memberships
+    count = len(edges)
+    members = np.fromiter((position[c] for c in edges), np.int64, count)
+    strength = np.fromiter((data["score"] for data in edges.values()), np.float64, count)
+    return members, strength
+
+
+def _strongest(members: np.ndarray, strength: np.ndarray, limit: int) -> np.ndarray:
+    """Members strongest membership first (then client position), at most ``limit``."""
+    order = np.lexsort((members, -strength))
+    return members[order[:limit]]
+
+
 def members_routing(
     world: World, sender: str, scores: np.ndarray, tau: float, settings: PropagationSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """A router's members (a client with an empty profile is nobody's member), strongest
     membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
     relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
-    position = world.client_position
-    edges = world.graph[sender]  # a router's only edges are its memberships
-    count = len(edges)
-    members = np.fromiter((position[c] for c in edges), np.int64, count)
-    strength = np.fromiter((data["score"] for data in edges.values()), np.float64, count)
+    members, strength = _member_arrays(world, sender)
     keep = (strength > 0.0) & np.isfinite(scores[members])
-    members, strength = members[keep], strength[keep]
-    order = np.lexsort((members, -strength))  # strongest first, then client position
-    positions = members[order[: settings.max_recipients]]
+    positions = _strongest(members[keep], strength[keep], settings.max_recipients)
     return positions, scores[positions]
+
+
+def members_only(
+    world: World,
+    sender: str,
+    vector: np.ndarray,
+    skipped: np.ndarray | None,
+    settings: PropagationSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``members_routing`` without a score against every client: the same recipients, and only
+    they are scored (cos of their embedding and the router's ``vector``). ``skipped`` marks the
+    client positions a multicast must skip (``excluded_mask``)."""
+    members, strength = _member_arrays(world, sender)
+    keep = strength > 0.0
+    if skipped is not None:
+        keep &= ~skipped[members]
+    positions = _strongest(members[keep], strength[keep], settings.max_recipients)
+    return positions, world.client_vectors[positions] @ vector
+
+
+#: The forward phase calls this instead of ``members_routing`` (see ``RoutingPolicy``).
+members_routing.members_only = members_only  # type: ignore[attr-defined]
 
 
 def acts_until(
