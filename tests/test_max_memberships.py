@@ -14,6 +14,7 @@ import pytest
 from recnet.config import load_scenario
 from recnet.runner import simulate
 from recnet.world import router_ops
+from recnet.world import world as world_module
 from recnet.world.agents import RouterAgent
 from recnet.world.world import membership_mask
 from tests.test_backward_world_ops import GROUP_A, GROUP_B, two_community_world
@@ -109,3 +110,29 @@ def test_the_scenario_cap_reaches_the_world(tmp_path: Path) -> None:
     clients = 60 + 120
     assert edges[1] == (clients, 6)  # exactly one router each
     assert edges[None] == (6 * clients, 6)  # every client in every router
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_scoring_clients_in_chunks_gives_the_same_memberships(
+    cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memberships are computed a bounded number of clients at a time (memory at a million
+    clients); chunks of two clients give the edges of one pass over all of them."""
+    whole = capped_world(cap or 2)
+    whole.max_memberships = cap
+    whole.update_memberships()
+    router_ops.rewrite(whole, "r:1", {"genre:anime": 1.0, "tag:robots": 1.0})
+    chunked = capped_world(cap or 2)
+    chunked.max_memberships = cap
+    monkeypatch.setattr(world_module, "chunk_rows", lambda n_columns: 2)
+    monkeypatch.setattr(router_ops, "chunk_rows", lambda n_columns: 2)
+    chunked.update_memberships()
+    router_ops.rewrite(chunked, "r:1", {"genre:anime": 1.0, "tag:robots": 1.0})
+    # the same edges; scores equal up to float32 rounding (a matrix product of two rows may
+    # round its last bit differently from one of all rows)
+    assert {c: set(m) for c, m in chunked.memberships.items()} == {
+        c: set(m) for c, m in whole.memberships.items()
+    }
+    for client, routers in chunked.memberships.items():
+        assert routers == pytest.approx(whole.memberships[client], abs=1e-6)
+    assert len(chunked.clients) > 2  # more than one chunk

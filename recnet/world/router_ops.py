@@ -18,7 +18,7 @@ import numpy as np
 
 from recnet.world.profile import Weights, add_scaled, normalized, top
 from recnet.world.routing import spherical_kmeans, unit_rows
-from recnet.world.world import World, membership_mask
+from recnet.world.world import World, chunk_rows, membership_mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +120,12 @@ def refresh_capped(
         affected.update(world.members(ids[j]))
     if touched:
         taus = np.array([world.routers[r].tau for r in ids], dtype=np.float32)
-        scores = world.client_vectors @ vectors.T
-        allowed = membership_mask(scores, taus, world.max_memberships)
-        rows = np.flatnonzero(allowed[:, touched].any(axis=1))
-        clients = world.clients
-        affected.update(clients[p].agent_id for p in rows.tolist())
+        clients, size = world.clients, chunk_rows(len(ids))
+        for start in range(0, len(clients), size):
+            scores = world.client_vectors[start : start + size] @ vectors.T
+            allowed = membership_mask(scores, taus, world.max_memberships)
+            rows = np.flatnonzero(allowed[:, touched].any(axis=1)) + start
+            affected.update(clients[p].agent_id for p in rows.tolist())
     known = [c for c in affected if c in world.client_position]
     world.update_memberships(sorted(known, key=world.client_position.__getitem__))
 

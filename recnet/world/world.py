@@ -216,16 +216,19 @@ class World:
         targets = list(agent_ids) if agent_ids is not None else [c.agent_id for c in self.clients]
         if not targets:  # a step where no client changed (e.g. every answer fell back)
             return
-        positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
-        scores = self.client_vectors[positions] @ router_vectors.T
-        above = membership_mask(scores, taus, self.max_memberships)
         graph, routers = self.graph, self.routers
-        for row, agent_id in enumerate(targets):
-            for router_id in [n for n in graph[agent_id] if n in routers]:
-                graph.remove_edge(agent_id, router_id)
-            for column in np.flatnonzero(above[row]).tolist():
-                score = float(scores[row, column])
-                graph.add_edge(agent_id, router_ids[column], kind="member", score=score)
+        size = chunk_rows(len(router_ids))  # bounded memory: a million clients x 10k routers
+        for start in range(0, len(targets), size):
+            chunk = targets[start : start + size]
+            positions = np.array([self.client_position[a] for a in chunk], dtype=np.int64)
+            scores = self.client_vectors[positions] @ router_vectors.T
+            above = membership_mask(scores, taus, self.max_memberships)
+            for row, agent_id in enumerate(chunk):
+                for router_id in [n for n in graph[agent_id] if n in routers]:
+                    graph.remove_edge(agent_id, router_id)
+                for column in np.flatnonzero(above[row]).tolist():
+                    score = float(scores[row, column])
+                    graph.add_edge(agent_id, router_ids[column], kind="member", score=score)
 
     def members(self, router_id: str) -> list[str]:
         """Client ids that belong to a router (a router's only edges are memberships)."""
@@ -238,6 +241,12 @@ class World:
     def new_message_id(self) -> int:
         self._next_message_id += 1
         return self._next_message_id
+
+
+def chunk_rows(n_columns: int, cells: int = 1 << 22) -> int:
+    """Rows per chunk when scoring clients against ``n_columns`` routers, so that one chunk's
+    score matrix (and its sort) holds about ``cells`` entries."""
+    return max(1, cells // max(n_columns, 1))
 
 
 def membership_mask(scores: np.ndarray, taus: np.ndarray, cap: int | None) -> np.ndarray:
