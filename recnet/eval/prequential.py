@@ -60,6 +60,10 @@ def sample_unseen(rng: np.random.Generator, n_items: int, seen: set[int], n: int
     return chosen
 
 
+#: Entries of the dense user block ``SparseProfileScorer`` builds at once (32 MB of float64).
+DENSE_CELLS = 1 << 22
+
+
 class SparseProfileScorer:
     """The offline brain's score, ``cos(effective user, effective item) + prior * popularity``,
     for many (user, item) pairs at once.
@@ -98,7 +102,23 @@ class SparseProfileScorer:
         candidates: Sequence[Sequence[ClientAgent]],
         popularity: Sequence[Sequence[float]],
     ) -> list[np.ndarray]:
-        """One score array per user, in candidate order."""
+        """One score array per user, in candidate order; users are scored in chunks whose dense
+        user rows hold about ``DENSE_CELLS`` entries (a 300k-agent world has ~10^5 attributes)."""
+        out: list[np.ndarray] = []
+        size = max(1, DENSE_CELLS // max(len(self.index), 1))
+        for start in range(0, len(users), size):
+            stop = start + size
+            out.extend(
+                self._scores(users[start:stop], candidates[start:stop], popularity[start:stop])
+            )
+        return out
+
+    def _scores(
+        self,
+        users: Sequence[ClientAgent],
+        candidates: Sequence[Sequence[ClientAgent]],
+        popularity: Sequence[Sequence[float]],
+    ) -> list[np.ndarray]:
         if not users:
             return []
         user_rows = [self.row(u) for u in users]
