@@ -131,6 +131,13 @@ class FilterSettings(Section):
         le=1.0,
         description="Reject a message whose cosine to the client's original profile is below this.",
     )
+    relevance: Literal["content", "routing_score"] = Field(
+        "content",
+        description="What min_relevance compares with its threshold: 'content' = cosine of the "
+        "message's router profile to the client's original profile at reception; "
+        "'routing_score' = the score the message was routed with (before issue 9; routing "
+        "only sends above tau, so this rarely rejects anything).",
+    )
     max_propagated_share: float = Field(
         0.5,
         gt=0.0,

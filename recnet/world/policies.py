@@ -119,8 +119,9 @@ def members_routing(
     world: World, sender: str, scores: np.ndarray, tau: float, settings: PropagationSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """A router's members (a client with an empty profile is nobody's member), strongest
-    membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
-    relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
+    membership first, at most ``max_recipients``; each keeps its score cos(router, client) (the
+    min_relevance rule reads it only with ``world.filters.relevance: routing_score``). Clients
+    scored ``-inf`` are skipped."""
     position = world.client_position
     edges = world.graph[sender]  # a router's only edges are its memberships
     count = len(edges)
