@@ -42,7 +42,9 @@ def hand_scenario(**backward: object) -> Scenario:
         {
             "interaction": {"propagated_weight": 2.0, "popularity_weight": 0.0},
             "propagation": {"merge_damping": 1.0},
-            "world": {"filters": {"max_propagated_share": 0.9}},
+            # the hand world's harmful horror message must pass the filter on its routing score
+            # (its content is off the drama user's profile: content relevance would reject it)
+            "world": {"filters": {"max_propagated_share": 0.9, "relevance": "routing_score"}},
             "backward": {
                 "enabled": True,
                 "feedback": "step",
@@ -63,7 +65,9 @@ def hand_world(
     held-out validation item ``i:v``, ``valid_other`` that of its competitor ``i:x``.
     """
     settings = scenario.world.filters
-    filters = FilterMemory(default_rules(settings), max_rules=settings.max_rules)
+    filters = FilterMemory(
+        default_rules(settings), max_rules=settings.max_rules, relevance=settings.relevance
+    )
     world = World(AttributeSpace(HashingEmbedder(64)), filters)
     other = valid_other
 

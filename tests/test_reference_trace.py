@@ -45,6 +45,7 @@ def pinned(case: str, trace_path: Path) -> Scenario:
     raw["propagation"].setdefault("message_idle_clients", True)
     raw["propagation"].setdefault("max_memberships", None)  # issue 14 capped them
     raw["evaluation"].setdefault("prequential", {"every": 0})
+    raw["world"]["filters"].setdefault("relevance", "routing_score")
     if raw["dataset"]["kind"] == "movielens":
         raw["dataset"]["path"] = str(ZIP)
     raw["trace"]["path"] = str(trace_path)

@@ -83,8 +83,9 @@ def test_buffer_rejects_zero_capacity() -> None:
 # filter rules --------------------------------------------------------------------------------
 
 
-def memory(**settings: float) -> FilterMemory:
-    return FilterMemory(default_rules(FilterSettings(**settings)))
+def memory(relevance: str = "content", **settings: float) -> FilterMemory:
+    filters = FilterSettings(**settings, relevance=relevance)
+    return FilterMemory(default_rules(filters), relevance=filters.relevance)
 
 
 def test_rules_decide_in_order_with_the_deciding_rule() -> None:
@@ -93,10 +94,38 @@ def test_rules_decide_in_order_with_the_deciding_rule() -> None:
     assert rules.decide(message(1, step=0), now=5, profile=profile) == ("dropped", "rule-recency")
     horror = message(2, step=5, score=0.9, **{"genre:horror": 1.0})
     assert rules.decide(horror, now=5, profile=profile) == ("rejected", "rule-conflict")
-    weak = message(3, step=5, score=0.1)
+    weak = message(3, step=5, score=0.9, **{"genre:drama": 1.0})
     assert rules.decide(weak, now=5, profile=profile) == ("rejected", "rule-min_relevance")
     good = message(4, step=5, score=0.9)
     assert rules.decide(good, now=5, profile=profile) == ("accepted", None)
+
+
+def test_min_relevance_reads_the_content_not_the_routing_score() -> None:
+    rules = memory(min_relevance=0.2)
+    profile = {"genre:comedy": 1.0, "tag:satire": 0.5}
+    # routed with a high score, but about something else (orthogonal) or the opposite taste
+    orthogonal = message(1, step=0, score=0.95, **{"genre:western": 1.0})
+    opposite = message(2, step=0, score=0.95, **{"genre:comedy": -1.0, "tag:satire": -0.5})
+    # routed with a low score, yet close to the client's own profile (cos ≈ 0.95)
+    close = message(3, step=0, score=-0.5, **{"genre:comedy": 0.8, "tag:satire": 0.6})
+    assert rules.decide(orthogonal, 0, profile) == ("rejected", "rule-min_relevance")
+    assert rules.decide(opposite, 0, profile) == ("rejected", "rule-min_relevance")
+    assert rules.decide(close, 0, profile) == ("accepted", None)
+    assert rules.relevance_of(close, profile) == pytest.approx(cosine(close.attributes, profile))
+    # an empty own profile has nothing to be relevant to: the rule lets everything pass
+    assert rules.decide(orthogonal, 0, {}) == ("accepted", None)
+
+
+def test_min_relevance_can_still_read_the_routing_score() -> None:
+    rules = memory("routing_score", min_relevance=0.2)
+    profile = {"genre:comedy": 1.0}
+    far_but_routed = message(1, step=0, score=0.95, **{"genre:western": 1.0})
+    close_but_weak = message(2, step=0, score=0.1)
+    assert rules.decide(far_but_routed, 0, profile) == ("accepted", None)
+    assert rules.decide(close_but_weak, 0, profile) == ("rejected", "rule-min_relevance")
+    assert rules.relevance_of(close_but_weak, profile) == 0.1
+    copy = rules.replaced(rules.rules, owner="u:1")
+    assert copy.relevance == "routing_score"  # an optimised client keeps the setting
 
 
 def test_rules_have_text_and_executable_forms() -> None:

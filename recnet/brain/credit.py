@@ -48,8 +48,10 @@ class ModuleJudgement:
     """One module's credit for one prediction (the *gradient* operation's unit of output).
 
     ``attributes`` maps attributes to their harm (> 0: it lowered the true item's margin);
-    ``rule_ids`` names the filter rules involved; ``message_scores`` are routing scores of the
-    messages involved (what a min-relevance threshold compares). An LLM brain may leave the
+    ``rule_ids`` names the filter rules involved; ``message_scores`` are, for the filter memory
+    and the propagated profile, what a min-relevance threshold compares (content relevance, or
+    routing scores with ``world.filters.relevance: routing_score``), for a router the routing
+    score of its accepted message. An LLM brain may leave the
     numeric fields empty and say everything in ``reason`` and ``suggestion``.
     """
 
@@ -315,6 +317,10 @@ class GradientInput:
     missed_messages: tuple[Received, ...]
     accepted_scores: Mapping[str, float]  # router id → routing score of its accepted message
     rule_ids: tuple[str, ...]  # the user's filter rules, in order
+    #: What the user's min_relevance rule compares, per accepted router message (router id →
+    #: value) and per missed message (in order); None = their routing scores (the old meaning).
+    accepted_relevance: Mapping[str, float] | None = None
+    missed_relevance: tuple[float, ...] | None = None
 
 
 def counterfactual_gradient(
@@ -346,7 +352,8 @@ def counterfactual_gradient(
         word = "raised" if judgement == "positive" else "barely changed"
         reason = f"The propagated profile {word} the margin of {vs} ({effect:+.3f})."
         suggestion = NO_ADJUSTMENT
-    scores = tuple(sorted(task.accepted_scores.values(), reverse=True))
+    relevant = task.accepted_scores if task.accepted_relevance is None else task.accepted_relevance
+    scores = tuple(sorted(relevant.values(), reverse=True))
     out.append(
         ModuleJudgement(
             "propagated_profile",
@@ -364,7 +371,13 @@ def counterfactual_gradient(
 
     # filter memory
     rejecting = tuple(dict.fromkeys(e.rule_id for e in task.missed_messages if e.rule_id))
-    missed_scores = tuple(sorted(e.message.score for e in task.missed_messages))
+    missed_scores = tuple(
+        sorted(
+            (e.message.score for e in task.missed_messages)
+            if task.missed_relevance is None
+            else task.missed_relevance
+        )
+    )
     if task.missed:
         effect = margin.value - margin.compute(add_scaled(up, task.missed, 1.0), tp, rp)
     else:

@@ -305,7 +305,7 @@ def optimize_filters(
 
 
 def _loosen(rule: FilterRule, scores: Sequence[float]) -> RuleEdit | None:
-    """The edit that makes ``rule`` let the helpful messages (routing ``scores``) through."""
+    """The edit that lets the helpful messages through ``rule`` (``scores``: their relevance)."""
     if rule.kind == "min_relevance":
         old = rule.params["threshold"]
         new = (min(scores) - 0.01) if scores else old - 0.05

@@ -37,7 +37,11 @@ def build_world(
     dataset id and come from the brain's *extract* operation."""
     settings = scenario.world
     space = AttributeSpace(embedder)
-    filters = FilterMemory(default_rules(settings.filters), max_rules=settings.filters.max_rules)
+    filters = FilterMemory(
+        default_rules(settings.filters),
+        max_rules=settings.filters.max_rules,
+        relevance=settings.filters.relevance,
+    )
     world = World(space, filters)
 
     def make(kind: str, key: str, label: str, profile: Weights) -> ClientAgent:

@@ -140,8 +140,9 @@ def members_routing(
     world: World, sender: str, scores: np.ndarray, tau: float, settings: PropagationSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """A router's members (a client with an empty profile is nobody's member), strongest
-    membership first, at most ``max_recipients``; each keeps its score cos(router, client), the
-    relevance the min_relevance filter rule reads. Clients scored ``-inf`` are skipped."""
+    membership first, at most ``max_recipients``; each keeps its score cos(router, client) (the
+    min_relevance rule reads it only with ``world.filters.relevance: routing_score``). Clients
+    scored ``-inf`` are skipped."""
     members, strength = _member_arrays(world, sender)
     keep = (strength > 0.0) & np.isfinite(scores[members])
     positions = _strongest(members[keep], strength[keep], settings.max_recipients)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from recnet.world.buffer import RouterMessage
+from recnet.world.profile import cosine
 
 Decision = Literal["accepted", "rejected", "dropped"]
 NUMBER = r"(-?\d+(?:\.\d+)?)"
@@ -51,6 +52,11 @@ def _conflicts(message: RouterMessage, profile: Mapping[str, float], threshold: 
     )
 
 
+def relevance(message: RouterMessage, profile: Mapping[str, float]) -> float:
+    """How close a message's content is to the client: cos(message attributes, own profile)."""
+    return cosine(message.attributes, profile)
+
+
 def _share(percent: float) -> float | None:
     value = percent / 100.0
     return value if 0.0 < value <= 1.0 else None
@@ -72,9 +78,21 @@ MIN_RELEVANCE = RuleKind(
     ),
     pattern=re.compile(rf"similarity\b.*?\bbelow {NUMBER}", re.IGNORECASE | re.DOTALL),
     decide=lambda message, now, profile, value: (
-        "rejected" if profile and message.score < value else None
+        "rejected" if profile and relevance(message, profile) < value else None
     ),
 )
+
+
+def below_routing_score(
+    message: RouterMessage, now: int, profile: Mapping[str, float], value: float
+) -> Decision | None:
+    """``min_relevance`` as it was before issue 9 (``world.filters.relevance: routing_score``).
+
+    Compares the message's routing score (cos(router, client) at send time, or what the routing
+    policy stored) rather than its content; routing only sends above tau, so it rarely rejects.
+    """
+    return "rejected" if profile and message.score < value else None
+
 
 CONFLICT = RuleKind(
     name="conflict",

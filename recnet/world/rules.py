@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from recnet.config.scenario import FilterSettings
 from recnet.registry import FILTER_RULES
 from recnet.world.buffer import RouterMessage
-from recnet.world.rule_kinds import Decision
+from recnet.world.rule_kinds import Decision, below_routing_score, relevance
 
 #: A registered kind's name (``recnet.registry.FILTER_RULES``) or ``"text"`` (LLM-only rule).
 RuleKindName = str
@@ -94,6 +95,9 @@ class FilterMemory:
     rules: tuple[FilterRule, ...]
     max_rules: int = 8
     owner: str = "*"  # "*" = the shared default memory
+    #: What ``min_relevance`` compares: the message content's cosine to the client's own
+    #: profile ("content") or the routing score stored with the message ("routing_score").
+    relevance: Literal["content", "routing_score"] = "content"
 
     def __post_init__(self) -> None:
         if len(self.rules) > self.max_rules:
@@ -109,18 +113,26 @@ class FilterMemory:
         """Apply the executable rules in order to one message.
 
         Returns the decision and the id of the rule that made it (None when no rule objected).
-        Relevance is the message's routing score: cos(router profile, client profile) at send time.
+        ``profile`` is the client's original profile; with ``relevance="routing_score"`` the
+        ``min_relevance`` rule reads the message's routing score instead of its content.
         """
         for rule in self.rules:
             if rule.kind == "text":
                 continue
             spec = FILTER_RULES.get(rule.kind)
-            if spec.decide is None:
+            decide = spec.decide
+            if rule.kind == "min_relevance" and self.relevance == "routing_score":
+                decide = below_routing_score
+            if decide is None:
                 continue
-            decision = spec.decide(message, now, profile, rule.params[spec.param])
+            decision = decide(message, now, profile, rule.params[spec.param])
             if decision is not None:
                 return decision, rule.rule_id
         return "accepted", None
+
+    def relevance_of(self, message: RouterMessage, profile: Mapping[str, float]) -> float:
+        """The value ``min_relevance`` compares with its threshold for this message."""
+        return message.score if self.relevance == "routing_score" else relevance(message, profile)
 
     def decide_all(
         self, messages: Sequence[RouterMessage], now: int, profile: Mapping[str, float]
@@ -135,4 +147,6 @@ class FilterMemory:
 
     def replaced(self, rules: tuple[FilterRule, ...], owner: str) -> FilterMemory:
         """A new memory with other rules (copy on write for one client)."""
-        return FilterMemory(rules=rules, max_rules=self.max_rules, owner=owner)
+        return FilterMemory(
+            rules=rules, max_rules=self.max_rules, owner=owner, relevance=self.relevance
+        )

@@ -284,11 +284,12 @@ class BackwardPhase:
             found = log.router_parts(agent.agent_id, agent.propagated)
             parts[side] = {r: p for r, p in found.items() if r in world.routers}
         missed, messages = log.missed_part(user.agent_id, user.propagated, user.original)
-        accepted = {
-            r: e.message.score
+        taken = [
+            (r, e.message)
             for r, e in log.received(user.agent_id).items()
             if e.decision == "accepted" and e.share > 0
-        }
+        ]
+        relevance = user.filters.relevance_of
         return GradientInput(
             feedback=fb,
             user=Side(user.original, user.propagated),
@@ -298,8 +299,10 @@ class BackwardPhase:
             router_parts=parts,
             missed=missed,
             missed_messages=tuple(messages),
-            accepted_scores=accepted,
+            accepted_scores={r: m.score for r, m in taken},
             rule_ids=tuple(r.rule_id for r in user.filters.rules),
+            accepted_relevance={r: relevance(m, user.original) for r, m in taken},
+            missed_relevance=tuple(relevance(e.message, user.original) for e in messages),
         )
 
     async def gradient(self, selected: list[Feedback], stats: RoundStats) -> list[Gradient]:
