@@ -14,12 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import importlib.util
 import pstats
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from experiments.bench_scale import overrides_for  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +37,8 @@ def main() -> None:
     from recnet.config import load_scenario
     from recnet.runner import simulate
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_scale", ROOT / "experiments" / "bench_scale.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     scenario = load_scenario(
-        ROOT / "scenarios" / "synthetic.yaml", [*bench.overrides_for(args.agents), *args.overrides]
+        ROOT / "scenarios" / "synthetic.yaml", [*overrides_for(args.agents), *args.overrides]
     )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"scale_{args.agents}"

@@ -125,7 +125,6 @@ def test_scoring_clients_in_chunks_gives_the_same_memberships(
     chunked = capped_world(cap or 2)
     chunked.max_memberships = cap
     monkeypatch.setattr(world_module, "chunk_rows", lambda n_columns: 2)
-    monkeypatch.setattr(router_ops, "chunk_rows", lambda n_columns: 2)
     chunked.update_memberships()
     router_ops.rewrite(chunked, "r:1", {"genre:anime": 1.0, "tag:robots": 1.0})
     # the same edges; scores equal up to float32 rounding (a matrix product of two rows may

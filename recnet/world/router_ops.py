@@ -18,7 +18,7 @@ import numpy as np
 
 from recnet.world.profile import Weights, add_scaled, normalized, top
 from recnet.world.routing import spherical_kmeans, unit_rows
-from recnet.world.world import World, chunk_rows, membership_mask
+from recnet.world.world import World
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +119,9 @@ def refresh_capped(
     for j in touched:
         affected.update(world.members(ids[j]))
     if touched:
-        taus = np.array([world.routers[r].tau for r in ids], dtype=np.float32)
-        clients, size = world.clients, chunk_rows(len(ids))
-        for start in range(0, len(clients), size):
-            scores = world.client_vectors[start : start + size] @ vectors.T
-            allowed = membership_mask(scores, taus, world.max_memberships)
+        clients = world.clients
+        everyone = np.arange(len(clients))
+        for start, _, allowed in world.membership_chunks(everyone, ids, vectors):
             rows = np.flatnonzero(allowed[:, touched].any(axis=1)) + start
             affected.update(clients[p].agent_id for p in rows.tolist())
     known = [c for c in affected if c in world.client_position]

@@ -12,7 +12,7 @@ embeddings are kept as one matrix so that multicast is a single matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -212,23 +212,30 @@ class World:
         router_ids, router_vectors = self.router_matrix()
         if not router_ids:
             return
-        taus = np.array([self.routers[r].tau for r in router_ids], dtype=np.float32)
         targets = list(agent_ids) if agent_ids is not None else [c.agent_id for c in self.clients]
         if not targets:  # a step where no client changed (e.g. every answer fell back)
             return
+        positions = np.array([self.client_position[a] for a in targets], dtype=np.int64)
         graph, routers = self.graph, self.routers
-        size = chunk_rows(len(router_ids))  # bounded memory: a million clients x 10k routers
-        for start in range(0, len(targets), size):
-            chunk = targets[start : start + size]
-            positions = np.array([self.client_position[a] for a in chunk], dtype=np.int64)
-            scores = self.client_vectors[positions] @ router_vectors.T
-            above = membership_mask(scores, taus, self.max_memberships)
-            for row, agent_id in enumerate(chunk):
+        for start, scores, above in self.membership_chunks(positions, router_ids, router_vectors):
+            for row, agent_id in enumerate(targets[start : start + len(scores)]):
                 for router_id in [n for n in graph[agent_id] if n in routers]:
                     graph.remove_edge(agent_id, router_id)
                 for column in np.flatnonzero(above[row]).tolist():
                     score = float(scores[row, column])
                     graph.add_edge(agent_id, router_ids[column], kind="member", score=score)
+
+    def membership_chunks(
+        self, positions: np.ndarray, router_ids: Sequence[str], router_vectors: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """The clients at ``positions`` scored against the routers, a bounded number at a time
+        (memory: a million clients x 10k routers): ``(offset into positions, cosines, membership
+        mask)`` per chunk, the mask by ``membership_mask`` with each router's τ and the cap."""
+        taus = np.array([self.routers[r].tau for r in router_ids], dtype=np.float32)
+        size = chunk_rows(len(router_ids))
+        for start in range(0, len(positions), size):
+            scores = self.client_vectors[positions[start : start + size]] @ router_vectors.T
+            yield start, scores, membership_mask(scores, taus, self.max_memberships)
 
     def members(self, router_id: str) -> list[str]:
         """Client ids that belong to a router (a router's only edges are memberships)."""
