@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 from recnet.config.scenario import FilterSettings
+from recnet.world import routing
 from recnet.world.buffer import MessageBuffer, RouterMessage
 from recnet.world.embedding import AttributeSpace, HashingEmbedder
 from recnet.world.profile import changes, cosine, group_by_category, normalized, render, top
-from recnet.world.routing import nearest_router, select_recipients, spherical_kmeans
+from recnet.world.routing import (
+    nearest_centroids,
+    nearest_router,
+    select_recipients,
+    spherical_kmeans,
+)
 from recnet.world.rules import FilterMemory, default_rules
 
 
@@ -195,3 +201,33 @@ def test_select_recipients_threshold_cap_and_order() -> None:
     positions, _ = select_recipients(scores, tau=2.0, max_recipients=10, top_k=2)
     assert positions.tolist() == [3, 0]  # top-k ignores tau
     assert math.isinf(scores[5])
+
+
+def test_nearest_centroids_in_blocks_equals_one_block() -> None:
+    rng = np.random.default_rng(3)
+    points = rng.standard_normal((50, 4))
+    centroids = rng.standard_normal((6, 4))
+    whole = nearest_centroids(points, centroids)
+    blocks = nearest_centroids(points, centroids, cells=13)  # blocks of 2 points
+    assert np.array_equal(whole[0], blocks[0])
+    assert np.allclose(whole[1], blocks[1])
+    assert np.array_equal(whole[0], (points @ centroids.T).argmax(axis=1))
+
+
+def test_spherical_kmeans_in_blocks_clusters_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    points = rng.standard_normal((300, 5))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels, centroids = spherical_kmeans(points, 7, np.random.default_rng(5))
+    monkeypatch.setattr(routing, "KMEANS_CELLS", 20)  # blocks of 2 points
+    blocked_labels, blocked_centroids = spherical_kmeans(points, 7, np.random.default_rng(5))
+    assert np.array_equal(labels, blocked_labels)
+    assert np.allclose(centroids, blocked_centroids)
+
+
+def test_spherical_kmeans_reseeds_every_empty_cluster() -> None:
+    # two distinct directions, k = 4: k-means++ must repeat a centroid, so two clusters start
+    # empty in the same iteration; each must get its own point
+    points = np.vstack([np.tile([1.0, 0.0], (10, 1)), np.tile([0.0, 1.0], (10, 1))])
+    labels, _ = spherical_kmeans(points, 4, np.random.default_rng(0))
+    assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
