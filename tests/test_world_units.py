@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recnet.config.scenario import FilterSettings
-from recnet.world import routing
+from recnet.world import embedding, routing
 from recnet.world.buffer import MessageBuffer, RouterMessage
 from recnet.world.embedding import AttributeSpace, HashingEmbedder
 from recnet.world.profile import changes, cosine, group_by_category, normalized, render, top
@@ -159,6 +159,20 @@ def test_hashing_embedder_is_deterministic_and_unit_length() -> None:
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0)
     other = HashingEmbedder(64).embed(["era:1950s"])
     assert float(first[0] @ first[1]) > float(first[0] @ other[0])  # shared word 'comedy'
+
+
+def test_hashing_embedder_word_cache_is_bounded_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = [f"title:item {n} of the {n % 3} kind" for n in range(40)]
+    cached = HashingEmbedder(64)
+    expected = cached.embed(texts)
+    monkeypatch.setattr(embedding, "WORD_CACHE", 3)
+    bounded = HashingEmbedder(64)
+    assert np.array_equal(bounded.embed(texts), expected)
+    assert np.array_equal(bounded.embed(texts), expected)  # from the cache and recomputed
+    assert len(bounded._cache) == 3
+    assert len(cached._cache) > 40  # words only: the default cache keeps them all
 
 
 def test_attribute_space_embeds_weight_maps_as_weighted_sums() -> None:

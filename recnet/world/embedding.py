@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+")
+#: Word vectors the hashing embedder keeps (~70 MB at dimension 256); later words are recomputed.
+WORD_CACHE = 1 << 16
 
 
 class Embedder(Protocol):
@@ -41,23 +43,32 @@ class HashingEmbedder:
         self._cache: dict[str, np.ndarray] = {}
 
     def token_vector(self, token: str) -> np.ndarray:
-        vector = self._cache.get(token)
+        """The token's Gaussian vector, a pure function of the token (and the salt)."""
+        digest = hashlib.blake2b(token.encode(), digest_size=8, key=self._salt).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        return rng.standard_normal(self.dim).astype(np.float32) / np.sqrt(self.dim)
+
+    def word_vector(self, word: str) -> np.ndarray:
+        """``token_vector`` of a word, cached while the cache holds fewer than ``WORD_CACHE``
+        words (words repeat across attributes; a million-agent world has ~10^6 unique ones,
+        which would cost ~1 KB each for good)."""
+        vector = self._cache.get(word)
         if vector is None:
-            digest = hashlib.blake2b(token.encode(), digest_size=8, key=self._salt).digest()
-            rng = np.random.default_rng(int.from_bytes(digest, "little"))
-            vector = rng.standard_normal(self.dim).astype(np.float32) / np.sqrt(self.dim)
-            self._cache[token] = vector
+            vector = self.token_vector(word)
+            if len(self._cache) < WORD_CACHE:
+                self._cache[word] = vector
         return vector
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        # a whole text is embedded once (AttributeSpace keeps its row), so only words are cached
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             lowered = text.lower().strip()
-            vector = self.token_vector(lowered).copy()
+            vector = self.token_vector(lowered)
             _, _, tail = lowered.partition(":")
             for word in _WORD.findall(tail or lowered):
                 if word != lowered:
-                    vector += 0.5 * self.token_vector(word)
+                    vector += 0.5 * self.word_vector(word)
             out[row] = vector
         return _normalize_rows(out)
 
