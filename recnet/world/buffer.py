@@ -6,7 +6,6 @@ The buffer only holds and reports; the filter memory and the brain decide what i
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +41,9 @@ class MessageBuffer:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity
         self.overflow: Overflow = overflow
-        self._messages: deque[RouterMessage] = deque()
+        # a list, not a deque: an empty deque costs ~600 bytes, and a world holds a buffer per
+        # client (popping the front of a list is O(capacity), which is small)
+        self._messages: list[RouterMessage] = []
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -58,14 +59,14 @@ class MessageBuffer:
             return None
         if self.overflow == "drop_newest":
             return message
-        dropped = self._messages.popleft()
+        dropped = self._messages.pop(0)
         self._messages.append(message)
         return dropped
 
     def drain(self) -> list[RouterMessage]:
         """Remove and return every buffered message, oldest first."""
-        messages = list(self._messages)
-        self._messages.clear()
+        messages = self._messages
+        self._messages = []
         return messages
 
     def peek(self) -> list[RouterMessage]:
