@@ -8,14 +8,15 @@ deterministic and an LLM brain's calls are answered from the record/replay cache
 paid twice and no row is duplicated.
 
 The state is pickled (uncompressed: compressing embedding matrices costs seconds per step and
-only the newest checkpoint is kept). Only load checkpoints from trace files you trust
-(pickle can run code); recnet never loads a checkpoint from anywhere else.
+only the newest checkpoint is kept) and stored in parts of at most ``PART_BYTES`` when it is
+larger than that (SQLite holds at most 1 GB in one value). Only load checkpoints from trace files
+you trust (pickle can run code); recnet never loads a checkpoint from anywhere else.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,17 +68,65 @@ class Checkpoint:
                 part.restore(self.parts[name])
 
 
-def dump(checkpoint: Checkpoint) -> bytes:
-    return pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL)
+#: Bytes per stored part: SQLite refuses a value above 1 GB, and a 300k-agent world pickles to
+#: ~0.7-1.2 GB (a million agents to several GB).
+PART_BYTES = 1 << 28
 
 
-def load(blob: bytes, fmt: str) -> Checkpoint:
-    if fmt != FORMAT:
+class _PartWriter:
+    """A file for ``pickle.Pickler`` that cuts what it is given into ``size``-byte parts."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.parts: list[bytes] = []
+        self._current = bytearray()
+
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        view = memoryview(data)  # protocol 5 hands large arrays over as PickleBuffer
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+        written = len(view)
+        while len(view):
+            room = self.size - len(self._current)
+            self._current += view[:room]
+            view = view[room:]
+            if len(self._current) == self.size:
+                self.parts.append(bytes(self._current))
+                self._current = bytearray()
+        return written
+
+    def close(self) -> list[bytes]:
+        if self._current or not self.parts:
+            self.parts.append(bytes(self._current))
+        return self.parts
+
+
+def dump(checkpoint: Checkpoint) -> list[bytes]:
+    """The pickled checkpoint in parts of at most ``PART_BYTES`` (one part for most worlds)."""
+    writer = _PartWriter(PART_BYTES)
+    pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
+    return writer.close()
+
+
+def stored_format(n_parts: int) -> str:
+    """``checkpoints.format`` of a checkpoint stored in ``n_parts`` parts."""
+    return FORMAT if n_parts == 1 else f"{FORMAT};parts={n_parts}"
+
+
+def load(blob: bytes, fmt: str, more_parts: Sequence[bytes] = ()) -> Checkpoint:
+    """Unpickle a checkpoint: ``blob`` is ``checkpoints.state``, ``more_parts`` its
+    ``checkpoint_parts`` rows in part order (a format ending in ``;parts=N`` says how many)."""
+    base, _, count = fmt.partition(";parts=")
+    if base != FORMAT:
         raise TraceError(
             f"checkpoint format {fmt!r} is not readable by this recnet ({FORMAT})",
             "resume with the recnet version that wrote the run",
         )
-    checkpoint = pickle.loads(blob)
+    if len(more_parts) + 1 != (int(count) if count else 1):
+        raise TraceError(
+            f"the checkpoint in this trace has {len(more_parts) + 1} of its {count or 1} parts",
+            "start the run again",
+        )
+    checkpoint = pickle.loads(b"".join([blob, *more_parts]) if more_parts else blob)
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint
@@ -88,6 +137,17 @@ def add_checkpoint(
 ) -> None:
     """Queue the state after ``step``; it is written in the step's own transaction."""
     checkpoint = Checkpoint.of(step, world, ctx.brain.operations, ctx.stats, parts)
+    blobs = dump(checkpoint)
+    # parts first: the checkpoints row is what makes a checkpoint count (and what removes the
+    # previous one), so a batch written between the two never leaves a checkpoint without parts
+    if len(blobs) > 1:
+        ctx.store.add(
+            "checkpoint_parts",
+            [
+                {"run_id": ctx.run_id, "step": step, "part": part, "data": blob}
+                for part, blob in enumerate(blobs[1:], start=1)
+            ],
+        )
     ctx.store.add(
         "checkpoints",
         [
@@ -95,8 +155,8 @@ def add_checkpoint(
                 "run_id": ctx.run_id,
                 "step": step,
                 "created_at": ctx.clock(),
-                "format": FORMAT,
-                "state": dump(checkpoint),
+                "format": stored_format(len(blobs)),
+                "state": blobs[0],
             }
         ],
     )

@@ -237,7 +237,9 @@ async def resume(
                 f"run {run['run_id']} has no checkpoint yet (it stopped while initialising)",
                 "start it again with `recnet simulate`",
             )
-        checkpoint = load_checkpoint(rows[-1]["state"], rows[-1]["format"])
+        newest = rows[-1]
+        parts = store.read("checkpoint_parts", run["run_id"], step=newest["step"])
+        checkpoint = load_checkpoint(newest["state"], newest["format"], [p["data"] for p in parts])
         scenario = resumed_scenario(run["scenario_json"], overrides)
         store.batch_size = scenario.trace.batch_size
         if overrides:

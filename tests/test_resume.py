@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from recnet import checkpoint
 from recnet.config.loader import validate_scenario
 from recnet.config.scenario import Scenario
 from recnet.errors import TraceError
@@ -46,7 +47,7 @@ def comparable(path: Path) -> dict[str, list[tuple]]:
     tables = [
         r[0]
         for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        if r[0] not in {"schema_migrations", "checkpoints", "runs"}
+        if r[0] not in {"schema_migrations", "checkpoints", "checkpoint_parts", "runs"}
     ]
     out: dict[str, list[tuple]] = {}
     for table in tables:
@@ -88,6 +89,54 @@ def test_stopped_run_resumes_to_the_same_trace(tmp_path: Path, reference: dict) 
     assert comparable(path) == reference
     values = {v for row in reference["metrics"] for v in row if isinstance(v, float)}
     assert result.metrics["recnet"]["ndcg@10"] in values
+
+
+def test_checkpoint_in_parts_resumes_to_the_same_trace(
+    tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a 300k-agent world pickles to ~1 GB, SQLite's limit for one value: parts of 4 KB here
+    monkeypatch.setattr(checkpoint, "PART_BYTES", 4096)
+    path = tmp_path / "trace.sqlite"
+
+    def stop_at_step_5(step: int, total: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_5))
+    db = sqlite3.connect(path)
+    (step, fmt, state), *older = db.execute(
+        "SELECT step, format, state FROM checkpoints"
+    ).fetchall()
+    parts = db.execute("SELECT step, part, length(data) FROM checkpoint_parts").fetchall()
+    db.close()
+    assert older == [] and step == 5 and len(state) == 4096
+    assert fmt == f"{checkpoint.FORMAT};parts={len(parts) + 1}" and len(parts) > 3
+    assert {s for s, _, _ in parts} == {5}  # the previous checkpoints' parts are gone
+    assert sorted(p for _, p, _ in parts) == list(range(1, len(parts) + 1))
+    asyncio.run(resume(path))
+    assert run_status(path)[0] == "finished"
+    assert comparable(path) == reference
+
+
+def test_checkpoint_missing_a_part_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint, "PART_BYTES", 4096)
+    path = tmp_path / "trace.sqlite"
+
+    def stop_at_step_2(step: int, total: int) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_2))
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM checkpoint_parts WHERE part = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(TraceError, match="parts"):
+        asyncio.run(resume(path))
 
 
 def test_sparse_checkpoints_repeat_steps_without_duplicating_rows(

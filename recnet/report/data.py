@@ -386,8 +386,12 @@ def read_graph(db: sqlite3.Connection, rid: str) -> RouterGraph | None:
     ).fetchone()
     if row is None:
         return None
+    parts = db.execute(
+        "SELECT data FROM checkpoint_parts WHERE run_id=? AND step=? ORDER BY part",
+        (rid, row["step"]),
+    ).fetchall()
     try:
-        world = load(row["state"], row["format"]).world
+        world = load(row["state"], row["format"], [p["data"] for p in parts]).world
     except Exception:  # an older or damaged checkpoint: the report goes on without the picture
         return None
     labels = {r: world.routers[r].profile_text()[:80] for r in world.routers}

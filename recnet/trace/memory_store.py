@@ -60,7 +60,8 @@ class MemoryTraceStore(BufferedTraceStore):
         run = self._run(marker[0]) if marker is not None else None  # check before changing
         self._insert(batches)
         for row in map(SPECS["checkpoints"].as_dict, batches.get("checkpoints", [])):
-            self._keep("checkpoints", _not_older_than(row["run_id"], row["step"]))
+            for name in ("checkpoints", "checkpoint_parts"):
+                self._keep(name, _not_older_than(row["run_id"], row["step"]))
         if run is not None and marker is not None:
             run["last_completed_step"] = marker[1]
 

@@ -71,6 +71,11 @@ def _checkpoints(conn: Connection) -> None:
     schema.checkpoints.create(conn)
 
 
+def _checkpoint_parts(conn: Connection) -> None:
+    """Checkpoints above one SQLite value's limit (1 GB) are stored in parts."""
+    schema.checkpoint_parts.create(conn)
+
+
 def _links_and_views(conn: Connection) -> None:
     """Declared foreign keys (tables written before them are rebuilt with them) and the views of
     ``recnet.trace.views``."""
@@ -170,6 +175,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "prequential", _prequential),
     Migration(7, "metrics_flag", _metrics_flag),
     Migration(8, "optimization_reason", _optimization_reason),
+    Migration(9, "checkpoint_parts", _checkpoint_parts),
 ]
 
 #: The schema version this code writes and understands.

@@ -383,3 +383,14 @@ checkpoints = Table(
     Column("format", String, nullable=False),  # "pickle/1"
     Column("state", LargeBinary, nullable=False),  # world, phase counters, brain counters
 )
+
+# A checkpoint larger than one SQLite value (1 GB) is cut into parts: part 0 is checkpoints.state
+# (format "pickle/2;parts=N"), parts 1..N-1 are rows here, written in the same transaction.
+checkpoint_parts = Table(
+    "checkpoint_parts",
+    metadata,
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("part", Integer, primary_key=True),  # 1..N-1
+    Column("data", LargeBinary, nullable=False),
+)

@@ -230,13 +230,12 @@ class SQLiteTraceStore(BufferedTraceStore):
             finally:
                 cursor.close()
             if "checkpoints" in batches:  # keep only each run's newest checkpoint
-                ckpt = TABLES["checkpoints"]
                 for row in map(SPECS["checkpoints"].as_dict, batches["checkpoints"]):
-                    conn.execute(
-                        delete(ckpt).where(
-                            ckpt.c.run_id == row["run_id"], ckpt.c.step < row["step"]
+                    for name in ("checkpoints", "checkpoint_parts"):
+                        t = TABLES[name]
+                        conn.execute(
+                            delete(t).where(t.c.run_id == row["run_id"], t.c.step < row["step"])
                         )
-                    )
             if marker is not None:
                 run_id, step = marker
                 runs = TABLES["runs"]
