@@ -16,14 +16,17 @@ the same invocation, so both columns see the same machine load.
     python experiments/bench_scale.py --baseline-sizes     # no baseline runs
 
 A size that does not finish within ``--timeout`` seconds is reported with how far it got (steps
-done, from the trace) and the time per interaction extrapolated from there. Figures go to
-experiments/results/bench_scale.json.
+done, from the trace) and the time per interaction extrapolated from there. Initialisation (router
+clustering, memberships, the initial trace rows and checkpoint) is reported apart as the time until
+step 0 was done, and the cost per interaction of the steps after it beside the whole run's.
+Figures go to experiments/results/bench_scale.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -69,7 +72,11 @@ def run_one(agents: int, trace_path: Path, extra: Sequence[str]) -> dict[str, fl
         Path.cwd() / "scenarios" / "synthetic.yaml", [*overrides_for(agents), *extra]
     )
     started = time.perf_counter()
-    result = asyncio.run(simulate(scenario, trace_path=trace_path))
+
+    def progress(step: int, total: int) -> None:  # parsed by ``step_times`` (even after a kill)
+        print(f"STEP {step} {time.perf_counter() - started:.3f}", file=sys.stderr, flush=True)
+
+    result = asyncio.run(simulate(scenario, trace_path=trace_path, on_step=progress))
     seconds = time.perf_counter() - started
     return {
         "wall_seconds": round(seconds, 2),
@@ -93,6 +100,32 @@ def trace_figures(trace_path: Path) -> dict[str, float]:
         figures.update(steps_done=(step or -1) + 1, interactions_done=done, message_rows=messages)
     except sqlite3.Error:
         pass
+    return figures
+
+
+def step_times(stderr: str) -> dict[int, float]:
+    """Seconds from the start at which each completed step was reported by the child."""
+    times = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STEP":
+            times[int(parts[1])] = float(parts[2])
+    return times
+
+
+def stepping_figures(trace_path: Path, times: dict[int, float]) -> dict[str, float]:
+    """Initialisation (time until step 0 was done) apart from the steps after it: the cost per
+    interaction of steps 1..last, which is what "flat in the number of agents" is about."""
+    if len(times) < 2:
+        return {}
+    first, last = min(times), max(times)
+    with sqlite3.connect(f"file:{trace_path}?mode=ro", uri=True, timeout=30) as db:
+        (done,) = db.execute(
+            "SELECT count(*) FROM interactions WHERE step > ? AND step <= ?", (first, last)
+        ).fetchone()
+    figures = {"until_step0_seconds": round(times[first], 1)}
+    if done:
+        figures["steps_ms_per_interaction"] = round(1000 * (times[last] - times[first]) / done, 3)
     return figures
 
 
@@ -137,6 +170,8 @@ def measure(
         out, err = b"".join(out_chunks), b"".join(err_chunks)
         wall = time.perf_counter() - started
         row: dict[str, float | str] = {"agents": agents, **trace_figures(trace_path)}
+        with contextlib.suppress(sqlite3.Error):
+            row.update(stepping_figures(trace_path, step_times(err.decode())))
         row["peak_rss_mb"] = round(peak_kb / 1024, 1)
         if finished:
             row.update(json.loads(out.decode().strip().splitlines()[-1]))
@@ -195,6 +230,8 @@ def print_row(label: str, row: dict[str, float | str]) -> None:
         f"{label:10s} {int(row['agents']):>9,} agents  {row.get('status', '')[:40]:40s} "
         f"wall {float(row.get('wall_seconds', 0)):8.1f} s  "
         f"{float(row.get('ms_per_interaction', 0)):7.3f} ms/inter  "
+        f"(init+step 0 {float(row.get('until_step0_seconds', 0)):7.1f} s, then "
+        f"{float(row.get('steps_ms_per_interaction', 0)):7.3f} ms/inter)  "
         f"peak {float(row.get('peak_rss_mb', 0)):8.1f} MB  "
         f"trace {float(row.get('trace_mb', 0)):8.1f} MB"
         f"  msg rows {int(row.get('message_rows', 0)):>10,}",

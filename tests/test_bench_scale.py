@@ -38,3 +38,12 @@ def test_smoke_run_reports_time_memory_and_trace(tmp_path: Path) -> None:
     assert row["train_interactions"] == row["interactions_done"] > 0
     assert row["ms_per_interaction"] > 0 and row["peak_rss_mb"] > 50
     assert row["trace_mb"] > 0 and row["message_rows"] > 0
+    # initialisation apart from the steps: the per-step cost is the wall after step 0 over the
+    # interactions of the later steps
+    assert 0 < row["until_step0_seconds"] < row["wall_seconds"]
+    assert row["steps_ms_per_interaction"] > 0
+
+
+def test_step_times_read_the_childs_progress_lines() -> None:
+    times = bench_scale.step_times("noise\nSTEP 0 1.500\nSTEP 1 2.25\nwarning: STEP x\nSTEP 2 3\n")
+    assert times == {0: 1.5, 1: 2.25, 2: 3.0}
