@@ -84,7 +84,13 @@ def test_without_filters_nothing_is_rejected(tmp_path: Path) -> None:
 def test_flush_triggers_keep_messages_buffered_until_they_fire(
     tmp_path: Path, flush_on: list[str]
 ) -> None:
-    _, db = run(tmp_path, f"flush-{flush_on[0]}", f"world.buffer.flush_on={flush_on}")
+    # a buffer small enough to fill in this small world, so "full" fires
+    _, db = run(
+        tmp_path,
+        f"flush-{flush_on[0]}",
+        f"world.buffer.flush_on={flush_on}",
+        "world.buffer.capacity=8",
+    )
     buffered = scalar(db, "SELECT count(*) FROM messages WHERE status = 'buffered'")
     waited = scalar(
         db, "SELECT count(*) FROM messages WHERE status != 'buffered' AND decided_step > step"

@@ -62,7 +62,9 @@ def test_a_version_7_trace_gains_the_reason_column_filled_in(tmp_path: Path) -> 
     SQLiteTraceStore(path).close()  # opening for writing migrates
     db = sqlite3.connect(path)
     assert "reason" in {r[1] for r in db.execute("PRAGMA table_info(optimizations)")}
-    assert db.execute("SELECT max(version) FROM schema_migrations").fetchone() == (8,)
+    assert db.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+        migrations.SCHEMA_VERSION,
+    )
     reasons = db.execute("SELECT reason FROM optimizations ORDER BY optimization_id").fetchall()
     db.close()
     assert reasons == [

@@ -102,7 +102,7 @@ class BufferSettings(Section):
         "order (one merge per message; capacity, flush_on and overflow are ignored). With "
         "filters.enabled: false this is the 'without buffer and filter' ablation.",
     )
-    capacity: int = Field(8, ge=1, description="Messages held before the buffer is full.")
+    capacity: int = Field(32, ge=1, description="Messages held before the buffer is full.")
     flush_on: FlushOn | None = Field(
         None,
         description="When a buffer is merged into the propagated profile: when full, just "
@@ -307,7 +307,7 @@ class PropagationSettings(Section):
         8, ge=1, description="Attributes per changed client that enter perception (largest change)."
     )
     router_ema: float = Field(
-        0.2, gt=0.0, le=1.0, description="Integration: weight of newly routed attributes."
+        0.1, gt=0.0, le=1.0, description="Integration: weight of newly routed attributes."
     )
     merge_damping: float = Field(
         0.3, gt=0.0, le=1.0, description="Reception: damping of accepted router attributes."
