@@ -67,6 +67,18 @@ def run_status(path: Path) -> tuple[str, int]:
     return (row[0], row[1]) if row else ("", -2)
 
 
+def stop_at(path: Path, stop_step: int, run: Scenario | None = None) -> None:
+    """Run ``run`` (the small scenario by default) until step ``stop_step`` is done, then stop
+    it as Ctrl-C would."""
+
+    def stop(step: int, total: int) -> None:
+        if step == stop_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(simulate(run or scenario(), trace_path=path, on_step=stop))
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
     path = tmp_path_factory.mktemp("reference") / "trace.sqlite"
@@ -76,13 +88,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]
 
 def test_stopped_run_resumes_to_the_same_trace(tmp_path: Path, reference: dict) -> None:
     path = tmp_path / "trace.sqlite"
-
-    def stop_at_step_5(step: int, total: int) -> None:
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_5))
+    stop_at(path, 5)
     assert run_status(path) == ("stopped", 5)
     result = asyncio.run(resume(path))
     assert run_status(path)[0] == "finished"
@@ -97,13 +103,7 @@ def test_checkpoint_in_parts_resumes_to_the_same_trace(
     # a 300k-agent world pickles to ~1 GB, SQLite's limit for one value: parts of 4 KB here
     monkeypatch.setattr(checkpoint, "PART_BYTES", 4096)
     path = tmp_path / "trace.sqlite"
-
-    def stop_at_step_5(step: int, total: int) -> None:
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_5))
+    stop_at(path, 5)
     db = sqlite3.connect(path)
     (step, fmt, state), *older = db.execute(
         "SELECT step, format, state FROM checkpoints"
@@ -124,13 +124,7 @@ def test_checkpoint_missing_a_part_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(checkpoint, "PART_BYTES", 4096)
     path = tmp_path / "trace.sqlite"
-
-    def stop_at_step_2(step: int, total: int) -> None:
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        asyncio.run(simulate(scenario(), trace_path=path, on_step=stop_at_step_2))
+    stop_at(path, 2)
     db = sqlite3.connect(path)
     db.execute("DELETE FROM checkpoint_parts WHERE part = 2")
     db.commit()
@@ -144,13 +138,8 @@ def test_sparse_checkpoints_repeat_steps_without_duplicating_rows(
 ) -> None:
     path = tmp_path / "trace.sqlite"
 
-    def stop_at_step_7(step: int, total: int) -> None:
-        if step == 7:
-            raise KeyboardInterrupt
-
     sparse = scenario(checkpoint_every=3)  # checkpoints after steps 2 and 5: step 6-7 run again
-    with pytest.raises(KeyboardInterrupt):
-        asyncio.run(simulate(sparse, trace_path=path, on_step=stop_at_step_7))
+    stop_at(path, 7, sparse)
     asyncio.run(resume(path))
     assert comparable(path) == reference
 
