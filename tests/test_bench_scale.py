@@ -47,3 +47,21 @@ def test_smoke_run_reports_time_memory_and_trace(tmp_path: Path) -> None:
 def test_step_times_read_the_childs_progress_lines() -> None:
     times = bench_scale.step_times("noise\nSTEP 0 1.500\nSTEP 1 2.25\nwarning: STEP x\nSTEP 2 3\n")
     assert times == {0: 1.5, 1: 2.25, 2: 3.0}
+
+
+def test_memory_profile_reports_per_agent_bytes_at_both_checkpoints(tmp_path: Path) -> None:
+    script = ROOT / "experiments" / "profile_scale.py"
+    command = [sys.executable, str(script), "--agents", "300", "--memory", "--top", "3"]
+    out = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
+    sections = [line for line in out.splitlines() if line.startswith("== ")]
+    assert sections[0].startswith("== after the build: ")
+    assert sections[-1].startswith("== after step")
+    per_agent = [int(s.split(", ")[1].split(" B")[0].replace(",", "")) for s in sections]
+    assert all(b > 0 for b in per_agent) and per_agent[-1] > per_agent[0]  # the run adds state
+    assert out.count(" MB ") >= 3 * len(sections)  # the top lines under each heading
