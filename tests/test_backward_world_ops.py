@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -249,3 +251,29 @@ def test_a_client_only_snapshot_leaves_routers_alone() -> None:
     snapshot.restore(world)
     assert user.propagated == {}
     assert world.routers["r:1"].tau == 0.9 and world.routers["r:1"].version == 2
+
+
+def test_world_pickles_without_derived_vectors_and_restores_them_bit_for_bit() -> None:
+    world = two_community_world()
+    changed = world.clients[3]
+    changed.original = {**changed.original, "genre:new": 0.7}  # grows the attribute space
+    world.refresh_client_vectors([changed.agent_id])
+    world.router_matrix()  # fills the router-vector cache
+    spare = world.space._matrix.shape[0] - len(world.space.names)
+    assert spare > 0  # the space grew by doubling: spare rows are not worth pickling
+
+    blob = pickle.dumps(world)
+    state = world.__getstate__()
+    assert state["client_vectors"] is None and "_router_vectors" not in state
+    assert state["space"].__getstate__()["_matrix"].shape[0] == len(world.space.names)
+    restored = pickle.loads(blob)
+
+    assert np.array_equal(restored.client_vectors, world.client_vectors)
+    assert restored.client_vectors.dtype == world.client_vectors.dtype
+    assert np.array_equal(restored.space.matrix, world.space.matrix)
+    ids, vectors = restored.router_matrix()
+    assert ids == world.router_matrix()[0] and np.array_equal(vectors, world.router_matrix()[1])
+    # the restored space grows as before
+    restored.space.attach(HashingEmbedder(64))
+    restored.space.add(["tag:later"])
+    assert restored.space.index["tag:later"] == len(world.space.names)

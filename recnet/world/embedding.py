@@ -85,9 +85,11 @@ class AttributeSpace:
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickle without the embedder (it may hold a network client); see ``attach``."""
+        """Pickle without the embedder (it may hold a network client; see ``attach``) and
+        without the matrix's spare rows (it grows by doubling)."""
         state = dict(self.__dict__)
         state["embedder"] = None
+        state["_matrix"] = self.matrix
         return state
 
     def attach(self, embedder: Embedder) -> None:

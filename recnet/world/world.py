@@ -51,6 +51,23 @@ class World:
         self._next_message_id = 0
         self._next_router_number = 0
 
+    # pickling (checkpoints) --------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without what the profiles determine: the client embeddings (a quarter of a
+        checkpoint at 30k agents, 1 GB at a million) and the router-vector cache."""
+        state = dict(self.__dict__)
+        state["client_vectors"] = None
+        state.pop("_router_vectors", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore, re-embedding the clients' original profiles: ``client_vectors`` always
+        equals ``space.embed_many`` of them (kept so by ``refresh_client_vectors``), bit for bit;
+        a checkpoint written before this method still carries its matrix."""
+        self.__dict__.update(state)
+        if self.client_vectors is None:
+            self.client_vectors = self.space.embed_many([agent.original for agent in self.clients])
+
     # clients -----------------------------------------------------------------------------------
     def add_clients(self, agents: Iterable[ClientAgent]) -> None:
         """Register clients and embed their original profiles."""
