@@ -221,6 +221,15 @@ class SQLiteTraceStore(BufferedTraceStore):
 
     def _write(self, batches: dict[str, list[Values]], marker: tuple[str, int] | None) -> None:
         with self._transaction() as conn:
+            if "checkpoints" in batches:
+                # keep only each run's newest checkpoint; deleted first, so that the new one
+                # reuses the old one's pages (a file never holds two: 0.7 GB at 300k agents)
+                for row in map(SPECS["checkpoints"].as_dict, batches["checkpoints"]):
+                    for name in ("checkpoints", "checkpoint_parts"):
+                        t = TABLES[name]
+                        conn.execute(
+                            delete(t).where(t.c.run_id == row["run_id"], t.c.step < row["step"])
+                        )
             # Rows are checked tuples in insert order: bind them straight to sqlite3, without
             # SQLAlchemy's per-row parameter processing (it held the GIL for most of a write).
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -229,13 +238,6 @@ class SQLiteTraceStore(BufferedTraceStore):
                     _insert(cursor, name, rows)
             finally:
                 cursor.close()
-            if "checkpoints" in batches:  # keep only each run's newest checkpoint
-                for row in map(SPECS["checkpoints"].as_dict, batches["checkpoints"]):
-                    for name in ("checkpoints", "checkpoint_parts"):
-                        t = TABLES[name]
-                        conn.execute(
-                            delete(t).where(t.c.run_id == row["run_id"], t.c.step < row["step"])
-                        )
             if marker is not None:
                 run_id, step = marker
                 runs = TABLES["runs"]
