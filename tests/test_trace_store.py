@@ -586,7 +586,6 @@ def test_only_the_newest_checkpoint_is_kept(store: TraceStore) -> None:
     assert store.read("checkpoints", "r1") == []
 
 
-
 def test_a_new_checkpoint_reuses_the_pages_of_the_one_it_replaces(tmp_path: Path) -> None:
     # a 300k-agent checkpoint is ~1 GB: a file must not hold the old and the new one at once
     size = 1 << 20
@@ -603,11 +602,14 @@ def test_a_new_checkpoint_reuses_the_pages_of_the_one_it_replaces(tmp_path: Path
             store.add("checkpoints", [row])
             store.commit_step("r1", step)
     db = sqlite3.connect(path)
-    pages, page_size = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+    pages, page_size = (
+        db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size")
+    )
     parts = db.execute("SELECT step, part FROM checkpoint_parts").fetchall()
     db.close()
     assert parts == [(3, 1)]
     assert pages * page_size < 3 * size  # one checkpoint (state + one part), not two
+
 
 # -- tuple rows and value checks (every store) ------------------------------------------------
 
