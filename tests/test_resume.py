@@ -97,6 +97,25 @@ def test_stopped_run_resumes_to_the_same_trace(tmp_path: Path, reference: dict) 
     assert result.metrics["recnet"]["ndcg@10"] in values
 
 
+def test_routers_written_on_a_cadence_resume_to_the_same_trace(tmp_path: Path) -> None:
+    # a checkpoint between two router writes carries which routers still wait to be written
+    cadenced = scenario(router_every=4)
+    whole = tmp_path / "whole.sqlite"
+    asyncio.run(simulate(cadenced, trace_path=whole))
+    path = tmp_path / "trace.sqlite"
+    stop_at(path, 5, cadenced)  # steps 3 and 7 write routers: step 5 stops between them
+    db = sqlite3.connect(path)
+    state, fmt = db.execute("SELECT state, format FROM checkpoints").fetchone()
+    db.close()
+    waiting = checkpoint.load(state, fmt).parts["forward"].dirty_routers
+    assert waiting and all(version > 1 for version in waiting.values())
+    asyncio.run(resume(path))
+    assert run_status(path)[0] == "finished"
+    resumed, expected = comparable(path), comparable(whole)
+    assert resumed == expected
+    assert {r[1] for r in expected["router_versions"] if r[-2] == "integrate"} == {3, 7, 11, 15, 17}
+
+
 def test_checkpoint_in_parts_resumes_to_the_same_trace(
     tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 from recnet.cli.app import app
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.runner import RunResult, simulate
-from recnet.trace.levels import AUTO_FULL_CLIENTS, MessageTrace, resolve_level
+from recnet.trace.levels import (
+    AUTO_FULL_CLIENTS,
+    MessageTrace,
+    resolve_level,
+    resolve_router_every,
+)
 
 BASE: dict[str, Any] = {
     "seed": 5,
@@ -109,3 +114,37 @@ def test_sample_is_seeded_and_close_to_its_share() -> None:
     assert kept == [i for i in ids if again.keep(i)]
     assert kept != [i for i in ids if other.keep(i)]
     assert abs(len(kept) / 200_000 - 0.05) < 0.005
+
+
+ROUTER_ROWS = (
+    "SELECT router_id, step, version, reason, attributes_json, n_members FROM router_versions "
+    "ORDER BY router_id, step"
+)
+
+
+def test_router_versions_on_a_cadence_keep_each_routers_newest_version(tmp_path: Path) -> None:
+    every, _, _ = run(tmp_path, "all")
+    cadenced, db_cadenced, _ = run(tmp_path, "aggregate", "trace.router_every=3")
+    assert every.metrics == cadenced.metrics  # a trace setting never changes the run
+    db_every = sqlite3.connect(tmp_path / "all.sqlite")
+    full = rows(db_every, ROUTER_ROWS)
+    kept = rows(db_cadenced, ROUTER_ROWS)
+    n_steps = rows(db_every, "SELECT count(*) FROM steps")[0][0]
+    integrate = [r for r in kept if r[3] == "integrate"]
+    assert integrate and len(kept) < len(full)
+    # integrate versions only at the cadence (and the last step), at most one per router and step
+    assert {r[1] for r in integrate} <= {s for s in range(n_steps) if (s + 1) % 3 == 0} | {
+        n_steps - 1
+    }
+    assert len({(r[0], r[1]) for r in integrate}) == len(integrate)
+    # every router's newest version is in both traces, with the same profile
+    newest = {r[0]: r[2:5] for r in full}
+    assert {r[0]: r[2:5] for r in kept} == newest
+    # the other reasons (initial versions here) are written as before
+    assert [r for r in kept if r[3] != "integrate"] == [r for r in full if r[3] != "integrate"]
+
+
+def test_router_cadence_follows_the_world_size() -> None:
+    assert resolve_router_every(0, AUTO_FULL_CLIENTS, 10) == 1
+    assert resolve_router_every(0, AUTO_FULL_CLIENTS + 1, 55) == 55
+    assert resolve_router_every(4, 10, 55) == 4

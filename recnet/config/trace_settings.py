@@ -53,3 +53,12 @@ class TraceSettings(Section):
         "values keep big runs' trace files small. 0 = auto: every 10 steps for worlds of at "
         "most 20,000 clients, else only at the last step.",
     )
+    router_every: int = Field(
+        0,
+        ge=0,
+        description="Write the new versions of routers that integrated changes every N steps "
+        "(and always at the last step; each router's version current then); router splits, "
+        "merges and backward-phase edits are always written. 0 = auto: every step for worlds of "
+        "at most 20,000 clients, else as profile_every (a router per 25 users, every step, was "
+        "a tenth of a 30k-agent trace).",
+    )

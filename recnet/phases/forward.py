@@ -70,6 +70,8 @@ class ForwardPhase:
         self.item_ids = list(world.items)
         self.max_count = 0
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
+        #: router → its integrate version not written yet; None = written at once (every step)
+        self.dirty_routers: dict[str, int] | None = None
         self.buffered: set[str] = set()  # clients with a non-empty buffer
         self.seq = 0  # position in the chronological training stream
         self.prequential = PrequentialEvaluator(ctx, self.item_ids, world.history)
@@ -87,12 +89,15 @@ class ForwardPhase:
             set(self.dirty_profiles),
             set(self.buffered),
             list(self.prequential_ranks),
+            dict(self.dirty_routers or {}),
         )
 
     def restore(self, state: ForwardState) -> None:
         self.seq, self.max_count = state.seq, state.max_count
         self.dirty_profiles, self.buffered = set(state.dirty_profiles), set(state.buffered)
         self.prequential_ranks = list(state.prequential_ranks)
+        if self.dirty_routers is not None:
+            self.dirty_routers = dict(getattr(state, "dirty_routers", {}))
 
     # 1. interaction update ------------------------------------------------------------------------
     async def interact(self, state: StepState) -> None:
@@ -229,8 +234,12 @@ class ForwardPhase:
             router.text = update.text
             router.version += 1
             state.updated_routers.append(router_id)
-            rows.append(router_version_row(ctx.run_id, state.step, router, world, "integrate"))
-        ctx.store.add("router_versions", rows)
+            if self.dirty_routers is None:
+                rows.append(router_version_row(ctx.run_id, state.step, router, world, "integrate"))
+            else:
+                self.dirty_routers[router_id] = router.version
+        if rows:
+            ctx.store.add("router_versions", rows)
 
     # 4. multicast ------------------------------------------------------------------------------
     def multicast(self, state: StepState) -> None:
@@ -462,6 +471,27 @@ class ForwardPhase:
                 rows.append(profile_row(self.ctx.run_id, agent, step, "propagated", "merge"))
         self.dirty_profiles.clear()
         return rows
+
+    def router_rows(self, step: int) -> list[dict[str, object]]:
+        """The newest integrate version of each router changed since the last call (routers
+        written on a cadence: ``trace.router_every`` > 1). Skipped: retired routers, and routers
+        whose version has moved on since (a split, merge or backward edit wrote its own row)."""
+        if not self.dirty_routers:
+            return []
+        world = self.world
+        changed = sorted(
+            (
+                router_id
+                for router_id, version in self.dirty_routers.items()
+                if router_id in world.routers and world.routers[router_id].version == version
+            ),
+            key=lambda r: int(r.split(":")[1]),
+        )
+        self.dirty_routers.clear()
+        return [
+            router_version_row(self.ctx.run_id, step, world.routers[r], world, "integrate")
+            for r in changed
+        ]
 
 
 def conflict_free_rounds(

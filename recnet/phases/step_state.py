@@ -48,3 +48,5 @@ class ForwardState:
     dirty_profiles: set[str]  # clients whose profile changed since last written
     buffered: set[str]  # clients with a non-empty buffer
     prequential_ranks: list[tuple[int, int]] = field(default_factory=list)  # (step, rank)
+    #: router → its integrate version not written yet (``trace.router_every``)
+    dirty_routers: dict[str, int] = field(default_factory=dict)

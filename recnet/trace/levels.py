@@ -16,7 +16,8 @@ to write the message's row and counts the message's fate per (router, status) fo
   ``sampled``: a small run keeps everything, a million-agent run's trace stays a few GB.
 
 The level in force is written to the run's ``runs.trace_messages`` column (``sampled 0.01``), so
-``recnet traces`` can say what a run did not record.
+``recnet traces`` can say what a run did not record. Profile and router versions follow cadences
+resolved here too (``trace.profile_every``, ``trace.router_every``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def resolve_profile_every(setting: int, n_clients: int, n_steps: int) -> int:
     if setting > 0:
         return setting
     return AUTO_PROFILE_EVERY if n_clients <= AUTO_FULL_CLIENTS else max(n_steps, 1)
+
+
+def resolve_router_every(setting: int, n_clients: int, profile_every: int) -> int:
+    """Steps between routers' integrate versions for ``trace.router_every`` = ``setting`` (0 =
+    auto: every step in small worlds, else the profile cadence ``profile_every``)."""
+    if setting > 0:
+        return setting
+    return 1 if n_clients <= AUTO_FULL_CLIENTS else profile_every
 
 
 def describe(level: MessageLevel, share: float) -> str:
