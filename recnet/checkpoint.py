@@ -15,6 +15,7 @@ you trust (pickle can run code); recnet never loads a checkpoint from anywhere e
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,30 @@ def stored_format(n_parts: int) -> str:
     return FORMAT if n_parts == 1 else f"{FORMAT};parts={n_parts}"
 
 
+class _PartReader(io.RawIOBase):
+    """A read-only file over ``parts`` in order (what ``pickle.load`` reads a checkpoint from)."""
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        self._parts = [memoryview(part) for part in parts]
+        self._index = 0
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        target = memoryview(buffer).cast("B")
+        while self._index < len(self._parts):
+            part = self._parts[self._index]
+            if self._offset < len(part):
+                n = min(len(target), len(part) - self._offset)
+                target[:n] = part[self._offset : self._offset + n]
+                self._offset += n
+                return n
+            self._index, self._offset = self._index + 1, 0
+        return 0
+
+
 def load(blob: bytes, fmt: str, more_parts: Sequence[bytes] = ()) -> Checkpoint:
     """Unpickle a checkpoint: ``blob`` is ``checkpoints.state``, ``more_parts`` its
     ``checkpoint_parts`` rows in part order (a format ending in ``;parts=N`` says how many)."""
@@ -126,7 +151,10 @@ def load(blob: bytes, fmt: str, more_parts: Sequence[bytes] = ()) -> Checkpoint:
             f"the checkpoint in this trace has {len(more_parts) + 1} of its {count or 1} parts",
             "start the run again",
         )
-    checkpoint = pickle.loads(b"".join([blob, *more_parts]) if more_parts else blob)
+    if more_parts:  # unpickled as a stream over the parts: never a joined copy of them all
+        checkpoint = pickle.load(io.BufferedReader(_PartReader([blob, *more_parts])))
+    else:
+        checkpoint = pickle.loads(blob)
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint
