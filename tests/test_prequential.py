@@ -192,3 +192,44 @@ def test_dry_run_prices_prequential_ranks_on_the_llm_cadence(tmp_path: Path) -> 
     assert rows["rank (prequential)"].prompt_tokens > 0
     scenario.evaluation.prequential.every = 0
     assert "rank (prequential)" not in {r.operation for r in estimate(scenario, result).operations}
+
+
+def test_scorer_keeps_no_replaced_profile_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a cached row is current while it holds the very maps it was built from; the rows of
+    # clients whose profiles were replaced are dropped, so they keep no old maps in memory
+    from recnet.world.world import World
+
+    evaluators: list[prequential.PrequentialEvaluator] = []
+    clients: dict[str, ClientAgent] = {}
+    evaluator_init, add_clients = prequential.PrequentialEvaluator.__init__, World.add_clients
+
+    def remember_evaluator(self: prequential.PrequentialEvaluator, *args: Any, **kw: Any) -> None:
+        evaluator_init(self, *args, **kw)
+        evaluators.append(self)
+
+    def remember_clients(self: World, agents: Any) -> None:
+        agents = list(agents)
+        clients.update((agent.agent_id, agent) for agent in agents)
+        add_clients(self, agents)
+
+    monkeypatch.setattr(prequential.PrequentialEvaluator, "__init__", remember_evaluator)
+    monkeypatch.setattr(World, "add_clients", remember_clients)
+    cached, stale = [], []
+
+    def after_step(step: int, total: int) -> None:
+        rows = evaluators[-1].scorer._rows
+        cached.append(len(rows))
+        stale.append(
+            sum(
+                original is not clients[agent_id].original
+                or propagated is not clients[agent_id].propagated
+                for agent_id, (original, propagated, _, _) in rows.items()
+            )
+        )
+
+    scenario = validate_scenario(apply_overrides(BASE, []))
+    asyncio.run(simulate(scenario, trace_path=tmp_path / "t.sqlite", on_step=after_step))
+    assert len(cached) > 3 and max(cached) > 10  # rows are cached between steps
+    assert stale == [0] * len(stale)

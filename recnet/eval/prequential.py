@@ -20,7 +20,7 @@ The offline brain's score (cosine of effective profiles + popularity prior, see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +78,14 @@ class SparseProfileScorer:
         self.popularity_weight = popularity_weight
         self.index: dict[str, int] = {}
         self._rows: dict[str, tuple[Weights, Weights, np.ndarray, np.ndarray]] = {}
+
+    def forget(self, agent_ids: Iterable[str]) -> None:
+        """Drop the rows of clients whose profile was just replaced. A row holds the maps it was
+        built from (their identity is what says it is current), so a stale row would keep a
+        client's old profile alive: 3.5 KB per agent at the end of a 10k-agent run."""
+        rows = self._rows
+        for agent_id in agent_ids:
+            rows.pop(agent_id, None)
 
     def row(self, agent: ClientAgent) -> tuple[np.ndarray, np.ndarray]:
         cached = self._rows.get(agent.agent_id)

@@ -177,6 +177,7 @@ class ForwardPhase:
         world.refresh_client_vectors(before)
         world.update_memberships(before)
         self.dirty_profiles.update(before)
+        self.prequential.scorer.forget(before)
 
     async def flush_before_act(self, state: StepState, clients: Sequence[ClientAgent]) -> None:
         """Merge the buffers of ``clients`` that are about to act (choose, be judged as a
@@ -429,6 +430,7 @@ class ForwardPhase:
                 client.propagated = outcome.propagated.weights
                 client.propagated_text = outcome.propagated.text
                 self.dirty_profiles.add(client.agent_id)
+                self.prequential.scorer.forget((client.agent_id,))
         if rows:
             ctx.store.add("messages", rows)
 
