@@ -108,6 +108,8 @@ class AttributeSpace:
         new = [a for a in dict.fromkeys(attributes) if a not in self.index]
         if not new:
             return
+        if self.embedder is None:  # a checkpoint's space before ``attach``
+            raise RuntimeError(f"attribute space has no embedder to embed {new[0]!r}: attach one")
         vectors = self.embedder.embed(new)
         start = len(self.names)
         needed = start + len(new)
