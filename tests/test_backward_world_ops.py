@@ -273,7 +273,9 @@ def test_world_pickles_without_derived_vectors_and_restores_them_bit_for_bit() -
     assert np.array_equal(restored.space.matrix, world.space.matrix)
     ids, vectors = restored.router_matrix()
     assert ids == world.router_matrix()[0] and np.array_equal(vectors, world.router_matrix()[1])
-    # the restored space grows as before
+    # the restored space grows as before, once it has its embedder back
+    with pytest.raises(RuntimeError, match="attach"):
+        restored.space.add(["tag:later"])
     restored.space.attach(HashingEmbedder(64))
     restored.space.add(["tag:later"])
     assert restored.space.index["tag:later"] == len(world.space.names)
