@@ -40,12 +40,12 @@ from recnet.phases.forward import (
 )
 from recnet.phases.initialise import initialise_world as initialise_world
 from recnet.phases.loop import PhaseLoop
+from recnet.phases.version_cadence import VersionCadence
 from recnet.prepare import Prepared, build_embedder, prepare
 from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
-from recnet.trace.levels import resolve_profile_every, resolve_router_every
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
@@ -370,10 +370,8 @@ def build_loop(
     """
     forward = ForwardPhase(ctx, world)
     n_steps = len(prepared.batches)
-    every = resolve_profile_every(ctx.scenario.trace.profile_every, len(world.clients), n_steps)
-    router_every = resolve_router_every(ctx.scenario.trace.router_every, len(world.clients), every)
-    if router_every > 1:  # integrate versions wait for the cadence (before a checkpoint restores)
-        forward.dirty_routers = {}
+    versions = VersionCadence.resolve(ctx.scenario.trace, len(world.clients), n_steps)
+    versions.bind(forward)
     ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
     backward = make_backward_hook(ctx, world, prepared, forward)
     parts: dict[str, Checkpointed] = {"brain": ctx.brain, "forward": forward}
@@ -390,10 +388,8 @@ def build_loop(
         if forward.message_trace.counting:
             store.add("message_counts", forward.message_trace.count_rows(ctx.run_id, state.step))
         last = state.step == n_steps - 1
-        if ctx.scenario.trace.profiles == "changed" and (last or (state.step + 1) % every == 0):
-            store.add("profile_versions", forward.profile_rows(state.step))
-        if forward.dirty_routers is not None and (last or (state.step + 1) % router_every == 0):
-            store.add("router_versions", forward.router_rows(state.step))
+        for table, rows in versions.due(forward, state.step).items():
+            store.add(table, rows)
         world.step = state.step
         if last or (state.step + 1) % checkpoint_every == 0:
             add_checkpoint(ctx, world, state.step, parts)

@@ -32,7 +32,7 @@ from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, su
 from recnet.phases.step_state import ForwardState, StepState
 from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.levels import MessageTrace
-from recnet.trace.records import message_row, profile_row, router_version_row
+from recnet.trace.records import message_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
 from recnet.world.formulas import popularity_prior
@@ -461,39 +461,6 @@ class ForwardPhase:
             "started_at": state.started_at,
             "finished_at": finished_at,
         }
-
-    def profile_rows(self, step: int) -> list[dict[str, object]]:
-        """Profile versions of every client changed since the last call (then forgets them)."""
-        rows: list[dict[str, object]] = []
-        world = self.world
-        for agent_id in sorted(self.dirty_profiles, key=world.client_position.__getitem__):
-            agent = world.client(agent_id)
-            rows.append(profile_row(self.ctx.run_id, agent, step, "original", "interact"))
-            if agent.propagated:
-                rows.append(profile_row(self.ctx.run_id, agent, step, "propagated", "merge"))
-        self.dirty_profiles.clear()
-        return rows
-
-    def router_rows(self, step: int) -> list[dict[str, object]]:
-        """The newest integrate version of each router changed since the last call (routers
-        written on a cadence: ``trace.router_every`` > 1). Skipped: retired routers, and routers
-        whose version has moved on since (a split, merge or backward edit wrote its own row)."""
-        if not self.dirty_routers:
-            return []
-        world = self.world
-        changed = sorted(
-            (
-                router_id
-                for router_id, version in self.dirty_routers.items()
-                if router_id in world.routers and world.routers[router_id].version == version
-            ),
-            key=lambda r: int(r.split(":")[1]),
-        )
-        self.dirty_routers.clear()
-        return [
-            router_version_row(self.ctx.run_id, step, world.routers[r], world, "integrate")
-            for r in changed
-        ]
 
 
 def conflict_free_rounds(
