@@ -97,7 +97,7 @@ class Fault:
     kind: FaultKind
     retry_after: str | None = None  # rate_limit: Retry-After header value (seconds or HTTP date)
     header: RetryAfterHeader | None = None  # rate_limit: which header carries it (None: default)
-    seconds: float = 0.0  # delay: how long to stall before answering normally
+    seconds: float = 0.0  # delay: how long to stall before sending the (normal) answer
     status: int = 500  # status: the HTTP status to return
     text: str = "this is not JSON at all"  # malformed: the answer's content
     message: str = "injected failure"  # server_error/status: the error message in the body
@@ -254,9 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if state.latency:
             time.sleep(state.latency)
+        stall = 0.0
         if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
-            fault = None
+            # answered when it arrives, sent after the stall: a client that gives up meanwhile
+            # must not have the responder count (and spend its planned answer faults on) a
+            # request it never reads, which under load once cost a test one expected repair
+            stall, fault = fault.seconds, None
         if fault is not None and fault.kind == "rate_limit":
             header = fault.header or (
                 "llm_provider-retry-after" if state.litellm_headers else "Retry-After"
@@ -290,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # a responder bug becomes a visible 500, not a hang
                 self._send_json(500, _error_body(f"responder failed: {exc!r}", "server_error"))
                 return
+        if stall:
+            time.sleep(stall)
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
         tokens_in = max(1, prompt_chars // 4)
         tokens_out = max(1, len(text) // 4)
