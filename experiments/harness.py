@@ -70,6 +70,12 @@ class Variant:
 
 AGENT_VARIANTS: tuple[Variant, ...] = (
     Variant("recnet-full", "RecNet (full)", "agent", ("backward.enabled=true",)),
+    Variant(
+        "recnet-no-gate",
+        "RecNet (full), validation gate off",
+        "agent",
+        ("backward.enabled=true", "backward.epsilon=1.0"),  # NDCG never falls by more than 1
+    ),
     Variant("recnet-no-backward", "RecNet w/o backward", "agent"),
     Variant(
         "no-buffer-filter",

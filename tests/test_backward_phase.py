@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from html import escape
 from pathlib import Path
 
@@ -443,3 +444,31 @@ def test_the_backward_phase_is_deterministic(tmp_path: Path, backward_run: RunRe
 
     for table in ("gradients", "optimizations", "router_operations"):
         assert rows(again, table) == rows(backward_run, table)
+
+
+def test_with_rollback_z_only_a_fall_beyond_noise_is_rolled_back(
+    backward_run: RunResult, tmp_path: Path
+) -> None:
+    # The same run with backward.rollback_z: a batch whose validation NDCG@10 falls by more than
+    # epsilon is judged by how many standard errors of the paired per-user change the fall is.
+    z = 1.645
+    scenario = synthetic(tmp_path, split_spread=0.3, merge_similarity=0.9, rollback_z=z)
+    result = asyncio.run(simulate(scenario))
+    with SQLiteTraceStore(result.trace_path, read_only=True) as store:
+        rows = store.read("optimizations", result.run_id)
+    with SQLiteTraceStore(backward_run.trace_path, read_only=True) as store:
+        plain = store.read("optimizations", backward_run.run_id)
+    judged = [r for r in rows if r["valid_before"] - r["valid_after"] > 0.005]
+    assert judged, "no batch fell by more than epsilon"
+    for r in judged:
+        match = re.search(r", ([0-9.]+|inf) standard errors (<=|>) z 1.645\)$", r["reason"])
+        assert match, r["reason"]
+        errors, sign = float(match.group(1)), match.group(2)
+        assert (r["status"] == "rolled_back") == (errors > z) == (sign == ">")
+    assert all("standard errors" not in r["reason"] for r in rows if r not in judged)
+    # until the first batch that fell by more than epsilon, both runs made the same edits
+    first = min(r["optimization_id"] for r in judged)
+    same = ("step", "target_id", "operation", "valid_before", "valid_after")
+    assert [[r[k] for k in same] for r in rows if r["optimization_id"] <= first] == [
+        [r[k] for k in same] for r in plain if r["optimization_id"] <= first
+    ]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
+import statistics
 from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from recnet.phases.backward.safeguard import paired_standard_error
 from recnet.trace import migrations, schema
 from recnet.trace.records import validation_reason
 from recnet.trace.sqlite_store import SQLiteTraceStore
@@ -21,6 +24,26 @@ def test_the_reason_names_the_change_and_the_epsilon() -> None:
     assert validation_reason(True, 0.63, 0.625, 0.01) == (
         "kept: valid NDCG@10 fell 0.6300 -> 0.6250 (within epsilon 0.01)"
     )
+
+
+def test_with_rollback_z_the_reason_says_how_many_standard_errors_the_fall_was() -> None:
+    assert validation_reason(False, 0.63, 0.58, 0.01, standard_errors=2.5, z=1.645) == (
+        "rolled back: valid NDCG@10 fell 0.6300 -> 0.5800 (> epsilon 0.01, 2.50 standard errors "
+        "> z 1.645)"
+    )
+    assert validation_reason(True, 0.63, 0.58, 0.01, standard_errors=1.2, z=1.645) == (
+        "kept: valid NDCG@10 fell 0.6300 -> 0.5800 (> epsilon 0.01, 1.20 standard errors "
+        "<= z 1.645)"
+    )
+
+
+def test_the_paired_standard_error_counts_the_users_that_did_not_change() -> None:
+    changes = [-0.3, 0.1, -0.2]
+    everyone = [*changes, 0.0, 0.0, 0.0, 0.0]
+    expected = statistics.stdev(everyone) / math.sqrt(len(everyone))
+    assert math.isclose(paired_standard_error(changes, len(everyone)), expected)
+    assert paired_standard_error([0.0, 0.0], 5) == 0.0
+    assert paired_standard_error([-0.1], 1) == 0.0  # one user: no spread to measure
 
 
 def _version_7_trace(path: Path) -> None:

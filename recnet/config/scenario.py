@@ -344,6 +344,13 @@ class BackwardSettings(Section):
     epsilon: float = Field(
         0.005, ge=0.0, description="Roll an optimisation back if validation NDCG drops more."
     )
+    rollback_z: float = Field(
+        0.0,
+        ge=0.0,
+        description="Roll back only when the fall also exceeds this many standard errors of the "
+        "paired per-user change of validation NDCG@10 (1.645 = a one-sided 95 % test; 0 = the "
+        "fall alone decides).",
+    )
     max_calls: int | None = Field(
         None,
         ge=0,

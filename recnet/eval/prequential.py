@@ -208,7 +208,10 @@ class PrequentialEvaluator:
             seq = first_seq + offset
             if seq % self.every:
                 continue
-            seen = self._seen_positions(user.agent_id) | {self.item_position[positive.agent_id]}
+            seen = self._seen_positions(user.agent_id)
+            true_item = self.item_position[positive.agent_id]
+            if true_item not in seen:  # the history holds every split, so only a foreign stream
+                seen = seen | {true_item}  # copies (a long history costs per copy)
             negatives = sample_unseen(rng, len(self.item_ids), seen, self.settings.n_negatives)
             true_position = int(rng.integers(len(negatives) + 1))
             candidates = [items[self.item_ids[p]] for p in negatives]

@@ -210,15 +210,30 @@ def gradient_row(run_id: str, g: Gradient) -> Row:
     }
 
 
-def validation_reason(kept: bool, before: float, after: float, epsilon: float) -> str:
+def validation_reason(
+    kept: bool,
+    before: float,
+    after: float,
+    epsilon: float,
+    *,
+    standard_errors: float | None = None,
+    z: float = 0.0,
+) -> str:
     """Why the backward phase's safeguard kept or rolled back a batch, in words.
 
-    ``kept: valid NDCG@10 0.6100 -> 0.6300``; a kept fall says it was within epsilon; a
-    rollback names the fall and the epsilon it exceeded.
+    ``kept: valid NDCG@10 0.6100 -> 0.6300``; a kept fall says it was within epsilon (or, with
+    ``backward.rollback_z``, within noise); a rollback names the fall and the epsilon it exceeded
+    (and how many standard errors it was).
     """
     change = f"{before:.4f} -> {after:.4f}"
+    tested = (
+        f", {standard_errors:.2f} standard errors {'<=' if kept else '>'} z {z:g}"
+        if standard_errors is not None
+        else ""
+    )
     if not kept:
-        return f"rolled back: valid NDCG@10 fell {change} (> epsilon {epsilon:g})"
+        return f"rolled back: valid NDCG@10 fell {change} (> epsilon {epsilon:g}{tested})"
     if after < before:
-        return f"kept: valid NDCG@10 fell {change} (within epsilon {epsilon:g})"
+        within = f"> epsilon {epsilon:g}{tested}" if tested else f"within epsilon {epsilon:g}"
+        return f"kept: valid NDCG@10 fell {change} ({within})"
     return f"kept: valid NDCG@10 {change}"

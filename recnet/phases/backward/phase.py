@@ -53,7 +53,7 @@ from recnet.critic.base import ClientJob, Critic, Gradient, RouterJob
 from recnet.data.types import Interaction
 from recnet.eval.protocol import CandidateSet, Split
 from recnet.phases.backward.plans import Planned, Planner
-from recnet.phases.backward.safeguard import Safeguard
+from recnet.phases.backward.safeguard import Safeguard, Verdict
 from recnet.phases.forward import ForwardPhase, StepState
 from recnet.registry import CRITICS
 from recnet.trace.records import gradient_row, validation_reason
@@ -424,23 +424,21 @@ class BackwardPhase:
         """Apply ``planned`` together through the safeguard; record what became of it."""
         if not planned:
             return
-        planned, kept, valid_before, valid_after = await self.safeguard.apply(step, planned)
+        planned, verdict = await self.safeguard.apply(step, planned)
         if planned:
-            self._record(step, planned, kept, valid_before, valid_after, stats)
+            self._record(step, planned, verdict, stats)
 
     def _record(
-        self,
-        step: int,
-        planned: list[Planned],
-        kept: bool,
-        valid_before: float,
-        valid_after: float,
-        stats: RoundStats,
+        self, step: int, planned: list[Planned], verdict: Verdict, stats: RoundStats
     ) -> None:
         batch = self.next_batch
         self.next_batch += 1
-        epsilon = self.ctx.scenario.backward.epsilon
-        reason = validation_reason(kept, valid_before, valid_after, epsilon)
+        settings = self.ctx.scenario.backward
+        kept, valid_before, valid_after = verdict.kept, verdict.valid_before, verdict.valid_after
+        reason = validation_reason(
+            kept, valid_before, valid_after, settings.epsilon,
+            standard_errors=verdict.standard_errors, z=settings.rollback_z,
+        )  # fmt: skip
         rows = []
         for p in planned:
             p.optimization_id = self.next_optimization

@@ -3,16 +3,20 @@
 Pipeline position: backward phase step 3, after planning (``recnet.phases.backward.plans``).
 Before a batch is applied the touched state is captured (``WorldSnapshot``); after it, validation
 NDCG@10 on the validation candidates is recomputed and the batch is rolled back exactly when it
-dropped by more than ``backward.epsilon``. Filter rules and routers act through future
-propagation, so validation *probes* it: the touched routers multicast once and the touched clients
-re-merge their recent messages (nothing kept), before and after the change, and the two probed
-states are compared. Validation scores with the offline formula and probes with the offline merge
-whatever the brain and critic, so it costs no LLM calls (a proxy for an LLM's own ranking).
+dropped by more than ``backward.epsilon`` (and, with ``backward.rollback_z``, by more than that
+many standard errors of the paired per-user change: a fall that noise explains is kept). Filter
+rules and routers act through future propagation, so validation *probes* it: the touched routers
+multicast once and the touched clients re-merge their recent messages (nothing kept), before and
+after the change, and the two probed states are compared. Validation scores with the offline
+formula and probes with the offline merge whatever the brain and critic, so it costs no LLM calls
+(a proxy for an LLM's own ranking).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from recnet.brain.base import MergeTask
 from recnet.brain.credit import ContributionLog, OfflineScorer, ProfileIndex, Side, SparseProfile
@@ -31,6 +35,17 @@ from recnet.world.world import World
 NDCG_K = 10
 
 
+@dataclass(slots=True)
+class Verdict:
+    """The safeguard's decision on one batch, with the validation NDCG@10 it rests on."""
+
+    kept: bool
+    valid_before: float
+    valid_after: float
+    #: the fall in standard errors of the paired per-user change (only with ``rollback_z``)
+    standard_errors: float | None = None
+
+
 class Safeguard:
     """Validation NDCG@10 of a batch of edits, with probes and exact rollback."""
 
@@ -46,6 +61,7 @@ class Safeguard:
         scenario = ctx.scenario
         self.ctx, self.world, self.forward, self.log = ctx, world, forward, log
         self.epsilon = scenario.backward.epsilon
+        self.rollback_z = scenario.backward.rollback_z
         self.scorer = OfflineScorer(
             scenario.interaction.propagated_weight, scenario.interaction.popularity_weight
         )
@@ -66,13 +82,11 @@ class Safeguard:
         """The forward step changed profiles: recompute the base gains when next needed."""
         self.base = None
 
-    async def apply(
-        self, step: int, planned: list[Planned]
-    ) -> tuple[list[Planned], bool, float, float]:
-        """Apply ``planned`` together; keep it unless validation NDCG drops by > epsilon.
+    async def apply(self, step: int, planned: list[Planned]) -> tuple[list[Planned], Verdict]:
+        """Apply ``planned`` together; keep it unless validation NDCG drops by > epsilon (and,
+        with ``backward.rollback_z``, by more than that many standard errors).
 
-        Returns the edits that changed something, whether they were kept, and validation NDCG@10
-        before and after."""
+        Returns the edits that changed something and the verdict on them."""
         world = self.world
         clients = {p.target_id for p in planned if p.module != "router"}
         probed = {p.target_id for p in planned if p.module == "filter_memory"}
@@ -89,7 +103,7 @@ class Safeguard:
             p.after = p.apply()
         planned = [p for p in planned if not p.after.get("unchanged")]  # e.g. a refused split
         if not planned:
-            return [], True, 0.0, 0.0
+            return [], Verdict(True, 0.0, 0.0)
         after_routers = {r for p in planned for r in p.after if r in world.routers}
         probe_after = await self.probe(step, after_routers, probed)
         users = self.affected(set(before_profiles) | set(probe_after))
@@ -99,13 +113,21 @@ class Safeguard:
         total = sum(base.values()) - sum(base[u] for u in users)
         valid_before = (total + sum(before.values())) / n
         valid_after = (total + sum(after.values())) / n
-        kept = valid_after >= valid_before - self.epsilon
+        verdict = Verdict(True, valid_before, valid_after)
+        if valid_before - valid_after > self.epsilon:
+            verdict.kept = False
+            if self.rollback_z > 0.0:
+                error = paired_standard_error([after[u] - before[u] for u in users], n)
+                fall = valid_before - valid_after
+                verdict.standard_errors = fall / error if error else math.inf
+                verdict.kept = verdict.standard_errors <= self.rollback_z
+        kept = verdict.kept
         if kept:
             rewritten = self.affected(p.target_id for p in planned if p.module != "router")
             base.update(await self.gains(rewritten, {}))
         else:
             snapshot.restore(world, reuse_router_ids=False)  # rolled-back ids are never reused
-        return planned, kept, valid_before, valid_after
+        return planned, verdict
 
     def affected(self, clients: Iterable[str]) -> list[str]:
         """Validation users whose ranking depends on any of ``clients``' profiles."""
@@ -211,3 +233,13 @@ class Safeguard:
 
 def _number(router_id: str) -> int:
     return int(router_id.split(":")[1])
+
+
+def paired_standard_error(changes: list[float], n: int) -> float:
+    """Standard error of the mean per-user change of validation NDCG@10, over ``n`` validation
+    users of which only those in ``changes`` changed (the others changed by 0)."""
+    if n < 2:
+        return 0.0
+    mean = sum(changes) / n
+    variance = (sum(c * c for c in changes) - n * mean * mean) / (n - 1)
+    return math.sqrt(max(variance, 0.0) / n)
