@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from recnet.context import RunContext, utc_now
 from recnet.errors import BudgetExceeded, RecnetError, RunFailed
+from recnet.exec.threads import blas_threads
 
 T = TypeVar("T")
 
@@ -70,10 +71,12 @@ def write_log(trace_path: Path, ctx: RunContext, text: str) -> Path:
 
 
 async def supervised(ctx: RunContext, trace_path: Path, body: Callable[[], Awaitable[T]]) -> T:
-    """Run ``body``; record how the run ended (finished, stopped, failed) and close everything,
-    releasing the trace's lease (``ctx.lease``)."""
+    """Run ``body`` (under the scenario's BLAS thread limit, ``recnet.exec.threads``); record how
+    the run ended (finished, stopped, failed) and close everything, releasing the trace's lease
+    (``ctx.lease``)."""
     try:
-        result = await body()
+        with blas_threads(ctx.scenario.executor.blas_threads):
+            result = await body()
         mark_finished(ctx)
         return result
     except BaseException as exc:

@@ -36,6 +36,14 @@ class ExecutorSettings(Section):
         ge=1,
         description="With kind=ray: tasks per batch of work (unset = the cluster's CPU count).",
     )
+    blas_threads: int | None = Field(
+        1,
+        ge=1,
+        description="Threads numpy's BLAS may use in this process while the run is open. The "
+        "simulation's matrix products are small, so 1 (the default) saves the CPU a thread pool "
+        "spins away and runs faster, most of all beside another run; null = the library's default "
+        "(one per core). Results are the same.",
+    )
     min_items: int = Field(
         256,
         ge=1,
