@@ -42,7 +42,8 @@ class ExecutorSettings(Section):
         description="Threads numpy's BLAS may use in this process while the run is open. The "
         "simulation's matrix products are small, so 1 (the default) saves the CPU a thread pool "
         "spins away and runs faster, most of all beside another run; null = the library's default "
-        "(one per core). Results are the same.",
+        "(one per core), which is 5 % faster for one run alone at 30k agents. Results are the "
+        "same.",
     )
     min_items: int = Field(
         256,
