@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from recnet.brain.base import Brain
 from recnet.config.scenario import Scenario
+from recnet.exec.threads import BlasThreads
 from recnet.rng import SeedTree
 from recnet.trace.lease import TraceLease
 from recnet.trace.store import TraceStore
@@ -34,6 +35,7 @@ class RunContext:
     stats: dict[str, int] = field(default_factory=dict)
     prequential: object | None = None  # recnet.eval.prequential.PrequentialSummary, at the end
     lease: TraceLease | None = None  # the trace's writer lease, released when the run closes
+    blas: BlasThreads | None = None  # the BLAS thread limit while the run is open
     step: int = -1  # where the run is (the phase loop updates both; error lines name them)
     phase: str = "initialise"
 

@@ -368,6 +368,8 @@ def build_loop(
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
     """
+    if ctx.blas is not None:
+        ctx.blas.fit(len(world.clients))
     forward = ForwardPhase(ctx, world)
     n_steps = len(prepared.batches)
     versions = VersionCadence.resolve(ctx.scenario.trace, len(world.clients), n_steps)

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from recnet.context import RunContext, utc_now
 from recnet.errors import BudgetExceeded, RecnetError, RunFailed
-from recnet.exec.threads import blas_threads
+from recnet.exec.threads import BlasThreads
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ async def supervised(ctx: RunContext, trace_path: Path, body: Callable[[], Await
     the run ended (finished, stopped, failed) and close everything, releasing the trace's lease
     (``ctx.lease``)."""
     try:
-        with blas_threads(ctx.scenario.executor.blas_threads):
+        with BlasThreads(ctx.scenario.executor.blas_threads) as ctx.blas:
             result = await body()
         mark_finished(ctx)
         return result

@@ -11,6 +11,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from recnet.config.scenario import Scenario
+from recnet.exec.threads import AUTO_MAX_CLIENTS, BlasThreads
 from recnet.runner import simulate
 
 
@@ -18,7 +19,7 @@ def blas_threads_now() -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def tiny(tmp_path: Path, limit: int | None) -> Scenario:
+def tiny(tmp_path: Path, limit: int | str | None) -> Scenario:
     return Scenario.model_validate(
         {
             "name": "blas",
@@ -34,9 +35,9 @@ def tiny(tmp_path: Path, limit: int | None) -> Scenario:
     )
 
 
-@pytest.mark.parametrize("limit", [1, 3, None])
+@pytest.mark.parametrize("limit", [1, 3, None, "auto"])
 def test_the_run_uses_the_scenarios_blas_thread_limit_and_gives_it_back(
-    tmp_path: Path, limit: int | None
+    tmp_path: Path, limit: int | str | None
 ) -> None:
     before = blas_threads_now()
     assert before, "numpy's BLAS is not visible to threadpoolctl"
@@ -45,7 +46,8 @@ def test_the_run_uses_the_scenarios_blas_thread_limit_and_gives_it_back(
         simulate(tiny(tmp_path, limit), on_step=lambda done, total: seen.append(blas_threads_now()))
     )
     assert result.n_steps > 0 and len(seen) == result.n_steps
-    expected = before if limit is None else [limit] * len(before)
+    # auto: this 60-client world is small, so its steps run BLAS on one thread
+    expected = before if limit is None else [1 if limit == "auto" else limit] * len(before)
     assert all(threads == expected for threads in seen)
     assert blas_threads_now() == before
 
@@ -56,3 +58,29 @@ def test_the_same_seed_gives_the_same_metrics_whatever_the_limit(tmp_path: Path)
     assert one.metrics == default.metrics
     assert one.prequential is not None and default.prequential is not None
     assert one.prequential.overall == default.prequential.overall
+
+
+def test_auto_limits_small_worlds_only_and_a_number_applies_at_once() -> None:
+    before = blas_threads_now()
+    with BlasThreads("auto") as blas:
+        assert blas_threads_now() == before and blas.limit is None  # no world yet
+        blas.fit(AUTO_MAX_CLIENTS)
+        assert blas_threads_now() == before and blas.limit is None  # a large world keeps the pool
+    with BlasThreads("auto") as blas:
+        blas.fit(AUTO_MAX_CLIENTS - 1)
+        assert blas_threads_now() == [1] * len(before) and blas.limit == 1
+    assert blas_threads_now() == before
+    with BlasThreads(3) as blas:
+        assert blas_threads_now() == [3] * len(before) and blas.limit == 3
+        blas.fit(10)  # a number is not refined by the world's size
+        assert blas_threads_now() == [3] * len(before)
+    assert blas_threads_now() == before
+
+
+def test_the_scenario_accepts_auto_a_number_or_null_and_says_what_else(tmp_path: Path) -> None:
+    for value in ("auto", 2, None):
+        assert tiny(tmp_path, value).executor.blas_threads == value
+    with pytest.raises(ValueError, match="blas_threads"):
+        tiny(tmp_path, 0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        tiny(tmp_path, "many")
