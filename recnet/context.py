@@ -35,7 +35,8 @@ class RunContext:
     stats: dict[str, int] = field(default_factory=dict)
     prequential: object | None = None  # recnet.eval.prequential.PrequentialSummary, at the end
     lease: TraceLease | None = None  # the trace's writer lease, released when the run closes
-    blas: BlasThreads | None = None  # the BLAS thread limit while the run is open
+    #: the BLAS thread limit while the run is open (``recnet.supervisor`` sets the scenario's)
+    blas: BlasThreads = field(default_factory=lambda: BlasThreads(None))
     step: int = -1  # where the run is (the phase loop updates both; error lines name them)
     phase: str = "initialise"
 

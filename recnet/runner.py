@@ -368,8 +368,7 @@ def build_loop(
     Evaluation rows are recorded at step ``n_steps`` (one past the last forward step), so a run
     killed while evaluating is resumed without duplicate rows.
     """
-    if ctx.blas is not None:
-        ctx.blas.fit(len(world.clients))
+    ctx.blas.fit(len(world.clients))  # executor.blas_threads: auto decides by the world's size
     forward = ForwardPhase(ctx, world)
     n_steps = len(prepared.batches)
     versions = VersionCadence.resolve(ctx.scenario.trace, len(world.clients), n_steps)

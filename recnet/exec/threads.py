@@ -29,24 +29,23 @@ class BlasThreads:
 
     def __init__(self, setting: int | Literal["auto"] | None) -> None:
         self.setting = setting
+        #: the thread limit in force (None = the library's own)
+        self.limit: int | None = None
         self._limiter: threadpool_limits | None = None
-
-    @property
-    def limit(self) -> int | None:
-        """The thread limit in force (None = the library's own)."""
-        if self._limiter is None:
-            return None
-        return 1 if self.setting == "auto" else self.setting  # type: ignore[return-value]
 
     def __enter__(self) -> BlasThreads:
         if isinstance(self.setting, int):
-            self._limiter = threadpool_limits(limits=self.setting, user_api="blas")
+            self._apply(self.setting)
         return self
 
     def fit(self, n_clients: int) -> None:
         """With ``auto``: one thread when the world has fewer than ``AUTO_MAX_CLIENTS`` clients."""
-        if self.setting == "auto" and self._limiter is None and n_clients < AUTO_MAX_CLIENTS:
-            self._limiter = threadpool_limits(limits=1, user_api="blas")
+        if self.setting == "auto" and self.limit is None and n_clients < AUTO_MAX_CLIENTS:
+            self._apply(1)
+
+    def _apply(self, limit: int) -> None:
+        self._limiter = threadpool_limits(limits=limit, user_api="blas")
+        self.limit = limit
 
     def __exit__(
         self,
@@ -56,4 +55,4 @@ class BlasThreads:
     ) -> None:
         if self._limiter is not None:
             self._limiter.restore_original_limits()
-            self._limiter = None
+            self._limiter, self.limit = None, None

@@ -114,15 +114,14 @@ class Safeguard:
         valid_before = (total + sum(before.values())) / n
         valid_after = (total + sum(after.values())) / n
         verdict = Verdict(True, valid_before, valid_after)
-        if valid_before - valid_after > self.epsilon:
+        fall = valid_before - valid_after
+        if fall > self.epsilon:
             verdict.kept = False
             if self.rollback_z > 0.0:
                 error = paired_standard_error([after[u] - before[u] for u in users], n)
-                fall = valid_before - valid_after
                 verdict.standard_errors = fall / error if error else math.inf
                 verdict.kept = verdict.standard_errors <= self.rollback_z
-        kept = verdict.kept
-        if kept:
+        if verdict.kept:
             rewritten = self.affected(p.target_id for p in planned if p.module != "router")
             base.update(await self.gains(rewritten, {}))
         else:
