@@ -5,8 +5,8 @@ body (initialisation, steps, evaluation) and puts it on the run context; ``recne
 ``build_loop`` tells it the world's size once the world exists (``fit``). The simulation's matrix
 products are mostly small (client vectors times one router embedding, membership refreshes, a
 step's validation scores), and then a BLAS thread pool only spins beside the main thread: on the
-2-core reference machine it burnt ~40 s of CPU in the 56 s MovieLens main job and slowed it by
-~6 s, and two runs side by side by 29 %. In a large world the products are large enough to gain
+2-core reference machine it burnt ~37 s of CPU in the ~56 s MovieLens main job (wall time 0-6 s
+more), and slowed two runs side by side by 40 %. In a large world the products are large enough to gain
 from the pool (30k agents: 5 % faster with it). So ``auto`` limits BLAS to one thread from the
 first step on in a world of fewer than ``AUTO_MAX_CLIENTS`` clients and leaves it alone otherwise
 (``experiments/README.md``, "BLAS threads"). The limit is process-wide while it is in force
