@@ -41,9 +41,9 @@ class ExecutorSettings(Section):
         description="Threads numpy's BLAS may use in this process while the run is open. auto = "
         "1 from the first step on in a world of fewer than 20,000 clients (its matrix products "
         "are small and a thread pool only spins: the MovieLens main job uses 40 % less CPU and "
-        "0-11 % less wall time, two runs side by side 29 % less), the library's default (one per core) in a larger world (30k "
-        "agents: 5 % faster with it); a number = that many threads; null = the library's "
-        "default. Results are the same.",
+        "0-11 % less wall time, two runs side by side 29 % less), the library's default (one "
+        "per core) in a larger world (30k agents: 5 % faster with it); a number = that many "
+        "threads; null = the library's default. Results are the same.",
     )
     min_items: int = Field(
         256,

@@ -6,10 +6,10 @@ body (initialisation, steps, evaluation) and puts it on the run context; ``recne
 products are mostly small (client vectors times one router embedding, membership refreshes, a
 step's validation scores), and then a BLAS thread pool only spins beside the main thread: on the
 2-core reference machine it burnt ~37 s of CPU in the ~56 s MovieLens main job (wall time 0-6 s
-more), and slowed two runs side by side by 40 %. In a large world the products are large enough to gain
-from the pool (30k agents: 5 % faster with it). So ``auto`` limits BLAS to one thread from the
-first step on in a world of fewer than ``AUTO_MAX_CLIENTS`` clients and leaves it alone otherwise
-(``experiments/README.md``, "BLAS threads"). The limit is process-wide while it is in force
+more), and slowed two runs side by side by 40 %. In a large world the products are large enough
+to gain from the pool (30k agents: 5 % faster with it). So ``auto`` limits BLAS to one thread
+from the first step on in a world of fewer than ``AUTO_MAX_CLIENTS`` clients and leaves it alone
+otherwise (``experiments/README.md``, "BLAS threads"). The limit is process-wide while it is in force
 (``threadpoolctl``) and lifted when the run ends.
 """
 
