@@ -9,8 +9,8 @@ step's validation scores), and then a BLAS thread pool only spins beside the mai
 more), and slowed two runs side by side by 40 %. In a large world the products are large enough
 to gain from the pool (30k agents: 5 % faster with it). So ``auto`` limits BLAS to one thread
 from the first step on in a world of fewer than ``AUTO_MAX_CLIENTS`` clients and leaves it alone
-otherwise (``experiments/README.md``, "BLAS threads"). The limit is process-wide while it is in force
-(``threadpoolctl``) and lifted when the run ends.
+otherwise (``experiments/README.md``, "BLAS threads"). The limit is process-wide while it is in
+force (``threadpoolctl``) and lifted when the run ends.
 """
 
 from __future__ import annotations
