@@ -83,6 +83,19 @@ def test_wrong_type_names_path_and_expected_type() -> None:
     assert "propagation.tau" in line and "number" in line
 
 
+def test_a_value_that_fits_no_form_of_a_union_is_one_problem_naming_every_form() -> None:
+    # executor.blas_threads is an integer >= 1, "auto" or null: pydantic reports one error per form
+    line = the_error(invoke("validate", SYNTHETIC, "--set", "executor.blas_threads=many"))
+    assert "1 invalid setting: executor.blas_threads: " in line
+    assert "valid integer" in line and "'auto'" in line and "(got 'many')" in line
+    assert "constrained-int" not in line and "literal[" not in line
+    line = the_error(invoke("validate", SYNTHETIC, "--set", "executor.blas_threads=0"))
+    assert "executor.blas_threads: Input should be greater than or equal to 1, or " in line
+    # two list entries out of range are still two problems, each with its own path
+    line = the_error(invoke("validate", SYNTHETIC, "--set", "evaluation.ks=[0, 0]"))
+    assert "2 invalid settings" in line and "evaluation.ks.0" in line and "evaluation.ks.1" in line
+
+
 def test_out_of_range_value_names_the_bound() -> None:
     line = the_error(invoke("validate", SYNTHETIC, "--set", "propagation.tau=3"))
     assert "propagation.tau" in line and "1" in line

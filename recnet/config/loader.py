@@ -54,24 +54,41 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario
         raise ScenarioError(format_validation_error(exc, source)) from exc
 
 
+#: pydantic's names for the branches of a union in an error's location (besides tags that are not
+#: identifiers, such as ``constrained-int`` or ``literal['auto']``)
+UNION_BRANCHES = frozenset({"int", "float", "str", "bool", "none"})
+
+
+def _is_branch(part: object) -> bool:
+    """Whether a location part names a union's branch rather than a key or a list index."""
+    return isinstance(part, str) and (not part.isidentifier() or part in UNION_BRANCHES)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``key.path: what is wrong (got X)``."""
-    lines = []
+    """One line per problem: ``key.path: what is wrong (got X)``. A value that fits none of a
+    union's forms is one problem: ``key: <first form's complaint>, or <second's> (got X)``."""
+    problems: list[tuple[str, list[str], str]] = []  # (key, complaints, " (got X)" or "")
+    unions: dict[str, list[str]] = {}  # key → the complaints of its union's forms so far
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = [part for part in err["loc"] if not _is_branch(part)]
+        key = ".".join(str(part) for part in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            parent = ".".join(str(p) for p in err["loc"][:-1])
+            parent = ".".join(str(p) for p in loc[:-1])
             where = f"'{parent}'" if parent else "the top level"
-            lines.append(
-                f"{key}: unknown key — remove it or fix the spelling (see `recnet options` for "
-                f"the keys allowed in {where})"
-            )
+            remedy = f"see `recnet options` for the keys allowed in {where}"
+            problems.append((key, [f"unknown key — remove it or fix the spelling ({remedy})"], ""))
             continue
         got = err.get("input")
         secret = key.endswith("api_key_env")  # a key pasted here instead of a variable name
         got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}{got_text}")
+        complaints = [err["msg"].removeprefix("Value error, ")]
+        if len(loc) < len(err["loc"]):  # one form of a union
+            if key in unions:
+                unions[key] += complaints
+                continue
+            unions[key] = complaints
+        problems.append((key, complaints, got_text))
+    lines = [f"{key}: {', or '.join(complaints)}{got}" for key, complaints, got in problems]
     plural = "s" if len(lines) > 1 else ""
     return f"{source}: {len(lines)} invalid setting{plural}: " + "; ".join(lines)
 
