@@ -75,11 +75,13 @@ PART_BYTES = 1 << 28
 
 
 class _PartWriter:
-    """A file for ``pickle.Pickler`` that cuts what it is given into ``size``-byte parts."""
+    """A file for ``pickle.Pickler`` that cuts what it is given into ``size``-byte parts. The parts
+    are the buffers written into, never copies (SQLite stores a bytearray as a BLOB): a copy of
+    each part cost up to 256 MB at the end of a large run (33 MB at 30k agents)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.parts: list[bytes] = []
+        self.parts: list[bytearray] = []
         self._current = bytearray()
 
     def write(self, data: bytes | pickle.PickleBuffer) -> int:
@@ -91,17 +93,17 @@ class _PartWriter:
             self._current += view[:room]
             view = view[room:]
             if len(self._current) == self.size:
-                self.parts.append(bytes(self._current))
+                self.parts.append(self._current)
                 self._current = bytearray()
         return written
 
-    def close(self) -> list[bytes]:
+    def close(self) -> list[bytearray]:
         if self._current or not self.parts:
-            self.parts.append(bytes(self._current))
+            self.parts.append(self._current)
         return self.parts
 
 
-def dump(checkpoint: Checkpoint) -> list[bytes]:
+def dump(checkpoint: Checkpoint) -> list[bytearray]:
     """The pickled checkpoint in parts of at most ``PART_BYTES`` (one part for most worlds)."""
     writer = _PartWriter(PART_BYTES)
     pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
