@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import recnet.eval.prequential as prequential
+import recnet.eval.sparse_scorer as sparse_scorer
 from recnet.brain.offline import OfflineBrain
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.eval.prequential import (
-    SparseProfileScorer,
     rank_with_ties_after,
     sample_unseen,
     summarize_prequential,
 )
+from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.runner import RunResult, simulate
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import MessageBuffer
@@ -76,7 +77,7 @@ def test_vectorised_scores_equal_the_offline_brain() -> None:
     )
     lists = [[items[(u + j) % len(items)] for j in range(6)] for u in range(len(users))]
     pops = [[float(rng.random()) for _ in lst] for lst in lists]
-    got = scorer.scores(users, lists, pops)
+    got = scorer.scores(users, lists, np.concatenate(pops))
     for user, lst, pop, scores in zip(users, lists, pops, got, strict=True):
         expected = brain._scores(user, lst, pop)
         assert np.allclose(scores, expected, atol=1e-12)
@@ -84,7 +85,7 @@ def test_vectorised_scores_equal_the_offline_brain() -> None:
     items[0].original = {"genre:g0": 1.0}
     users[0].original = {"genre:g0": 1.0}
     users[0].propagated = {}
-    again = scorer.scores([users[0]], [[items[0]]], [[0.0]])
+    again = scorer.scores([users[0]], [[items[0]]], np.zeros(1))
     assert again[0][0] == pytest.approx(1.0)
 
 
@@ -102,8 +103,9 @@ def test_scoring_users_in_chunks_gives_the_same_bits(monkeypatch: pytest.MonkeyP
     items = [client(f"i:{k}", weights(5)) for k in range(15)]
     lists = [[items[(3 * u + j) % len(items)] for j in range(8)] for u in range(len(users))]
     pops = [[float(rng.random()) for _ in lst] for lst in lists]
+    pops = np.concatenate(pops)
     whole = SparseProfileScorer(2.0, 0.1).scores(users, lists, pops)
-    monkeypatch.setattr(prequential, "DENSE_CELLS", 1)  # one user per block
+    monkeypatch.setattr(sparse_scorer, "DENSE_CELLS", 1)  # one user per block
     chunked = SparseProfileScorer(2.0, 0.1).scores(users, lists, pops)
     assert len(chunked) == len(users)
     for a, b in zip(whole, chunked, strict=True):
@@ -219,13 +221,18 @@ def test_scorer_keeps_no_replaced_profile_alive(
     cached, stale = [], []
 
     def after_step(step: int, total: int) -> None:
-        rows = evaluators[-1].scorer._rows
+        scorer = evaluators[-1].scorer
+        rows = {
+            agent_id: scorer._built_from[slot]
+            for agent_id, slot in scorer._slot.items()
+            if scorer._built_from[slot] is not None
+        }
         cached.append(len(rows))
         stale.append(
             sum(
                 original is not clients[agent_id].original
                 or propagated is not clients[agent_id].propagated
-                for agent_id, (original, propagated, _, _) in rows.items()
+                for agent_id, (original, propagated) in rows.items()
             )
         )
 

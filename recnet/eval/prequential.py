@@ -13,14 +13,14 @@ and candidate lists go to the trace's ``prequential`` table; ``summarize_prequen
 into NDCG@K / HR@K / MRR overall and per window of steps.
 
 The offline brain's score (cosine of effective profiles + popularity prior, see
-``recnet.brain.offline``) is computed here in one vectorised pass per step
-(``SparseProfileScorer``); an LLM brain ranks through its own ``rank`` operation.
+``recnet.brain.offline``) is computed in one vectorised pass per step
+(``recnet.eval.sparse_scorer``); an LLM brain ranks through its own ``rank`` operation.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +29,8 @@ from recnet.brain.base import RankTask
 from recnet.config.scenario import PrequentialSettings
 from recnet.context import RunContext
 from recnet.eval.metrics import summarize
+from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.world.agents import ClientAgent
-from recnet.world.profile import Weights
 
 #: ``evaluation.prequential.every`` when the scenario leaves it null.
 DEFAULT_EVERY = {"offline": 1, "llm": 25}
@@ -58,97 +58,6 @@ def sample_unseen(rng: np.random.Generator, n_items: int, seen: set[int], n: int
             if len(chosen) == n:
                 break
     return chosen
-
-
-#: Entries of the dense user block ``SparseProfileScorer`` builds at once (32 MB of float64).
-DENSE_CELLS = 1 << 22
-
-
-class SparseProfileScorer:
-    """The offline brain's score, ``cos(effective user, effective item) + prior * popularity``,
-    for many (user, item) pairs at once.
-
-    Each client's effective profile is kept as a unit-norm sparse row (attribute positions and
-    values) and rebuilt only when the client's ``original`` or ``propagated`` map was replaced
-    (profiles are immutable maps that updates swap, never edit).
-    """
-
-    def __init__(self, propagated_weight: float, popularity_weight: float) -> None:
-        self.propagated_weight = propagated_weight
-        self.popularity_weight = popularity_weight
-        self.index: dict[str, int] = {}
-        self._rows: dict[str, tuple[Weights, Weights, np.ndarray, np.ndarray]] = {}
-
-    def forget(self, agent_ids: Iterable[str]) -> None:
-        """Drop the rows of clients whose profile was just replaced. A row holds the maps it was
-        built from (their identity is what says it is current), so a stale row would keep a
-        client's old profile alive: 3.5 KB per agent at the end of a 10k-agent run."""
-        rows = self._rows
-        for agent_id in agent_ids:
-            rows.pop(agent_id, None)
-
-    def row(self, agent: ClientAgent) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._rows.get(agent.agent_id)
-        if cached is not None and cached[0] is agent.original and cached[1] is agent.propagated:
-            return cached[2], cached[3]
-        profile = agent.effective(self.propagated_weight)
-        index = self.index
-        for attribute in profile:
-            if attribute not in index:
-                index[attribute] = len(index)
-        positions = np.fromiter((index[a] for a in profile), np.int64, len(profile))
-        values = np.fromiter(profile.values(), np.float64, len(profile))
-        length = float(np.sqrt(values @ values))
-        if length > 0.0:
-            values = values / length
-        self._rows[agent.agent_id] = (agent.original, agent.propagated, positions, values)
-        return positions, values
-
-    def scores(
-        self,
-        users: Sequence[ClientAgent],
-        candidates: Sequence[Sequence[ClientAgent]],
-        popularity: Sequence[Sequence[float]],
-    ) -> list[np.ndarray]:
-        """One score array per user, in candidate order; users are scored in chunks whose dense
-        user rows hold about ``DENSE_CELLS`` entries (a 300k-agent world has ~10^5 attributes)."""
-        out: list[np.ndarray] = []
-        size = max(1, DENSE_CELLS // max(len(self.index), 1))
-        for start in range(0, len(users), size):
-            stop = start + size
-            out.extend(
-                self._scores(users[start:stop], candidates[start:stop], popularity[start:stop])
-            )
-        return out
-
-    def _scores(
-        self,
-        users: Sequence[ClientAgent],
-        candidates: Sequence[Sequence[ClientAgent]],
-        popularity: Sequence[Sequence[float]],
-    ) -> list[np.ndarray]:
-        if not users:
-            return []
-        user_rows = [self.row(u) for u in users]
-        item_rows = [self.row(i) for items in candidates for i in items]
-        dense = np.zeros((len(users), len(self.index)), dtype=np.float64)
-        for b, (positions, values) in enumerate(user_rows):
-            dense[b, positions] = values
-        sizes = np.fromiter((len(p) for p, _ in item_rows), np.int64, len(item_rows))
-        if sizes.sum():
-            positions = np.concatenate([p for p, _ in item_rows])
-            values = np.concatenate([v for _, v in item_rows])
-        else:
-            positions = np.zeros(0, dtype=np.int64)
-            values = np.zeros(0, dtype=np.float64)
-        per_user = np.fromiter((len(c) for c in candidates), np.int64, len(candidates))
-        owner_of_row = np.repeat(np.arange(len(users)), per_user)
-        row_of_entry = np.repeat(np.arange(len(item_rows)), sizes)
-        contributions = values * dense[owner_of_row[row_of_entry], positions]
-        cosines = np.bincount(row_of_entry, weights=contributions, minlength=len(item_rows))
-        prior = np.fromiter((p for pops in popularity for p in pops), np.float64, len(item_rows))
-        flat = cosines + self.popularity_weight * prior
-        return np.split(flat, np.cumsum(per_user)[:-1])
 
 
 @dataclass
@@ -226,21 +135,22 @@ class PrequentialEvaluator:
         users: Sequence[ClientAgent],
         positives: Sequence[ClientAgent],
         items: Mapping[str, ClientAgent],
-        popularity: Callable[[ClientAgent], float],
+        popularity: Callable[[Sequence[ClientAgent]], np.ndarray],
     ) -> list[int]:
-        """Rank the step's evaluated interactions, trace them, return their ranks."""
+        """Rank the step's evaluated interactions, trace them, return their ranks; ``popularity``
+        gives the popularity priors of a sequence of items."""
         cases = self.cases(step, first_seq, users, positives, items)
         if not cases:
             return []
-        popularities = [[popularity(i) for i in case.candidates] for case in cases]
+        lists = [c.candidates for c in cases]
+        priors = popularity([i for candidates in lists for i in candidates])
         if self.ctx.brain.ranks_by_formula:
-            scores = self.scorer.scores(
-                [c.user for c in cases], [c.candidates for c in cases], popularities
-            )
+            scores = self.scorer.scores([c.user for c in cases], lists, priors)
         else:
+            split = np.cumsum([len(c) for c in lists])[:-1]
             tasks = [
-                RankTask(user=c.user, candidates=c.candidates, popularity=p)
-                for c, p in zip(cases, popularities, strict=True)
+                RankTask(user=c.user, candidates=c.candidates, popularity=p.tolist())
+                for c, p in zip(cases, np.split(priors, split), strict=True)
             ]
             scores = [
                 np.asarray(o.scores, dtype=np.float64) for o in await self.ctx.brain.rank(tasks)

@@ -35,7 +35,7 @@ from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
 from recnet.world.buffer import RouterMessage
-from recnet.world.formulas import popularity_prior
+from recnet.world.formulas import popularity_prior, popularity_priors
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
@@ -112,7 +112,7 @@ class ForwardPhase:
             await self.flush_before_act(state, positives + negatives + users)
         if self.prequential.enabled:  # test, then train: rank each true item before learning it
             ranks = await self.prequential.evaluate(
-                state.step, self.seq, users, positives, world.items, self.popularity
+                state.step, self.seq, users, positives, world.items, self.popularities
             )
             self.prequential_ranks.extend((state.step, r) for r in ranks)
         before: dict[str, Weights] = {}
@@ -191,6 +191,11 @@ class ForwardPhase:
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
         return popularity_prior(item.interactions, self.max_count)
+
+    def popularities(self, items: Sequence[ClientAgent]) -> np.ndarray:
+        """``popularity`` of many items at once."""
+        counts = np.fromiter((i.interactions for i in items), np.int64, len(items))
+        return popularity_priors(counts, self.max_count)
 
     def _sample_negatives(self, step: int, users: list[ClientAgent]) -> list[ClientAgent]:
         rng = self.ctx.seeds.generator("interaction-negatives", step)

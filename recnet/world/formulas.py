@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from recnet.world.buffer import RouterMessage
 from recnet.world.profile import Weights, add_scaled, dot, norm, normalized, top
 
@@ -57,6 +59,17 @@ def popularity_prior(count: int, max_count: int) -> float:
     if max_count == 0:
         return 0.0
     return math.log1p(count) / math.log1p(max_count)
+
+
+def popularity_priors(counts: np.ndarray, max_count: int) -> np.ndarray:
+    """``popularity_prior`` of many counts at once, bit for bit the scalar's values (it looks them
+    up in a table of the scalar formula, one entry per count up to ``max_count``)."""
+    if max_count == 0:
+        return np.zeros(len(counts), dtype=np.float64)
+    table = np.fromiter(
+        (popularity_prior(c, max_count) for c in range(max_count + 1)), np.float64, max_count + 1
+    )
+    return table[counts]
 
 
 def router_average(
