@@ -130,7 +130,6 @@ class OfflineBrain:
             (task.popularity[positive.agent_id], task.popularity[negative.agent_id]),
         )
         correct = s_pos > s_neg
-        pos_dir = normalized(positive.original)
         rates = self.interaction
         if correct:
             self.operations.add("reflect_user")
@@ -143,7 +142,7 @@ class OfflineBrain:
         else:
             self.operations.add("reflect_user")
             self.operations.add("reflect_item", 2)
-            neg_dir = normalized(negative.original)
+            pos_dir, neg_dir = normalized(positive.original), normalized(negative.original)
             new_user = add_scaled(user.original, pos_dir, rates.learning_rate)
             new_user = add_scaled(new_user, neg_dir, -rates.learning_rate)
             updates = {user.agent_id: ProfileUpdate(top(new_user, self.profile_size))}
