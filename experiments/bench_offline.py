@@ -14,7 +14,9 @@ existed), so the cost of propagation, of the trace and of prequential evaluation
 
 ``--baseline COMMIT`` checks the commit out as a git worktree in a temporary folder and runs the
 main configuration with its code in the same invocation (before/after under the same load), then
-says whether the metrics are identical.
+says whether the metrics are identical. ``--rounds N`` repeats every configuration N times in
+alternating order (before, now, now, before, ...) and reports each round's difference and their
+median: a shared machine's speed drifts by 10-20 % within minutes, more than many changes gain.
 
 Figures are printed and written to experiments/results/bench_offline.json.
 """
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,6 +109,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a 40-user subsample (seconds)")
     parser.add_argument("--baseline", help="also run the code of this commit first (before/after)")
     parser.add_argument("--main-only", action="store_true", help="skip the baseline configurations")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every configuration this many times, alternating the order (default 1)",
+    )
     parser.add_argument("--single", help=argparse.SUPPRESS)  # JSON list of overrides: child mode
     parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
@@ -135,17 +144,22 @@ def main() -> None:
         runs.append((f"before: {args.baseline}", [], code))
     chosen = list(CONFIGURATIONS)[:1] if args.main_only else args.configs
     runs += [(name, CONFIGURATIONS[name], ROOT) for name in chosen]
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in runs}
     try:
-        for name, overrides, code_root in runs:
-            child = subprocess.run(
-                [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(code_root)},
-            )
-            figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
-            report(name, figures[name])
+        for round_ in range(max(args.rounds, 1)):
+            for name, overrides, code_root in runs if round_ % 2 == 0 else runs[::-1]:
+                child = subprocess.run(
+                    [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(code_root)},
+                )
+                rounds[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
+                report(name, rounds[name][-1])
+        # each configuration's figures are those of its median-wall round
+        for name, rows in rounds.items():
+            figures[name] = sorted(rows, key=lambda row: row["wall_seconds"])[(len(rows) - 1) // 2]
     finally:
         if args.baseline:
             subprocess.run(
@@ -159,11 +173,14 @@ def main() -> None:
         print(f"written to {args.out}")
         return
     for before_name in [n for n in figures if n.startswith("before: ")]:
-        before = figures[before_name]
-        same = all(before.get(k) == full[k] for k in full if " ndcg@" in k)
+        pairs = list(zip(rounds["recnet (propagation on)"], rounds[before_name], strict=True))
+        same = all(b.get(k) == n[k] for n, b in pairs for k in n if " ndcg@" in k)
+        walls = [n["wall_seconds"] - b["wall_seconds"] for n, b in pairs]
+        cpus = [n["cpu_seconds"] - b["cpu_seconds"] for n, b in pairs]
+        each = f" (rounds: {', '.join(f'{w:+.1f}' for w in walls)} s)" if len(pairs) > 1 else ""
         print(
-            f"now vs {before_name[8:]}: {full['wall_seconds'] - before['wall_seconds']:+.1f} s "
-            f"wall, {full['cpu_seconds'] - before['cpu_seconds']:+.1f} s CPU; "
+            f"now vs {before_name[8:]}: {statistics.median(walls):+.1f} s wall, "
+            f"{statistics.median(cpus):+.1f} s CPU{' (medians)' if each else ''}{each}; "
             f"metrics {'identical' if same else 'differ'}"
         )
     print(
@@ -184,7 +201,9 @@ def main() -> None:
         f"test users: {full['test_users']}" + ("; " + ", ".join(costs) if costs else "")
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"smoke": args.smoke, "figures": figures}, indent=2))
+    args.out.write_text(
+        json.dumps({"smoke": args.smoke, "figures": figures, "rounds": rounds}, indent=2)
+    )
     print(f"written to {args.out}")
 
 
