@@ -17,6 +17,8 @@ main configuration with its code in the same invocation (before/after under the 
 says whether the metrics are identical. ``--rounds N`` repeats every configuration N times in
 alternating order (before, now, now, before, ...) and reports each round's difference and their
 median: a shared machine's speed drifts by 10-20 % within minutes, more than many changes gain.
+``--side-by-side`` runs them two at a time instead (before and now at once, one per core), so both
+see the same machine speed; each is then slower than alone (shared memory bandwidth and caches).
 
 Figures are printed and written to experiments/results/bench_offline.json.
 """
@@ -104,6 +106,17 @@ def report(name: str, row: dict[str, float]) -> None:
     )
 
 
+def launch(overrides: list[str], code_root: Path) -> subprocess.Popen[str]:
+    """One configuration in its own process, with the code under ``code_root``."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--single", json.dumps(overrides)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(code_root)},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a 40-user subsample (seconds)")
@@ -114,6 +127,12 @@ def main() -> None:
         type=int,
         default=1,
         help="run every configuration this many times, alternating the order (default 1)",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the configurations two at a time, one per core (with --baseline --main-only: "
+        "before and now at once, under the same machine speed)",
     )
     parser.add_argument("--single", help=argparse.SUPPRESS)  # JSON list of overrides: child mode
     parser.add_argument(
@@ -146,17 +165,20 @@ def main() -> None:
     runs += [(name, CONFIGURATIONS[name], ROOT) for name in chosen]
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in runs}
     try:
+        width = 2 if args.side_by_side else 1
         for round_ in range(max(args.rounds, 1)):
-            for name, overrides, code_root in runs if round_ % 2 == 0 else runs[::-1]:
-                child = subprocess.run(
-                    [sys.executable, __file__, "--single", json.dumps(overrides + extra)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "PYTHONPATH": str(code_root)},
-                )
-                rounds[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
-                report(name, rounds[name][-1])
+            order = runs if round_ % 2 == 0 else runs[::-1]
+            for start in range(0, len(order), width):
+                children = [
+                    (name, launch(overrides + extra, code_root))
+                    for name, overrides, code_root in order[start : start + width]
+                ]
+                for name, child in children:
+                    out, err = child.communicate()
+                    if child.returncode:
+                        raise subprocess.CalledProcessError(child.returncode, child.args, out, err)
+                    rounds[name].append(json.loads(out.strip().splitlines()[-1]))
+                    report(name, rounds[name][-1])
         # each configuration's figures are those of its median-wall round
         for name, rows in rounds.items():
             figures[name] = sorted(rows, key=lambda row: row["wall_seconds"])[(len(rows) - 1) // 2]
