@@ -6,7 +6,8 @@ small behaviours (buffering, effective profile); deciding what to change is the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Literal
 
 from recnet.world.buffer import MessageBuffer
@@ -58,6 +59,15 @@ class ClientAgent:
         if self.propagated_text is not None:
             return self.propagated_text
         return render(self.propagated) if self.propagated else ""
+
+    def __reduce__(self) -> tuple[type[ClientAgent], tuple[object, ...]]:
+        """Pickled as its constructor's arguments: a checkpoint holds one agent per client, and
+        the default slots state (a dict per object) stays alive in the pickler's memo until the
+        dump ends."""
+        return ClientAgent, _client_fields(self)
+
+
+_client_fields = attrgetter(*(f.name for f in fields(ClientAgent)))
 
 
 @dataclass(slots=True)

