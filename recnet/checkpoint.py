@@ -9,8 +9,9 @@ paid twice and no row is duplicated.
 
 The state is pickled (uncompressed: compressing embedding matrices costs seconds per step and
 only the newest checkpoint is kept) and stored in parts of at most ``PART_BYTES`` when it is
-larger than that (SQLite holds at most 1 GB in one value). Only load checkpoints from trace files
-you trust (pickle can run code); recnet never loads a checkpoint from anywhere else.
+larger than that (SQLite holds at most 1 GB in one value and copies each value it writes). Only
+load checkpoints from trace files you trust (pickle can run code); recnet never loads a checkpoint
+from anywhere else.
 """
 
 from __future__ import annotations
@@ -69,15 +70,17 @@ class Checkpoint:
                 part.restore(self.parts[name])
 
 
-#: Bytes per stored part: SQLite refuses a value above 1 GB, and a 300k-agent world pickles to
-#: ~0.7-1.2 GB (a million agents to several GB).
-PART_BYTES = 1 << 28
+#: Bytes per stored part. SQLite refuses a value above 1 GB (a 300k-agent world pickles to
+#: ~0.7-1.2 GB), and it copies every value it is given while the row is written, so a part's size
+#: is also extra memory at the checkpoint: 16 MB parts took the 30k-agent run's peak from 1,137 to
+#: 1,020 MB against a single 91 MB part.
+PART_BYTES = 1 << 24
 
 
 class _PartWriter:
     """A file for ``pickle.Pickler`` that cuts what it is given into ``size``-byte parts. The parts
     are the buffers written into, never copies (SQLite stores a bytearray as a BLOB): a copy of
-    each part cost up to 256 MB at the end of a large run (33 MB at 30k agents)."""
+    each part cost up to a part's size at the end of a large run (33 MB at 30k agents)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -104,7 +107,7 @@ class _PartWriter:
 
 
 def dump(checkpoint: Checkpoint) -> list[bytearray]:
-    """The pickled checkpoint in parts of at most ``PART_BYTES`` (one part for most worlds)."""
+    """The pickled checkpoint in parts of at most ``PART_BYTES`` (one part for small worlds)."""
     writer = _PartWriter(PART_BYTES)
     pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
     return writer.close()
