@@ -80,12 +80,6 @@ class SparseProfileScorer:
             out.append(slot)
         return np.asarray(out, dtype=np.int64)
 
-    def row(self, agent: ClientAgent) -> tuple[np.ndarray, np.ndarray]:
-        """The agent's current row: attribute columns and unit-norm values."""
-        slot = int(self.slots([agent])[0])
-        start, length = int(self._start[slot]), int(self._length[slot])
-        return self._columns[start : start + length], self._values[start : start + length]
-
     def _build(self, slot: int, agent: ClientAgent) -> None:
         profile = agent.effective(self.propagated_weight)
         index = self.index
