@@ -121,6 +121,34 @@ def test_sample_unseen_is_distinct_and_avoids_seen() -> None:
     assert len(sample_unseen(rng, 10, seen, 50)) == 6  # the catalogue runs out
 
 
+def test_sample_unseen_draws_what_one_draw_at_a_time_would() -> None:
+    """The candidates stored in every trace so far came from accepting the draws one by one;
+    the vectorised first pass must pick the same items and leave the generator where it did."""
+
+    def one_by_one(rng: np.random.Generator, n_items: int, seen: set[int], n: int) -> list[int]:
+        n = min(n, max(n_items - len(seen), 0))
+        chosen: list[int] = []
+        taken: set[int] = set()
+        while len(chosen) < n:
+            for position in rng.integers(n_items, size=2 * (n - len(chosen)) + 4).tolist():
+                if position in seen or position in taken:
+                    continue
+                taken.add(position)
+                chosen.append(position)
+                if len(chosen) == n:
+                    break
+        return chosen
+
+    cases = np.random.default_rng(1)
+    for trial in range(300):
+        n_items = int(cases.integers(1, 60))
+        seen = {int(p) for p in cases.integers(n_items, size=int(cases.integers(0, n_items + 1)))}
+        n = int(cases.integers(0, 25))
+        fast, slow = np.random.default_rng(trial), np.random.default_rng(trial)
+        assert sample_unseen(fast, n_items, seen, n) == one_by_one(slow, n_items, seen, n)
+        assert fast.integers(1 << 30) == slow.integers(1 << 30)  # same stream position
+
+
 def test_ties_rank_the_truth_after_earlier_candidates_only() -> None:
     scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1])
     assert rank_with_ties_after(scores, 2) == 3  # 0.9 and the earlier 0.5

@@ -47,8 +47,12 @@ def sample_unseen(rng: np.random.Generator, n_items: int, seen: set[int], n: int
     """``n`` distinct item positions outside ``seen`` (fewer if the catalogue runs out)."""
     available = n_items - len(seen)
     n = min(n, max(available, 0))
-    chosen: list[int] = []
-    taken: set[int] = set()
+    if n == 0:
+        return []
+    # the first draw almost always suffices: its new positions in order, without a Python loop
+    first = rng.integers(n_items, size=2 * n + 4).tolist()
+    chosen = [p for p in dict.fromkeys(first) if p not in seen][:n]
+    taken = set(chosen)
     while len(chosen) < n:
         for position in rng.integers(n_items, size=2 * (n - len(chosen)) + 4).tolist():
             if position in seen or position in taken:
