@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from recnet.brain.scoring import ProfileIndex
 from recnet.world.agents import ClientAgent
 from recnet.world.profile import Weights
 
@@ -42,7 +43,7 @@ class SparseProfileScorer:
     def __init__(self, propagated_weight: float, popularity_weight: float) -> None:
         self.propagated_weight = propagated_weight
         self.popularity_weight = popularity_weight
-        self.index: dict[str, int] = {}  # attribute -> column
+        self.index = ProfileIndex()  # attribute -> column, as validation scoring maps them
         self._slot: dict[str, int] = {}  # agent id -> row slot
         # the maps each slot's row was built from; their identity says the row is current
         self._built_from: list[tuple[Weights, Weights] | None] = []
@@ -81,23 +82,13 @@ class SparseProfileScorer:
         return np.asarray(out, dtype=np.int64)
 
     def _build(self, slot: int, agent: ClientAgent) -> None:
-        profile = agent.effective(self.propagated_weight)
-        index = self.index
-        get = index.get
-        columns = []
-        for attribute in profile:
-            column = get(attribute)
-            if column is None:
-                column = index[attribute] = len(index)
-            columns.append(column)
-        values = np.fromiter(profile.values(), np.float64, len(profile))
-        length = float(np.sqrt(values @ values))
+        columns, values, length = self.index.sparse(agent.effective(self.propagated_weight))
         if length > 0.0:
             values = values / length
         self._store(slot, columns, values)
         self._built_from[slot] = (agent.original, agent.propagated)
 
-    def _store(self, slot: int, columns: list[int], values: np.ndarray) -> None:
+    def _store(self, slot: int, columns: np.ndarray, values: np.ndarray) -> None:
         if slot >= len(self._start):
             spare = np.zeros(max(len(self._start), slot + 1), dtype=np.int64)
             self._start = np.concatenate([self._start, spare])
@@ -144,7 +135,7 @@ class SparseProfileScorer:
         priors, list after list. Users are scored in chunks whose dense user rows hold about
         ``DENSE_CELLS`` entries (a 300k-agent world has ~10^5 attributes)."""
         out: list[np.ndarray] = []
-        size = max(1, DENSE_CELLS // max(len(self.index), 1))
+        size = max(1, DENSE_CELLS // max(len(self.index.columns), 1))
         offset = 0
         for start in range(0, len(users), size):
             stop = start + size
@@ -168,7 +159,7 @@ class SparseProfileScorer:
         item_slots = self.slots([i for items in candidates for i in items])
         # read the slices only now: building a row may have compacted the store
         starts, lengths, columns, values = self._start, self._length, self._columns, self._values
-        n_columns = len(self.index)
+        n_columns = len(self.index.columns)
         dense = np.zeros((len(users), n_columns), dtype=np.float64)
         user_lengths = lengths[user_slots]
         taken = ragged_indices(starts[user_slots], user_lengths)
