@@ -165,7 +165,13 @@ class FilterSettings(Section):
 class WorldSettings(Section):
     """Agents and routers."""
 
-    n_routers: int = Field(25, ge=1, description="Initial number of routers K.")
+    n_routers: int = Field(
+        25,
+        ge=1,
+        description="Initial number of routers K: the attributes clustered by spherical k-means "
+        "(in two levels above 2^26 attributes x K, a world of ~100k agents; "
+        "experiments/README.md).",
+    )
     min_routers: int = Field(2, ge=1, description="Lower bound on K after split/merge.")
     max_routers: int = Field(60, ge=1, description="Upper bound on K after split/merge.")
     profile_size: int = Field(

@@ -108,8 +108,10 @@ def _items(
         chosen = [attrs[j] for j in sorted(rng.permutation(a)[:k].tolist())]
         tags = chosen[2:]
         if settings.noise > 0 and rng.random() < settings.noise and len(all_attrs) > a:
-            foreign = [x for x in all_attrs if x not in attrs]
-            tags.append(foreign[int(rng.integers(len(foreign)))])
+            # the j-th attribute of the other communities (names are distinct and community
+            # ``comm`` holds the slice ``[comm * a, (comm + 1) * a)``), without listing them
+            j = int(rng.integers(len(all_attrs) - a))
+            tags.append(all_attrs[j if j < comm * a else j + a])
         item_id = f"i{idx:0{width}d}"
         items[item_id] = Item(item_id, f"Item {item_id}", tuple(chosen[:2]), None, tuple(tags))
     return items

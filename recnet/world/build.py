@@ -19,7 +19,7 @@ from recnet.world.agents import ClientAgent, RouterAgent, item_agent_id, user_ag
 from recnet.world.buffer import MessageBuffer
 from recnet.world.embedding import AttributeSpace, Embedder
 from recnet.world.profile import Weights, normalized, top
-from recnet.world.routing import spherical_kmeans, unit_rows
+from recnet.world.routing import cluster_points, unit_rows
 from recnet.world.rules import FilterMemory, default_rules
 from recnet.world.world import World
 
@@ -106,7 +106,7 @@ def initial_routers(
     own = space.matrix[[space.index[a] for a in names]]
     points = unit_rows(own + unit_rows(context / counts))
     k = min(scenario.world.n_routers, len(names))
-    labels, _ = spherical_kmeans(points, k, rng)
+    labels, _ = cluster_points(points, k, rng)
     routers = []
     for cluster in range(k):
         members = [names[i] for i in np.flatnonzero(labels == cluster)]

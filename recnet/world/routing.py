@@ -27,16 +27,94 @@ def spherical_kmeans(
     labels = np.zeros(n, dtype=np.int64)
     for _ in range(iterations):
         new_labels, best = nearest_centroids(points, centroids)
-        counts = np.bincount(new_labels, minlength=k)
-        for empty in np.flatnonzero(counts == 0):
-            worst = int(best.argmin())
-            new_labels[worst] = empty
-            best[worst] = np.inf  # a re-seeded point is not taken again by the next empty one
+        reseed_empty(new_labels, best, k)
         if np.array_equal(new_labels, labels) and _ > 0:
             break
         labels = new_labels
         centroids = unit_rows(cluster_sums(points, labels, k))
     return labels, centroids
+
+
+def reseed_empty(labels: np.ndarray, best: np.ndarray, k: int) -> None:
+    """Give each of the ``k`` clusters that no point chose the point farthest from its centroid
+    (``best``: each point's similarity to it), in place."""
+    counts = np.bincount(labels, minlength=k)
+    for empty in np.flatnonzero(counts == 0):
+        worst = int(best.argmin())
+        labels[worst] = empty
+        best[worst] = np.inf  # a re-seeded point is not taken again by the next empty one
+
+
+#: Above this many point × centroid cells (about 10 s of flat clustering on a 2-core machine),
+#: ``cluster_points`` clusters in two levels: flat k-means costs points × k per iteration, and
+#: with k growing with the world (one router per 25 users) that is quadratic in its size.
+FLAT_KMEANS_CELLS = 1 << 26
+#: ``two_level_kmeans``'s refinement: a point may move to one of the clusters most similar to
+#: its own (it included), for at most this many iterations.
+NEIGHBOUR_CENTROIDS = 64
+REFINE_ITERATIONS = 25
+
+
+def cluster_points(
+    points: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster by ``spherical_kmeans`` up to ``FLAT_KMEANS_CELLS`` point × centroid cells, by
+    ``two_level_kmeans`` above (a 300k-agent world's 240k attributes into 4,000 routers)."""
+    if points.shape[0] * min(k, points.shape[0]) <= FLAT_KMEANS_CELLS:
+        return spherical_kmeans(points, k, rng)
+    return two_level_kmeans(points, k, rng)
+
+
+def two_level_kmeans(
+    points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster into ~√k groups, then each group into its share of the k clusters (shares
+    proportional to group sizes, at least one each), then refine across the groups. Costs
+    ~2·√k + ``NEIGHBOUR_CENTROIDS`` instead of k similarities per point and iteration; returns
+    ``(labels, unit centroids)`` with exactly ``min(k, n)`` non-empty clusters, like
+    ``spherical_kmeans``."""
+    n = points.shape[0]
+    k = min(k, n)
+    group_labels, _ = spherical_kmeans(points, max(1, round(np.sqrt(k))), rng, iterations)
+    sizes = np.bincount(group_labels)
+    shares = proportional_shares(sizes, k)
+    bounds = np.concatenate([[0], np.cumsum(shares)])
+    labels = np.empty(n, dtype=np.int64)
+    centroids = np.empty((k, points.shape[1]), dtype=points.dtype)
+    for group, share in enumerate(shares.tolist()):
+        members = np.flatnonzero(group_labels == group)
+        sub_labels, sub_centroids = spherical_kmeans(points[members], share, rng, iterations)
+        labels[members] = sub_labels + bounds[group]
+        centroids[bounds[group] : bounds[group + 1]] = sub_centroids
+    # Lloyd refinement across group borders, each point choosing among its cluster's
+    # ``NEIGHBOUR_CENTROIDS`` most similar centroids (a true cluster split between two groups
+    # merges back)
+    for _ in range(REFINE_ITERATIONS):
+        neighbours = nearest_neighbours(centroids, NEIGHBOUR_CENTROIDS)
+        new_labels, best = nearest_among_neighbours(points, labels, centroids, neighbours)
+        reseed_empty(new_labels, best, k)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        centroids = unit_rows(cluster_sums(points, labels, k))
+    return labels, centroids
+
+
+def proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` (≤ ``sizes.sum()``) into integer shares proportional to ``sizes``, each
+    between 1 and its size (largest remainders first; ties: the earlier group)."""
+    if not len(sizes) <= total <= int(sizes.sum()):
+        raise ValueError(f"cannot split {total} over {len(sizes)} groups of {sizes.sum()}")
+    quota = sizes * (total / sizes.sum())
+    shares = np.clip(np.floor(quota).astype(np.int64), 1, sizes)
+    while (missing := total - int(shares.sum())) != 0:
+        room = shares < sizes if missing > 0 else shares > 1
+        gap = np.where(room, quota - shares, -np.inf if missing > 0 else np.inf)
+        order = np.argsort(-gap if missing > 0 else gap, kind="stable")
+        step = 1 if missing > 0 else -1
+        take = order[: min(abs(missing), int(room.sum()))]
+        shares[take] += step
+    return shares
 
 
 #: Entries of one block of the points × centroids similarity matrix (16 MB of float32): a 300k-agent
@@ -61,6 +139,37 @@ def nearest_centroids(
         labels[start : start + rows] = block
         best[start : start + rows] = similarity[np.arange(len(block)), block]
     return labels, best
+
+
+def nearest_neighbours(vectors: np.ndarray, m: int) -> np.ndarray:
+    """``(n, min(m, n))``: each row's ``m`` most similar rows (itself included), by blocks."""
+    n = vectors.shape[0]
+    m = min(m, n)
+    out = np.empty((n, m), dtype=np.int64)
+    rows = max(1, KMEANS_CELLS // max(n, 1))
+    for start in range(0, n, rows):
+        similarity = vectors[start : start + rows] @ vectors.T
+        out[start : start + rows] = np.argpartition(-similarity, m - 1, axis=1)[:, :m]
+    return out
+
+
+def nearest_among_neighbours(
+    points: np.ndarray, labels: np.ndarray, centroids: np.ndarray, neighbours: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's most similar centroid among ``neighbours[its label]`` (centroid indices),
+    and that similarity: one small product per cluster, since a cluster's points share their
+    candidates."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=len(neighbours)))])
+    new_labels = np.empty_like(labels)
+    best = np.empty(points.shape[0], dtype=points.dtype)
+    for c in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+        rows = order[bounds[c] : bounds[c + 1]]
+        similarity = points[rows] @ centroids[neighbours[c]].T
+        column = similarity.argmax(axis=1)
+        new_labels[rows] = neighbours[c][column]
+        best[rows] = similarity[np.arange(len(rows)), column]
+    return new_labels, best
 
 
 def cluster_sums(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
