@@ -169,7 +169,7 @@ class WorldSettings(Section):
         25,
         ge=1,
         description="Initial number of routers K: the attributes clustered by spherical k-means "
-        "(in two levels above 2^26 attributes x K, a world of ~100k agents; "
+        "(in two levels above 2^26 attributes x K, from ~80k agents in bench_scale's worlds; "
         "experiments/README.md).",
     )
     min_routers: int = Field(2, ge=1, description="Lower bound on K after split/merge.")
