@@ -11,6 +11,7 @@ from recnet.data.types import Dataset, Interaction, Item
 from recnet.errors import DatasetError
 from recnet.eval.protocol import (
     Split,
+    _sample_excluding,
     item_universe,
     sample_candidates,
     split_leave_one_out,
@@ -273,3 +274,34 @@ def test_true_index() -> None:
     assert true_index(["x", "y", "z"], "z") == 2
     with pytest.raises(ValueError):
         true_index(["x"], "y")
+
+
+def _sample_excluding_reference(
+    rng: np.random.Generator, n_items: int, excluded: np.ndarray, n: int
+) -> np.ndarray:
+    """The rejection loop as first written with ``np.isin`` / ``np.unique``, which
+    ``_sample_excluding`` must match draw for draw."""
+    chosen = np.empty(0, dtype=np.int64)
+    while chosen.size < n:
+        need = n - chosen.size
+        draw = rng.integers(0, n_items, size=2 * need + 8, dtype=np.int64)
+        draw = draw[~np.isin(draw, excluded) & ~np.isin(draw, chosen)]
+        _, first = np.unique(draw, return_index=True)
+        chosen = np.concatenate([chosen, draw[np.sort(first)]])
+    return chosen[:n]
+
+
+def test_sample_excluding_matches_the_numpy_reference_and_leaves_the_rng_alike() -> None:
+    cases = np.random.default_rng(0)
+    for case in range(300):
+        n_items = int(cases.integers(50, 3000))
+        n = int(cases.integers(1, n_items // 5))
+        excluded = np.unique(cases.integers(0, n_items, size=int(cases.integers(0, n_items // 4))))
+        if n_items - excluded.size < max(2 * excluded.size, 4 * n):
+            continue  # the explicit-choice branch, which both share
+        ours, theirs = np.random.default_rng(case), np.random.default_rng(case)
+        got = _sample_excluding(ours, n_items, excluded, n)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, _sample_excluding_reference(theirs, n_items, excluded, n))
+        assert ours.integers(1 << 30) == theirs.integers(1 << 30)  # same draws consumed
+        assert not np.isin(got, excluded).any() and np.unique(got).size == n
