@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ def test_vectorised_scores_equal_the_offline_brain() -> None:
 
 
 def test_scoring_users_in_chunks_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Users are scored a bounded block at a time (the dense user rows of a 300k-agent world
-    would take 17 GB); blocks of one user give exactly the scores of one block of all."""
+    """Users are scored a bounded block at a time; blocks of one user give exactly the scores
+    of one block of all."""
     rng = np.random.default_rng(4)
     attributes = [f"tag:t{i}" for i in range(30)]
 
@@ -105,11 +106,38 @@ def test_scoring_users_in_chunks_gives_the_same_bits(monkeypatch: pytest.MonkeyP
     pops = [[float(rng.random()) for _ in lst] for lst in lists]
     pops = np.concatenate(pops)
     whole = SparseProfileScorer(2.0, 0.1).scores(users, lists, pops)
-    monkeypatch.setattr(sparse_scorer, "DENSE_CELLS", 1)  # one user per block
+    monkeypatch.setattr(sparse_scorer, "SCORE_USERS", 1)  # one user per block
     chunked = SparseProfileScorer(2.0, 0.1).scores(users, lists, pops)
     assert len(chunked) == len(users)
     for a, b in zip(whole, chunked, strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+def test_scoring_memory_does_not_grow_with_the_attribute_count() -> None:
+    """A million-agent world has ~5·10^5 attributes, mostly item titles, and its first step
+    scores ~3·10^4 users: a dense users x attributes block (136 GB there) ended that run. The
+    scorer's temporaries must follow the candidate entries, not the vocabulary."""
+    n_items, per_item = 20_000, 5  # 100k distinct attributes, none shared
+    items = [
+        client(f"i:{k}", {f"title:{k}-{j}": 1.0 + j for j in range(per_item)})
+        for k in range(n_items)
+    ]
+    users = [
+        client(f"u:{k}", {f"title:{(7 * k) % n_items}-{j}": 1.0 for j in range(3)})
+        for k in range(2000)
+    ]
+    lists = [[items[(7 * u + j) % n_items] for j in range(10)] for u in range(len(users))]
+    pops = np.zeros(sum(len(lst) for lst in lists))
+    scorer = SparseProfileScorer(2.0, 0.0)  # empty: the vocabulary grows while it scores
+    tracemalloc.start()
+    try:
+        scores = scorer.scores(users, lists, pops)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # a dense block would be 2,000 x 100k x 8 B = 1.6 GB
+    # the truth of each list is its first item (shares three attributes), the rest score 0
+    assert all(s[0] > 0 and not s[1:].any() for s in scores)
 
 
 def test_sample_unseen_is_distinct_and_avoids_seen() -> None:

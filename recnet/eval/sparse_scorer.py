@@ -24,8 +24,8 @@ from recnet.brain.scoring import ProfileIndex
 from recnet.world.agents import ClientAgent
 from recnet.world.profile import Weights
 
-#: Entries of the dense user block ``SparseProfileScorer`` builds at once (32 MB of float64).
-DENSE_CELLS = 1 << 22
+#: Users ``SparseProfileScorer`` scores at once (a few MB of temporaries per thousand users).
+SCORE_USERS = 2048
 
 
 def ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -132,13 +132,12 @@ class SparseProfileScorer:
         popularity: np.ndarray,
     ) -> list[np.ndarray]:
         """One score array per user, in candidate order; ``popularity`` holds the candidates'
-        priors, list after list. Users are scored in chunks whose dense user rows hold about
-        ``DENSE_CELLS`` entries (a 300k-agent world has ~10^5 attributes)."""
+        priors, list after list. Users are scored ``SCORE_USERS`` at a time, which bounds the
+        temporary arrays (a few per candidate attribute)."""
         out: list[np.ndarray] = []
-        size = max(1, DENSE_CELLS // max(len(self.index.columns), 1))
         offset = 0
-        for start in range(0, len(users), size):
-            stop = start + size
+        for start in range(0, len(users), SCORE_USERS):
+            stop = start + SCORE_USERS
             lists = candidates[start:stop]
             n_pairs = sum(len(c) for c in lists)
             out.extend(
@@ -159,18 +158,27 @@ class SparseProfileScorer:
         item_slots = self.slots([i for items in candidates for i in items])
         # read the slices only now: building a row may have compacted the store
         starts, lengths, columns, values = self._start, self._length, self._columns, self._values
-        n_columns = len(self.index.columns)
-        dense = np.zeros((len(users), n_columns), dtype=np.float64)
+        n_columns = max(len(self.index.columns), 1)
+        # each user entry keyed (user, column), sorted; each candidate entry looks up its
+        # owner's weight on its column there (no dense users x attributes block: a
+        # million-agent world has ~5·10^5 attributes)
         user_lengths = lengths[user_slots]
         taken = ragged_indices(starts[user_slots], user_lengths)
-        dense[np.repeat(np.arange(len(users)), user_lengths), columns[taken]] = values[taken]
+        user_keys = np.repeat(np.arange(len(users)), user_lengths) * n_columns + columns[taken]
+        order = np.argsort(user_keys)
+        user_keys, user_values = user_keys[order], values[taken][order]
         item_lengths = lengths[item_slots]
         taken = ragged_indices(starts[item_slots], item_lengths)
         per_user = np.fromiter((len(c) for c in candidates), np.int64, len(candidates))
         owner_of_row = np.repeat(np.arange(len(users)), per_user)
         row_of_entry = np.repeat(np.arange(len(item_slots)), item_lengths)
-        cells = owner_of_row[row_of_entry] * n_columns + columns[taken]
-        contributions = values[taken] * dense.ravel()[cells]
+        keys = owner_of_row[row_of_entry] * n_columns + columns[taken]
+        if len(user_keys):
+            found = np.minimum(np.searchsorted(user_keys, keys), len(user_keys) - 1)
+            hit = user_keys[found] == keys
+            contributions = np.where(hit, values[taken] * user_values[found], 0.0)
+        else:
+            contributions = np.zeros(len(keys), dtype=np.float64)
         cosines = np.bincount(row_of_entry, weights=contributions, minlength=len(item_slots))
         flat = cosines + self.popularity_weight * popularity
         return np.split(flat, np.cumsum(per_user)[:-1])
