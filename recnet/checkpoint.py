@@ -7,11 +7,12 @@ Steps completed after the newest checkpoint are simply run again: the offline br
 deterministic and an LLM brain's calls are answered from the record/replay cache, so nothing is
 paid twice and no row is duplicated.
 
-The state is pickled (uncompressed: compressing embedding matrices costs seconds per step and
-only the newest checkpoint is kept) and stored in parts of at most ``PART_BYTES`` when it is
-larger than that (SQLite holds at most 1 GB in one value and copies each value it writes). Only
-load checkpoints from trace files you trust (pickle can run code); recnet never loads a checkpoint
-from anywhere else.
+The state is pickled straight into a zstandard stream (level ``ZSTD_LEVEL``: a checkpoint is ~40 %
+smaller at ~0.1 s per 20 MB, and the stream holds compressed bytes, not the whole pickle) and
+stored in parts of at most ``PART_BYTES`` when it is larger than that (SQLite holds at most 1 GB
+in one value and copies each value it writes). Checkpoints of format ``pickle/2``, written
+uncompressed by earlier versions, still load. Only load checkpoints from trace files you trust
+(pickle can run code); recnet never loads a checkpoint from anywhere else.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import zstandard
+
 from recnet.brain.base import OperationCounts
 from recnet.context import RunContext
 from recnet.errors import TraceError
 from recnet.world.world import World
 
-FORMAT = "pickle/2"
+FORMAT = "pickle/2+zstd"
+#: Uncompressed pickles, as written before compression; still readable.
+PLAIN_FORMAT = "pickle/2"
+#: zstandard level: 3 (its default) gave 1.65x on a 10k-agent checkpoint, level 1 1.55x; the
+#: float weights that fill a checkpoint do not compress much further at any level.
+ZSTD_LEVEL = 3
 
 
 class Checkpointed(Protocol):
@@ -107,9 +115,12 @@ class _PartWriter:
 
 
 def dump(checkpoint: Checkpoint) -> list[bytearray]:
-    """The pickled checkpoint in parts of at most ``PART_BYTES`` (one part for small worlds)."""
+    """The compressed, pickled checkpoint in parts of at most ``PART_BYTES`` (one part for small
+    worlds)."""
     writer = _PartWriter(PART_BYTES)
-    pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    with compressor.stream_writer(writer, closefd=False, write_return_read=True) as stream:
+        pickle.Pickler(stream, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
     return writer.close()
 
 
@@ -146,7 +157,7 @@ def load(blob: bytes, fmt: str, more_parts: Sequence[bytes] = ()) -> Checkpoint:
     """Unpickle a checkpoint: ``blob`` is ``checkpoints.state``, ``more_parts`` its
     ``checkpoint_parts`` rows in part order (a format ending in ``;parts=N`` says how many)."""
     base, _, count = fmt.partition(";parts=")
-    if base != FORMAT:
+    if base not in (FORMAT, PLAIN_FORMAT):
         raise TraceError(
             f"checkpoint format {fmt!r} is not readable by this recnet ({FORMAT})",
             "resume with the recnet version that wrote the run",
@@ -156,10 +167,17 @@ def load(blob: bytes, fmt: str, more_parts: Sequence[bytes] = ()) -> Checkpoint:
             f"the checkpoint in this trace has {len(more_parts) + 1} of its {count or 1} parts",
             "start the run again",
         )
-    if more_parts:  # unpickled as a stream over the parts: never a joined copy of them all
-        checkpoint = pickle.load(io.BufferedReader(_PartReader([blob, *more_parts])))
-    else:
-        checkpoint = pickle.loads(blob)
+    # unpickled as a stream over the parts: never a joined copy of them all
+    stream: io.RawIOBase | zstandard.ZstdDecompressionReader = _PartReader([blob, *more_parts])
+    if base == FORMAT:
+        stream = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    try:
+        checkpoint = pickle.load(io.BufferedReader(stream))
+    except Exception as exc:  # damaged bytes can fail anywhere in the unpickler
+        raise TraceError(
+            f"the checkpoint in this trace is damaged or unreadable ({type(exc).__name__}: {exc})",
+            "start the run again, or resume with the recnet version that wrote it",
+        ) from exc
     if not isinstance(checkpoint, Checkpoint):
         raise TraceError("the checkpoint in this trace is damaged", "start the run again")
     return checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -149,6 +150,47 @@ def test_checkpoint_missing_a_part_is_a_clear_error(
     db.commit()
     db.close()
     with pytest.raises(TraceError, match="parts"):
+        asyncio.run(resume(path))
+
+
+def test_checkpoint_is_stored_compressed(tmp_path: Path) -> None:
+    path = tmp_path / "trace.sqlite"
+    stop_at(path, 3)
+    db = sqlite3.connect(path)
+    state, fmt = db.execute("SELECT state, format FROM checkpoints").fetchone()
+    db.close()
+    assert fmt == checkpoint.FORMAT == "pickle/2+zstd"
+    plain = pickle.dumps(checkpoint.load(state, fmt), protocol=pickle.HIGHEST_PROTOCOL)
+    assert len(state) < 0.8 * len(plain)
+
+
+def test_an_uncompressed_checkpoint_of_an_earlier_version_resumes(
+    tmp_path: Path, reference: dict
+) -> None:
+    # traces written before compression hold plain pickles (format "pickle/2")
+    path = tmp_path / "trace.sqlite"
+    stop_at(path, 5)
+    db = sqlite3.connect(path)
+    state, fmt = db.execute("SELECT state, format FROM checkpoints").fetchone()
+    plain = pickle.dumps(checkpoint.load(state, fmt), protocol=pickle.HIGHEST_PROTOCOL)
+    db.execute("UPDATE checkpoints SET state = ?, format = ?", (plain, checkpoint.PLAIN_FORMAT))
+    db.commit()
+    db.close()
+    asyncio.run(resume(path))
+    assert run_status(path)[0] == "finished"
+    assert comparable(path) == reference
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "trace.sqlite"
+    stop_at(path, 2)
+    db = sqlite3.connect(path)
+    state = bytearray(db.execute("SELECT state FROM checkpoints").fetchone()[0])
+    state[len(state) // 2 :] = bytes(len(state) - len(state) // 2)  # second half zeroed
+    db.execute("UPDATE checkpoints SET state = ?", (bytes(state),))
+    db.commit()
+    db.close()
+    with pytest.raises(TraceError, match="damaged"):
         asyncio.run(resume(path))
 
 

@@ -380,12 +380,12 @@ checkpoints = Table(
     Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("step", Integer, primary_key=True),  # the last completed step the state belongs to
     Column("created_at", String, nullable=False),
-    Column("format", String, nullable=False),  # "pickle/2", or "pickle/2;parts=N"
+    Column("format", String, nullable=False),  # "pickle/2+zstd" (or older "pickle/2"), ";parts=N"
     Column("state", LargeBinary, nullable=False),  # world, phase counters, brain counters
 )
 
 # A checkpoint larger than one SQLite value (1 GB) is cut into parts: part 0 is checkpoints.state
-# (format "pickle/2;parts=N"), parts 1..N-1 are rows here, queued before the checkpoints row.
+# (format "pickle/2+zstd;parts=N"), parts 1..N-1 are rows here, queued before the checkpoints row.
 checkpoint_parts = Table(
     "checkpoint_parts",
     metadata,
