@@ -286,7 +286,30 @@ def render(
         ]
         share = rows[0].get("drifting_share_mean") if rows else math.nan
         lines += [f"Share of drifting users: {share:.2f}", "", markdown_table(headers, body), ""]
+        lines += gate_lines(mine)
     return "\n".join(lines)
+
+
+def gate_lines(results: list[Record]) -> list[str]:
+    """What the backward phase's validation gate did, when the run has RecNet full with and
+    without it: rollbacks per seed and the paired difference, full minus gate off."""
+    models = {r.get("model") for r in results}
+    if not {"recnet-full", "recnet-no-gate"} <= models:
+        return []
+    rollbacks = " / ".join(
+        f"{r['optimizations_rolled_back']}"
+        for r in sorted(results, key=lambda r: str(r.get("seed")))
+        if r.get("model") == "recnet-full" and r.get("status") == "ok"
+    )
+    lifts = [
+        f"{name} {lift_text(paired_lift(results, 'recnet-full', 'recnet-no-gate', column))}"
+        for name, column in (("prequential", "preq_ndcg@10"), ("final", "ndcg@10"))
+    ]
+    return [
+        f"Validation gate: RecNet (full) rolled back {rollbacks} optimisations per seed; full "
+        f"minus gate off, paired NDCG@10: {', '.join(lifts)}.",
+        "",
+    ]
 
 
 def plot_lift(results: list[Record], points: list[Any], key: str, path: Path) -> None:

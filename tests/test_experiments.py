@@ -300,3 +300,24 @@ def test_drift_smoke(tmp_path: Path) -> None:
     for model in ("agentcf", "recnet-no-backward"):
         assert 0.0 < float(found[model]["preq_ndcg@10"]) < oracle  # the oracle is the upper bound
     assert rows(tmp_path / "drifts.csv")
+
+
+def test_drift_reports_the_validation_gate_paired() -> None:
+    def record(model: str, seed: int, final: float, rolled_back: int) -> dict:
+        return {
+            "model": model,
+            "seed": seed,
+            "status": "ok",
+            "ndcg@10": final,
+            "preq_ndcg@10": 0.5,
+            "optimizations_rolled_back": rolled_back,
+        }
+
+    records = [
+        *(record("recnet-full", s, 0.60 + 0.01 * s, r) for s, r in ((0, 6), (1, 0), (2, 4))),
+        *(record("recnet-no-gate", s, 0.59 + 0.01 * s, 0) for s in (0, 1, 2)),
+    ]
+    (line, _) = drift.gate_lines(records)
+    assert "rolled back 6 / 0 / 4 optimisations" in line
+    assert "prequential +0.0000" in line and "final +0.0100" in line
+    assert drift.gate_lines([r for r in records if r["model"] == "recnet-full"]) == []
