@@ -74,6 +74,18 @@ def test_unknown_key_in_the_file_names_the_key_path(tmp_path: Path) -> None:
     path = scenario_file(tmp_path, "world:\n  n_router: 3\n")
     line = the_error(invoke("validate", path))
     assert "world.n_router" in line and "unknown key" in line
+    assert "did you mean 'n_routers'?" in line
+
+
+def test_unknown_key_suggests_the_closest_key_of_its_own_section(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, "dataset:\n  synthetic:\n    n_user: 20\n  kindd: x\n")
+    line = the_error(invoke("validate", path))
+    assert "dataset.synthetic.n_user: unknown key — did you mean 'n_users'?" in line
+    assert "dataset.kindd: unknown key — did you mean 'kind'?" in line
+    line = the_error(invoke("validate", SYNTHETIC, "--set", "seeed=3"))
+    assert "seeed: unknown key — did you mean 'seed'?" in line
+    line = the_error(invoke("validate", SYNTHETIC, "--set", "propagation.zzz=1"))
+    assert "propagation.zzz: unknown key — remove it" in line  # nothing close: no guess
 
 
 def test_wrong_type_names_path_and_expected_type() -> None:

@@ -6,11 +6,13 @@ Pipeline position: the entry of every run (``recnet simulate``/``validate``). Er
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from recnet.config.scenario import Scenario
 from recnet.errors import ScenarioError
@@ -76,7 +78,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             parent = ".".join(str(p) for p in loc[:-1])
             where = f"'{parent}'" if parent else "the top level"
             remedy = f"see `recnet options` for the keys allowed in {where}"
-            problems.append((key, [f"unknown key — remove it or fix the spelling ({remedy})"], ""))
+            close = difflib.get_close_matches(str(loc[-1]), section_keys(loc[:-1]), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "remove it or fix the spelling"
+            complaint = f"unknown key — {fix} ({remedy})"
+            problems.append((key, [complaint], ""))
             continue
         got = err.get("input")
         secret = key.endswith("api_key_env")  # a key pasted here instead of a variable name
@@ -91,6 +96,24 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{key}: {', or '.join(complaints)}{got}" for key, complaints, got in problems]
     plural = "s" if len(lines) > 1 else ""
     return f"{source}: {len(lines)} invalid setting{plural}: " + "; ".join(lines)
+
+
+def section_keys(path: list[Any]) -> list[str]:
+    """The keys the scenario section at ``path`` allows (``[]``: the top level;
+    ``["dataset", "synthetic"]``: the synthetic world's); none when no section model is there."""
+    model: type[BaseModel] | None = Scenario
+    for part in path:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _section_model(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class in a field's annotation (``Section``, ``Section | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [m for m in map(_section_model, typing.get_args(annotation)) if m is not None]
+    return models[0] if len(models) == 1 else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
