@@ -14,9 +14,13 @@ the same invocation, so both columns see the same machine load.
     python experiments/bench_scale.py --sizes 3000 30000   # a subset (agents = users + items)
     python experiments/bench_scale.py --smoke              # 300 agents, seconds
     python experiments/bench_scale.py --baseline-sizes     # no baseline runs
+    python experiments/bench_scale.py --sizes 1000000 --max-rss-gb 19   # stop a size at 19 GB
 
-A size that does not finish within ``--timeout`` seconds is reported with how far it got (steps
-done, from the trace) and the time per interaction extrapolated from there. Initialisation (router
+A size that does not finish within ``--timeout`` seconds, or whose resident memory passes
+``--max-rss-gb`` (so a size too large for the machine stops cleanly instead of meeting the kernel's
+out-of-memory killer), is reported with how far it got (steps done, from the trace) and the time
+per interaction extrapolated from there. While a size runs, a progress line (step, seconds, RSS)
+goes to stderr every ``--progress`` seconds. Initialisation (router
 clustering, memberships, the initial trace rows and checkpoint) is reported apart as the time until
 step 0 was done, and the cost per interaction of the steps after it beside the whole run's.
 Figures go to experiments/results/bench_scale.json.
@@ -74,7 +78,8 @@ def run_one(agents: int, trace_path: Path, extra: Sequence[str]) -> dict[str, fl
     started = time.perf_counter()
 
     def progress(step: int, total: int) -> None:  # parsed by ``step_times`` (even after a kill)
-        print(f"STEP {step} {time.perf_counter() - started:.3f}", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - started
+        print(f"STEP {step} {seconds:.3f} {total}", file=sys.stderr, flush=True)
 
     result = asyncio.run(simulate(scenario, trace_path=trace_path, on_step=progress))
     seconds = time.perf_counter() - started
@@ -107,10 +112,33 @@ def step_times(stderr: str) -> dict[int, float]:
     """Seconds from the start at which each completed step was reported by the child."""
     times = {}
     for line in stderr.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STEP":
-            times[int(parts[1])] = float(parts[2])
+        report = step_report(line)
+        if report is not None:
+            times[report[0]] = report[1]
     return times
+
+
+def step_report(line: str) -> tuple[int, float, int | None] | None:
+    """``(step, seconds, total steps)`` of a child's ``STEP`` line (the total is absent in lines
+    of older children), None for any other line."""
+    parts = line.split()
+    if len(parts) not in (3, 4) or parts[0] != "STEP":
+        return None
+    try:
+        total = int(parts[3]) if len(parts) == 4 else None
+        return int(parts[1]), float(parts[2]), total
+    except ValueError:
+        return None
+
+
+def progress_line(agents: int, seconds: float, rss_mb: float, last: tuple | None) -> str:
+    """What a running size has done so far (``last``: its newest ``step_report``)."""
+    if last is None:
+        where = "building the world"
+    else:
+        step, _, total = last
+        where = f"step {step + 1}/{total} done" if total else f"step {step + 1} done"
+    return f"  {agents:,} agents: {where} after {seconds:,.0f} s, RSS {rss_mb:,.0f} MB"
 
 
 def stepping_figures(trace_path: Path, times: dict[int, float]) -> dict[str, float]:
@@ -130,10 +158,17 @@ def stepping_figures(trace_path: Path, times: dict[int, float]) -> dict[str, flo
 
 
 def measure(
-    code_root: Path, agents: int, timeout: float, extra: Sequence[str] = ()
+    code_root: Path,
+    agents: int,
+    timeout: float,
+    extra: Sequence[str] = (),
+    max_rss_mb: float = 0.0,
+    progress_every: float = 0.0,
 ) -> dict[str, float | str]:
     """Run one size with the checkout at ``code_root`` in a child process (``extra``: scenario
-    overrides added to the world's shape)."""
+    overrides added to the world's shape). The child is stopped when it runs longer than
+    ``timeout`` seconds or holds more than ``max_rss_mb`` (0: no cap); every ``progress_every``
+    seconds (0: never) a progress line goes to stderr."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("RECNET_BENCH_TMP")) as folder:
         trace_path = Path(folder) / "scale.sqlite"
         command = [
@@ -150,18 +185,28 @@ def measure(
         child = subprocess.Popen(
             command, cwd=code_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        peak_kb, finished = 0, False
+        peak_kb, finished, stopped = 0, False, ""
         out_chunks: list[bytes] = []
         err_chunks: list[bytes] = []
         readers = [_drain(child.stdout, out_chunks), _drain(child.stderr, err_chunks)]
+        shown = started
         while True:
-            peak_kb = max(peak_kb, _peak_rss_kb(child.pid))
+            peak_kb = max(peak_kb, _status_kb(child.pid, "VmHWM"))
             try:
                 child.wait(timeout=1.0)
                 finished = child.returncode == 0
                 break
             except subprocess.TimeoutExpired:
-                if time.perf_counter() - started > timeout:
+                now, rss_mb = time.perf_counter(), _status_kb(child.pid, "VmRSS") / 1024
+                if progress_every and now - shown >= progress_every:
+                    shown = now
+                    last = _last_step(err_chunks)
+                    print(progress_line(agents, now - started, rss_mb, last), file=sys.stderr)
+                if max_rss_mb and rss_mb > max_rss_mb:
+                    stopped = f"at the memory cap: RSS {rss_mb:,.0f} MB > {max_rss_mb:,.0f} MB"
+                elif now - started > timeout:
+                    stopped = "timeout"
+                if stopped:
                     child.kill()
                     child.wait()
                     break
@@ -177,7 +222,7 @@ def measure(
             row.update(json.loads(out.decode().strip().splitlines()[-1]))
             row["status"] = "finished"
         else:
-            tail = err.decode().strip().splitlines()[-1:] or ["timeout"]
+            tail = [stopped] if stopped else err.decode().strip().splitlines()[-1:] or ["?"]
             row["status"] = f"stopped after {wall:.0f} s ({tail[0][:120]})"
             row["wall_seconds"] = round(wall, 1)
             row["train_interactions"] = row.get("interactions_done", 0)
@@ -187,23 +232,34 @@ def measure(
         return row
 
 
-def _peak_rss_kb(pid: int) -> int:
-    """The process's peak resident set (VmHWM) in kB, 0 once it is gone."""
+def _status_kb(pid: int, field: str) -> int:
+    """A memory figure of the process in kB (``VmHWM``: peak resident set, ``VmRSS``: current),
+    0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
+def _last_step(err_chunks: list[bytes]) -> tuple[int, float, int | None] | None:
+    """The newest ``STEP`` report among the child's stderr lines read so far."""
+    for chunk in reversed(err_chunks):
+        report = step_report(chunk.decode(errors="replace"))
+        if report is not None:
+            return report
+    return None
+
+
 def _drain(stream: IO[bytes] | None, chunks: list[bytes]) -> threading.Thread:
-    """Read a child's pipe in a thread (so a chatty child never blocks on a full pipe)."""
+    """Read a child's pipe line by line in a thread (so a chatty child never blocks on a full
+    pipe, and progress lines are seen while the child runs)."""
 
     def run() -> None:
         if stream is not None:
-            chunks.append(stream.read())
+            chunks.extend(stream)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -244,6 +300,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=DEFAULT_SIZES)
     parser.add_argument("--baseline-sizes", type=int, nargs="*", default=DEFAULT_BASELINE_SIZES)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=0.0,
+        help="stop a size whose resident memory passes this many GB and report how far it got "
+        "(0: no cap); e.g. 19 on a 24 GB machine",
+    )
+    parser.add_argument(
+        "--progress",
+        type=float,
+        default=60.0,
+        help="seconds between progress lines on stderr while a size runs (0: none)",
+    )
     parser.add_argument("--smoke", action="store_true", help="300 agents only, no baseline")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
@@ -263,6 +332,7 @@ def main() -> None:
     if args.single is not None:
         print(json.dumps(run_one(args.single, args.trace, args.overrides)))
         return
+    cap_mb = args.max_rss_gb * 1024
     sizes = [300] if args.smoke else sorted(args.sizes)
     baseline_sizes = [] if args.smoke else sorted(args.baseline_sizes)
     rows: dict[str, list[dict[str, float | str]]] = {"baseline": [], "now": []}
@@ -271,7 +341,7 @@ def main() -> None:
             code = baseline_checkout(Path(folder))
             try:
                 for agents in baseline_sizes:
-                    row = measure(code, agents, args.timeout)
+                    row = measure(code, agents, args.timeout, (), cap_mb, args.progress)
                     rows["baseline"].append(row)
                     print_row(f"{BASELINE_COMMIT}", row)
             finally:
@@ -280,7 +350,7 @@ def main() -> None:
                     capture_output=True,
                 )
         for agents in sizes:
-            row = measure(ROOT, agents, args.timeout, args.overrides)
+            row = measure(ROOT, agents, args.timeout, args.overrides, cap_mb, args.progress)
             rows["now"].append(row)
             print_row("now", row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,25 @@ def test_smoke_run_reports_time_memory_and_trace(tmp_path: Path) -> None:
 def test_step_times_read_the_childs_progress_lines() -> None:
     times = bench_scale.step_times("noise\nSTEP 0 1.500\nSTEP 1 2.25\nwarning: STEP x\nSTEP 2 3\n")
     assert times == {0: 1.5, 1: 2.25, 2: 3.0}
+    # children now also say how many steps there are
+    assert bench_scale.step_times("STEP 0 1.5 100\nSTEP 1 2.5 100\n") == {0: 1.5, 1: 2.5}
+    assert bench_scale.step_report("STEP 4 9.25 100") == (4, 9.25, 100)
+    assert bench_scale.step_report("STEP four 9 100") is None
+
+
+def test_progress_line_says_where_a_size_is() -> None:
+    line = bench_scale.progress_line(1_000_000, 1234.4, 5120.0, (36, 1200.0, 100))
+    assert line == "  1,000,000 agents: step 37/100 done after 1,234 s, RSS 5,120 MB"
+    building = bench_scale.progress_line(300_000, 60.0, 900.0, None)
+    assert "building the world after 60 s" in building
+
+
+def test_a_size_over_the_memory_cap_is_stopped_and_reported(tmp_path: Path) -> None:
+    # a cap below what any Python process holds: stopped at the first check, with how far it got
+    row = bench_scale.measure(ROOT, 300, timeout=600.0, max_rss_mb=1.0)
+    assert str(row["status"]).startswith("stopped after")
+    assert "memory cap" in str(row["status"]) and "> 1 MB" in str(row["status"])
+    assert "ndcg@10" not in row  # the child never finished
 
 
 def test_memory_profile_reports_per_agent_bytes_at_both_checkpoints(tmp_path: Path) -> None:
