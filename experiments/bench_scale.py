@@ -20,10 +20,10 @@ A size that does not finish within ``--timeout`` seconds, or whose resident memo
 ``--max-rss-gb`` (so a size too large for the machine stops cleanly instead of meeting the kernel's
 out-of-memory killer), is reported with how far it got (steps done, from the trace) and the time
 per interaction extrapolated from there. While a size runs, a progress line (step, seconds, RSS)
-goes to stderr every ``--progress`` seconds. Initialisation (router
-clustering, memberships, the initial trace rows and checkpoint) is reported apart as the time until
-step 0 was done, and the cost per interaction of the steps after it beside the whole run's.
-Figures go to experiments/results/bench_scale.json.
+goes to stderr every ``--progress`` seconds. Initialisation (router clustering, memberships, the
+initial trace rows and checkpoint) is reported apart as the time until step 0 was done, and the
+cost per interaction of the steps after it beside the whole run's. Figures go to
+experiments/results/bench_scale.json.
 """
 
 from __future__ import annotations
@@ -118,7 +118,10 @@ def step_times(stderr: str) -> dict[int, float]:
     return times
 
 
-def step_report(line: str) -> tuple[int, float, int | None] | None:
+StepReport = tuple[int, float, int | None]  # (step, seconds since the start, total steps)
+
+
+def step_report(line: str) -> StepReport | None:
     """``(step, seconds, total steps)`` of a child's ``STEP`` line (the total is absent in lines
     of older children), None for any other line."""
     parts = line.split()
@@ -131,7 +134,7 @@ def step_report(line: str) -> tuple[int, float, int | None] | None:
         return None
 
 
-def progress_line(agents: int, seconds: float, rss_mb: float, last: tuple | None) -> str:
+def progress_line(agents: int, seconds: float, rss_mb: float, last: StepReport | None) -> str:
     """What a running size has done so far (``last``: its newest ``step_report``)."""
     if last is None:
         where = "building the world"
@@ -244,7 +247,7 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _last_step(err_chunks: list[bytes]) -> tuple[int, float, int | None] | None:
+def _last_step(err_chunks: list[bytes]) -> StepReport | None:
     """The newest ``STEP`` report among the child's stderr lines read so far."""
     for chunk in reversed(err_chunks):
         report = step_report(chunk.decode(errors="replace"))
