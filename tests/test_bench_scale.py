@@ -60,8 +60,8 @@ def test_progress_line_says_where_a_size_is() -> None:
     assert "building the world after 60 s" in building
 
 
-def test_a_size_over_the_memory_cap_is_stopped_and_reported(tmp_path: Path) -> None:
-    # a cap below what any Python process holds: stopped at the first check, with how far it got
+def test_a_size_over_the_memory_cap_is_stopped_and_reported() -> None:
+    # a cap below what any Python process holds: stopped at the first check, and said so
     row = bench_scale.measure(ROOT, 300, timeout=600.0, max_rss_mb=1.0)
     assert str(row["status"]).startswith("stopped after")
     assert "memory cap" in str(row["status"]) and "> 1 MB" in str(row["status"])
