@@ -426,6 +426,43 @@ def test_sqlite_records_migrations_once_and_creates_every_table(db: Path) -> Non
     assert set(schema.metadata.tables) <= tables
 
 
+def test_sqlite_stores_candidates_without_a_second_index(db: Path) -> None:
+    # one B-tree keyed by (run, split, user, position): no autoindex beside the table
+    with SQLiteTraceStore(db) as store:
+        store.create_run(run_row())
+        rows = [
+            {
+                "run_id": "r1",
+                "split": "test",
+                "user_id": u,
+                "position": k,
+                "item_id": f"i{k}",
+                "is_positive": k == 0,
+            }
+            for u in ("u2", "u1")
+            for k in (1, 0)
+        ]
+        store.add("candidates", rows)
+        store.flush()
+        back = store.read("candidates", "r1")
+    assert [(r["user_id"], r["position"]) for r in back] == [
+        ("u1", 0),
+        ("u1", 1),
+        ("u2", 0),
+        ("u2", 1),
+    ]
+    assert [r["is_positive"] for r in back] == [True, False, True, False]
+    conn = sqlite3.connect(db)
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name='candidates'").fetchone()
+        indexes = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='candidates'"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert sql.rstrip().endswith("WITHOUT ROWID") and indexes == []
+
+
 def test_check_migrations_rejects_bad_histories() -> None:
     def noop(conn: Any) -> None:
         return None
