@@ -426,8 +426,8 @@ def test_sqlite_records_migrations_once_and_creates_every_table(db: Path) -> Non
     assert set(schema.metadata.tables) <= tables
 
 
-def test_sqlite_stores_candidates_without_a_second_index(db: Path) -> None:
-    # one B-tree keyed by (run, split, user, position): no autoindex beside the table
+def test_sqlite_stores_small_row_tables_without_a_second_index(db: Path) -> None:
+    # one B-tree keyed by the primary key, e.g. (run, split, user, position): no autoindex beside
     with SQLiteTraceStore(db) as store:
         store.create_run(run_row())
         rows = [
@@ -454,13 +454,14 @@ def test_sqlite_stores_candidates_without_a_second_index(db: Path) -> None:
     assert [r["is_positive"] for r in back] == [True, False, True, False]
     conn = sqlite3.connect(db)
     try:
-        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name='candidates'").fetchone()
-        indexes = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='candidates'"
-        ).fetchall()
+        for table in ("candidates", "message_counts", "interactions"):  # small rows, many of them
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name=?", (table,)).fetchone()
+            indexes = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (table,)
+            ).fetchall()
+            assert sql.rstrip().endswith("WITHOUT ROWID") and indexes == [], table
     finally:
         conn.close()
-    assert sql.rstrip().endswith("WITHOUT ROWID") and indexes == []
 
 
 def test_check_migrations_rejects_bad_histories() -> None:

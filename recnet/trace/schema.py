@@ -101,6 +101,7 @@ interactions = Table(
     ForeignKeyConstraint(["run_id", "item_id"], ["agents.run_id", "agents.agent_id"]),
     ForeignKeyConstraint(["run_id", "negative_id"], ["agents.run_id", "agents.agent_id"]),
     ForeignKeyConstraint(["run_id", "chosen_id"], ["agents.run_id", "agents.agent_id"]),
+    sqlite_with_rowid=False,  # small rows: the primary key is the table (no second B-tree)
 )
 
 prequential = Table(
@@ -187,6 +188,7 @@ message_counts = Table(
     Column("router_id", String, primary_key=True),  # the sender (a client in point_to_point)
     Column("status", String, primary_key=True),  # buffered | accepted | rejected | dropped
     Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,  # small rows: the primary key is the table (no second B-tree)
 )
 
 filter_rule_versions = Table(
