@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from recnet.context import RunContext, utc_now
 from recnet.errors import BudgetExceeded, RecnetError, RunFailed
+from recnet.exec.collector import RelaxedCollector
 from recnet.exec.threads import BlasThreads
 
 T = TypeVar("T")
@@ -71,11 +72,15 @@ def write_log(trace_path: Path, ctx: RunContext, text: str) -> Path:
 
 
 async def supervised(ctx: RunContext, trace_path: Path, body: Callable[[], Awaitable[T]]) -> T:
-    """Run ``body`` (under the scenario's BLAS thread limit, ``recnet.exec.threads``); record how
-    the run ended (finished, stopped, failed) and close everything, releasing the trace's lease
-    (``ctx.lease``)."""
+    """Run ``body`` under the scenario's BLAS thread limit (``recnet.exec.threads``) and garbage
+    collector threshold (``recnet.exec.collector``); record how the run ended (finished, stopped,
+    failed) and close everything, releasing the trace's lease (``ctx.lease``)."""
     try:
-        with BlasThreads(ctx.scenario.executor.blas_threads) as ctx.blas:
+        executor = ctx.scenario.executor
+        with (
+            BlasThreads(executor.blas_threads) as ctx.blas,
+            RelaxedCollector(executor.gc_threshold),
+        ):
             result = await body()
         mark_finished(ctx)
         return result
