@@ -6,7 +6,7 @@ containers (router messages, buffers, score dicts) that live for a step or less.
 default young-generation threshold (700 net allocations) the collector runs thousands of times per
 run; it promotes those objects into the old generation before they die, and the promotions soon
 trigger full collections, which traverse every profile in the world: 12 % of a 10k-agent run and
-14 % of a 30k-agent one (``experiments/README.md``, "The cyclic garbage collector at scale"),
+14 % of a 30k-agent one (``experiments/README.md``, "The cyclic garbage collector"),
 and more as the world grows. A young threshold of ``DEFAULT_THRESHOLD`` lets them die first: the
 collector still runs (a run makes few reference cycles, and they are still freed), but a handful
 of times per run. Results are the same; peak memory is the same within 1 %. The setting is
