@@ -18,6 +18,7 @@ policy sees it (``excluded_mask``), unless ``propagation.message_idle_clients`` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -122,11 +123,14 @@ def top_k_routing(
 
 def _member_arrays(world: World, sender: str) -> tuple[np.ndarray, np.ndarray]:
     """A router's members (client positions) and their membership strengths, in edge order."""
-    position = world.client_position
-    edges = world.graph[sender]  # a router's only edges are its memberships
+    # a router's only edges are its memberships. Read from networkx's adjacency dict itself, not
+    # through the read-only view ``graph[sender]``, whose lookups run in Python: 1.16 -> 0.37 ms
+    # for a router of 5,000 members (a 30k world's largest has 5.4k); at a million agents this
+    # function held 13 % of the steps' samples (py-spy)
+    edges = world.graph._adj[sender]
     count = len(edges)
-    members = np.fromiter((position[c] for c in edges), np.int64, count)
-    strength = np.fromiter((data["score"] for data in edges.values()), np.float64, count)
+    members = np.fromiter(map(world.client_position.__getitem__, edges), np.int64, count)
+    strength = np.fromiter(map(itemgetter("score"), edges.values()), np.float64, count)
     return members, strength
 
 
