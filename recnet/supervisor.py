@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from recnet.context import RunContext, utc_now
 from recnet.errors import BudgetExceeded, RecnetError, RunFailed
-from recnet.exec.collector import RelaxedCollector
+from recnet.exec.collector import relaxed_collector
 from recnet.exec.threads import BlasThreads
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ async def supervised(ctx: RunContext, trace_path: Path, body: Callable[[], Await
         executor = ctx.scenario.executor
         with (
             BlasThreads(executor.blas_threads) as ctx.blas,
-            RelaxedCollector(executor.gc_threshold),
+            relaxed_collector(executor.gc_threshold),
         ):
             result = await body()
         mark_finished(ctx)

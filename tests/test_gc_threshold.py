@@ -11,24 +11,17 @@ import pytest
 from pydantic import ValidationError
 
 from recnet.config.scenario import Scenario
-from recnet.exec.collector import DEFAULT_THRESHOLD, RelaxedCollector
+from recnet.exec.collector import DEFAULT_THRESHOLD, relaxed_collector
 from recnet.runner import simulate
+from tests.test_blas_threads import tiny as blas_tiny
 
 
 def tiny(tmp_path: Path, threshold: int | None) -> Scenario:
-    return Scenario.model_validate(
-        {
-            "name": "gc",
-            "seed": 2,
-            "dataset": {
-                "kind": "synthetic",
-                "synthetic": {"n_users": 20, "n_items": 40, "interactions_per_user": 6},
-            },
-            "world": {"n_routers": 2, "min_routers": 1},
-            "executor": {"gc_threshold": threshold},
-            "trace": {"path": str(tmp_path / f"run-{threshold}.sqlite")},
-        }
-    )
+    """The small world of the BLAS-limit tests, with this collector threshold."""
+    scenario = blas_tiny(tmp_path / str(threshold), None)
+    (tmp_path / str(threshold)).mkdir()
+    executor = scenario.executor.model_copy(update={"gc_threshold": threshold})
+    return scenario.model_copy(update={"executor": executor})
 
 
 @pytest.mark.parametrize("threshold", [DEFAULT_THRESHOLD, 5_000, None])
@@ -53,10 +46,15 @@ def test_the_default_is_raised_and_a_higher_setting_is_kept() -> None:
     before = gc.get_threshold()
     try:
         gc.set_threshold(1_000_000, *before[1:])
-        with RelaxedCollector(10_000):
+        with relaxed_collector(10_000):
             assert gc.get_threshold()[0] == 1_000_000
-        with RelaxedCollector(None):
+        with relaxed_collector(None):
             assert gc.get_threshold()[0] == 1_000_000
+        gc.set_threshold(*before)
+        with pytest.raises(RuntimeError), relaxed_collector(before[0] + 1):
+            assert gc.get_threshold()[0] == before[0] + 1
+            raise RuntimeError("a run that fails")
+        assert gc.get_threshold() == before
     finally:
         gc.set_threshold(*before)
 
@@ -69,6 +67,6 @@ def test_the_same_seed_gives_the_same_results_whatever_the_threshold(tmp_path: P
     assert relaxed.prequential.overall == default.prequential.overall
 
 
-def test_the_scenario_refuses_a_threshold_below_one(tmp_path: Path) -> None:
+def test_the_scenario_refuses_a_threshold_below_one() -> None:
     with pytest.raises(ValidationError, match="gc_threshold"):
-        tiny(tmp_path, 0)
+        Scenario.model_validate({"name": "x", "executor": {"gc_threshold": 0}})

@@ -1,6 +1,6 @@
 """How often Python's cyclic garbage collector runs while a run is open (``executor.gc_threshold``).
 
-Pipeline position: ``recnet.supervisor.supervised`` opens a ``RelaxedCollector`` around a run's
+Pipeline position: ``recnet.supervisor.supervised`` opens ``relaxed_collector`` around a run's
 whole body, beside ``recnet.exec.threads.BlasThreads``. A step allocates millions of small
 containers (router messages, buffers, score dicts) that live for a step or less. With CPython's
 default young-generation threshold (700 net allocations) the collector runs thousands of times per
@@ -16,36 +16,27 @@ process-wide while the run is open and restored when it ends.
 from __future__ import annotations
 
 import gc
-from types import TracebackType
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: ``executor.gc_threshold``'s default: net container allocations between young collections.
 DEFAULT_THRESHOLD = 100_000
 
 
-class RelaxedCollector:
+@contextmanager
+def relaxed_collector(threshold: int | None) -> Iterator[None]:
     """Raise the collector's young-generation threshold for a run; restore it afterwards.
 
     ``threshold`` None leaves the interpreter's setting alone; a threshold below the one in force
     is not lowered (an application that relaxed it further keeps its choice).
     """
-
-    def __init__(self, threshold: int | None) -> None:
-        self.threshold = threshold
-        self._previous: tuple[int, int, int] | None = None
-
-    def __enter__(self) -> RelaxedCollector:
-        if self.threshold is not None:
-            self._previous = gc.get_threshold()
-            young, *older = self._previous
-            gc.set_threshold(max(young, self.threshold), *older)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._previous is not None:
-            gc.set_threshold(*self._previous)
-            self._previous = None
+    if threshold is None:
+        yield
+        return
+    previous = gc.get_threshold()
+    young, middle, old = previous
+    gc.set_threshold(max(young, threshold), middle, old)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
