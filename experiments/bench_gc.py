@@ -96,7 +96,14 @@ def main() -> None:
     )
     parser.add_argument("--one-at-a-time", action="store_true", help="not side by side")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for both runs",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench_gc.json")
     args = parser.parse_args()
     if args.child:

@@ -9,7 +9,7 @@ trigger full collections, which traverse every profile in the world: 12 % of a 1
 14 % of a 30k-agent one (``experiments/README.md``, "The cyclic garbage collector"),
 and more as the world grows. A young threshold of ``DEFAULT_THRESHOLD`` lets them die first: the
 collector still runs (a run makes few reference cycles, and they are still freed), but a handful
-of times per run. Results are the same; peak memory is the same within 1 %. The setting is
+of times per run. Results are the same, and peak memory within 2 %. The setting is
 process-wide while the run is open and restored when it ends.
 """
 
