@@ -9,9 +9,10 @@ paid twice and no row is duplicated.
 
 The state is pickled straight into a zstandard stream (level ``ZSTD_LEVEL``: a checkpoint is ~40 %
 smaller at ~0.1 s per 20 MB, and the stream holds compressed bytes, not the whole pickle) and
-stored in parts of at most ``PART_BYTES`` when it is larger than that (SQLite holds at most 1 GB
-in one value and copies each value it writes). Checkpoints of format ``pickle/2``, written
-uncompressed by earlier versions, still load. Only load checkpoints from trace files you trust
+spooled to a temporary file, then stored in parts of at most ``PART_BYTES`` when it is larger than
+that (SQLite holds at most 1 GB in one value and copies each value it writes). Checkpoints of
+format ``pickle/2``, written uncompressed by earlier versions, still load. Only load checkpoints
+from trace files you trust
 (pickle can run code); recnet never loads a checkpoint from anywhere else.
 """
 
@@ -28,6 +29,7 @@ import zstandard
 from recnet.brain.base import OperationCounts
 from recnet.context import RunContext
 from recnet.errors import TraceError
+from recnet.trace.rows import Spool, SpooledBlob
 from recnet.world.world import World
 
 FORMAT = "pickle/2+zstd"
@@ -85,43 +87,18 @@ class Checkpoint:
 PART_BYTES = 1 << 24
 
 
-class _PartWriter:
-    """A file for ``pickle.Pickler`` that cuts what it is given into ``size``-byte parts. The parts
-    are the buffers written into, never copies (SQLite stores a bytearray as a BLOB): a copy of
-    each part cost up to a part's size at the end of a large run (33 MB at 30k agents)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.parts: list[bytearray] = []
-        self._current = bytearray()
-
-    def write(self, data: bytes | pickle.PickleBuffer) -> int:
-        view = memoryview(data)  # protocol 5 hands large arrays over as PickleBuffer
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-        written = len(view)
-        while len(view):
-            room = self.size - len(self._current)
-            self._current += view[:room]
-            view = view[room:]
-            if len(self._current) == self.size:
-                self.parts.append(self._current)
-                self._current = bytearray()
-        return written
-
-    def close(self) -> list[bytearray]:
-        if self._current or not self.parts:
-            self.parts.append(self._current)
-        return self.parts
-
-
-def dump(checkpoint: Checkpoint) -> list[bytearray]:
+def dump(checkpoint: Checkpoint) -> list[SpooledBlob]:
     """The compressed, pickled checkpoint in parts of at most ``PART_BYTES`` (one part for small
-    worlds)."""
-    writer = _PartWriter(PART_BYTES)
+    worlds), spooled to an anonymous temporary file (in ``TMPDIR``; removed when the parts are
+    written and dropped, or when the process ends): the parts are read back one at a time as the
+    trace writes them, so a checkpoint's bytes (~2 GB at 1M agents) are never all in memory."""
+    spool = Spool()
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    with compressor.stream_writer(writer, closefd=False, write_return_read=True) as stream:
+    with compressor.stream_writer(spool.file, closefd=False) as stream:
         pickle.Pickler(stream, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
-    return writer.close()
+    size = spool.file.tell()
+    starts = range(0, size, PART_BYTES) if size else range(1)
+    return [SpooledBlob(spool, start, min(PART_BYTES, size - start)) for start in starts]
 
 
 def stored_format(n_parts: int) -> str:

@@ -57,4 +57,5 @@ def test_no_dict_is_memoised_per_message() -> None:
     dicts = [obj for obj in memoised if type(obj) is dict]
     # the two profiles, the shared snapshot and the filter rule's params: not one per message
     assert len(dicts) <= 4
-    assert sum(type(obj) is RouterMessage for obj in memoised) == 40
+    # the buffer is pickled by field: no message object is memoised either
+    assert not any(type(obj) is RouterMessage for obj in memoised)

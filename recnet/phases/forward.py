@@ -42,6 +42,9 @@ from recnet.world.routing import select_recipients
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
+#: Clients per brain merge call, rounded up to a multiple of ``llm.batch_size``: merging all clients
+#: at once (the final flush) holds all their old and new profiles together, +170 MB at 100k agents.
+MERGE_CHUNK = 8192
 
 
 class ForwardPhase:
@@ -67,6 +70,8 @@ class ForwardPhase:
         self.fuse_choice = bool(getattr(ctx.brain, "fuses_choose_merge", False))
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
+        batch = ctx.scenario.llm.batch_size
+        self.merge_chunk = -(-MERGE_CHUNK // batch) * batch
         self.item_ids = list(world.items)
         self.max_count = 0
         self.dirty_profiles: set[str] = set()  # clients whose profile changed since last written
@@ -404,14 +409,13 @@ class ForwardPhase:
             )
 
     async def _merge(self, state: StepState, flush: dict[str, list[RouterMessage]]) -> None:
-        ctx, world = self.ctx, self.world
-        ids = sorted(flush, key=world.client_position.__getitem__)
-        tasks = [MergeTask(world.client(a), flush[a], state.step) for a in ids]
-        outcomes = await ctx.brain.merge(tasks)
-        self._apply_merges(
-            state,
-            [(t.client, t.messages, o) for t, o in zip(tasks, outcomes, strict=True)],
-        )
+        ids = sorted(flush, key=self.world.client_position.__getitem__)
+        for start in range(0, len(ids), self.merge_chunk):
+            part = ids[start : start + self.merge_chunk]
+            tasks = [MergeTask(self.world.client(a), flush[a], state.step) for a in part]
+            outcomes = await self.ctx.brain.merge(tasks)
+            merged = [(t.client, t.messages, o) for t, o in zip(tasks, outcomes, strict=True)]
+            self._apply_merges(state, merged)
 
     def _apply_merges(
         self,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from recnet.errors import TraceError
+from recnet.trace.rows import SpooledBlob
 from recnet.trace.store import (
     CREATED_STEP_TABLES,
     DECIDED_STEP_TABLES,
@@ -76,6 +77,10 @@ class MemoryTraceStore(BufferedTraceStore):
             auto = table_spec.autoincrement
             for row in rows:
                 stored = table_spec.as_dict(row)
+                if "bytes" in table_spec.kinds:  # spooled values are read now, like SQLite does
+                    stored = {
+                        k: v.read() if isinstance(v, SpooledBlob) else v for k, v in stored.items()
+                    }
                 if auto is not None:
                     stored[auto] = next_id[name]
                     next_id[name] += 1

@@ -11,16 +11,17 @@ skip the per-row dict handling on hot paths such as message rows.
 
 Values a column takes (anything else is a TraceError naming the table and the column, never a
 silent write): ``str`` for String/Text, ``int`` (or ``bool``) for Integer, ``float`` or ``int`` for
-Float, ``bool`` (or 0/1) for Boolean, ``bytes`` for LargeBinary; numpy scalars of those kinds too;
-``None`` only where the column is nullable.
+Float, ``bool`` (or 0/1) for Boolean, ``bytes`` (or a ``SpooledBlob``) for LargeBinary; numpy
+scalars of those kinds too; ``None`` only where the column is nullable.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from sqlalchemy import Boolean, Column, Float, Integer, LargeBinary, String, Table
@@ -67,6 +68,48 @@ def column_kind(column: Column[Any]) -> str:
     raise TypeError(f"trace column {column} has a type the stores cannot check: {sql_type!r}")
 
 
+class Spool:
+    """An anonymous temporary file (in ``TMPDIR``) that holds spooled values; it is closed, and so
+    removed, when the last ``SpooledBlob`` reading from it is dropped."""
+
+    __slots__ = ("file",)
+
+    def __init__(self) -> None:
+        # not a with-block: the file lives as long as the values spooled into it
+        self.file: BinaryIO = tempfile.TemporaryFile(prefix="recnet-spool-")  # noqa: SIM115
+
+    def __del__(self) -> None:
+        self.file.close()
+
+
+class SpooledBlob:
+    """A LargeBinary value kept in a file until it is written: ``length`` bytes at ``offset`` of
+    ``spool``. A checkpoint is spooled in parts of these (``recnet.checkpoint``) so that its bytes
+    never sit in memory all at once; SQLite reads each part when it binds it (an adapter
+    ``recnet.trace.sqlite_store`` registers), the memory store when it stores it."""
+
+    __slots__ = ("length", "offset", "spool")
+
+    def __init__(self, spool: Spool, offset: int, length: int) -> None:
+        self.spool = spool
+        self.offset = offset
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> bytes:
+        file = self.spool.file
+        file.seek(self.offset)
+        data = file.read(self.length)
+        if len(data) != self.length:
+            raise TraceError(
+                f"a spooled trace value lost bytes: read {len(data)} of {self.length}",
+                "check the free space of the temporary directory (TMPDIR) and run again",
+            )
+        return data
+
+
 def accepts(kind: str, value: Any) -> bool:
     """Whether a column of ``kind`` takes the (non-None) ``value``; subclasses included."""
     if kind == "str":
@@ -79,7 +122,7 @@ def accepts(kind: str, value: Any) -> bool:
         if isinstance(value, bool | np.bool_):
             return True
         return isinstance(value, int | np.integer) and value in (0, 1)
-    return isinstance(value, bytes | bytearray | memoryview)
+    return isinstance(value, bytes | bytearray | memoryview | SpooledBlob)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from recnet.errors import TraceError
 from recnet.trace import migrations
+from recnet.trace.rows import SpooledBlob
 from recnet.trace.store import (
     CREATED_STEP_TABLES,
     DECIDED_STEP_TABLES,
@@ -61,6 +62,7 @@ for _np_type in _NP_INTS:
 sqlite3.register_adapter(np.float16, float)
 sqlite3.register_adapter(np.float32, float)
 sqlite3.register_adapter(np.bool_, int)
+sqlite3.register_adapter(SpooledBlob, SpooledBlob.read)  # read from its file as it is bound
 
 
 class SQLiteTraceStore(BufferedTraceStore):
@@ -343,6 +345,8 @@ def _insert(cursor: sqlite3.Cursor, name: str, rows: list[Values]) -> None:
         return
     variables = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     most = 1 << (max(1, min(MAX_ROWS_PER_INSERT, variables // len(rows[0]))).bit_length() - 1)
+    if "bytes" in SPECS[name].kinds:  # SQLite copies every value it binds: one blob at a time
+        most = 1
     start, n = 0, len(rows)
     while start < n:
         size = min(most, 1 << ((n - start).bit_length() - 1))
