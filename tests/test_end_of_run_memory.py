@@ -23,7 +23,12 @@ from recnet.phases import forward
 from recnet.runner import simulate
 from recnet.trace.rows import Spool, SpooledBlob
 from recnet.trace.store import TraceStore
-from recnet.world.buffer import MessageBuffer, RouterMessage, _restored_buffer
+from recnet.world.buffer import (
+    MessageBuffer,
+    RouterMessage,
+    _buffer_from_fields,
+    _restored_buffer,
+)
 from recnet.world.content import item_attributes
 from tests.test_blas_threads import tiny
 from tests.test_checkpoint_pickling import agent_with_messages
@@ -126,6 +131,8 @@ def test_buffers_of_older_checkpoints_still_load() -> None:
     messages = [RouterMessage(k, "r:1", "u:1", 2, 0.5, {"a": 1.0}, "") for k in range(3)]
     older = pickle.dumps(_restored_buffer(4, "drop_oldest", messages))  # how they were pickled
     assert pickle.loads(older).peek() == messages
+    by_field = tuple(map(list, zip(*(m.__reduce__()[1] for m in messages), strict=True)))
+    assert _buffer_from_fields(4, "drop_oldest", by_field).peek() == messages  # one version's
 
 
 def test_items_share_their_attribute_names() -> None:

@@ -60,19 +60,19 @@ class MessageBuffer:
         # client (popping the front of a list is O(capacity), which is small)
         self._messages: list[RouterMessage] = []
 
-    def __reduce__(self) -> tuple[object, tuple[int, Overflow, tuple[list[object], ...]]]:
-        """Pickled as its arguments, its messages as one list per field (see
+    def __reduce__(self) -> tuple[object, tuple[int, Overflow, list[object]]]:
+        """Pickled as its arguments, its messages' fields in one flat list (see
         ``RouterMessage.__reduce__``): the pickler keeps every object it saves alive until the
         dump ends, and messages one by one cost three objects each (the message, its arguments
-        and their tuple), 33 per client in a 30k-agent world at its end; by field, 8 per buffer."""
-        fields = zip(
-            *(
-                (m.message_id, m.router_id, m.client_id, m.step, m.score, m.attributes, m.text)
-                for m in self._messages
-            ),
-            strict=True,
-        )
-        return _buffer_from_fields, (self.capacity, self.overflow, tuple(map(list, fields)))
+        and their tuple), 33 per client in a 30k-agent world at its end; flat, 2 per buffer."""
+        flat = [
+            value
+            for m in self._messages
+            for value in (
+                m.message_id, m.router_id, m.client_id, m.step, m.score, m.attributes, m.text
+            )
+        ]  # fmt: skip
+        return _buffer_from_fields, (self.capacity, self.overflow, flat)
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -106,16 +106,24 @@ class MessageBuffer:
 def _restored_buffer(
     capacity: int, overflow: Overflow, messages: list[RouterMessage]
 ) -> MessageBuffer:
-    """A buffer as checkpoints before session 15 pickled it (they still load)."""
+    """A buffer as earlier versions pickled it, message by message (their checkpoints load)."""
     buffer = MessageBuffer(capacity, overflow)
     buffer._messages = messages
     return buffer
 
 
 def _buffer_from_fields(
-    capacity: int, overflow: Overflow, fields: tuple[list[object], ...]
+    capacity: int, overflow: Overflow, flat: list[object] | tuple[list[object], ...]
 ) -> MessageBuffer:
-    """A buffer as ``MessageBuffer.__reduce__`` pickled it: its messages one list per field."""
+    """A buffer as ``MessageBuffer.__reduce__`` pickled it: its messages' fields in one list (or,
+    as one earlier version wrote them, one list per field)."""
     buffer = MessageBuffer(capacity, overflow)
-    buffer._messages = [RouterMessage(*values) for values in zip(*fields, strict=True)]
+    if isinstance(flat, tuple):
+        buffer._messages = [RouterMessage(*values) for values in zip(*flat, strict=True)]
+    else:
+        rows = range(0, len(flat), _FIELDS)
+        buffer._messages = [RouterMessage(*flat[k : k + _FIELDS]) for k in rows]
     return buffer
+
+
+_FIELDS = 7  # RouterMessage's fields, in the order MessageBuffer.__reduce__ lists them
