@@ -94,8 +94,15 @@ def dump(checkpoint: Checkpoint) -> list[SpooledBlob]:
     trace writes them, so a checkpoint's bytes (~2 GB at 1M agents) are never all in memory."""
     spool = Spool()
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    with compressor.stream_writer(spool.file, closefd=False) as stream:
-        pickle.Pickler(stream, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
+    try:
+        with compressor.stream_writer(spool.file, closefd=False) as stream:
+            pickle.Pickler(stream, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint)
+    except OSError as exc:  # a full or unwritable TMPDIR; the previous checkpoint stays
+        raise TraceError(
+            f"could not spool the checkpoint of step {checkpoint.step} to a temporary file ({exc})",
+            "free space in the temporary directory, or point TMPDIR at a larger disk (the run "
+            "adds how to resume)",
+        ) from exc
     size = spool.file.tell()
     starts = range(0, size, PART_BYTES) if size else range(1)
     return [SpooledBlob(spool, start, min(PART_BYTES, size - start)) for start in starts]

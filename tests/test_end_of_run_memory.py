@@ -142,3 +142,19 @@ def test_items_share_their_attribute_names() -> None:
     shared = [(a, b) for a in one for b in two if a == b]
     assert [a for a, _ in shared] == ["genre:drama", "tag:slow", "era:1990s"]
     assert all(a is b for a, b in shared)
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_full_temporary_directory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_spool(self: Spool) -> None:
+        self.file = FullDisk()
+
+    monkeypatch.setattr(Spool, "__init__", full_spool)
+    state = checkpoint.Checkpoint(4, agent_with_messages(3), None, {}, {})  # type: ignore[arg-type]
+    with pytest.raises(TraceError, match=r"step 4 .*No space left") as caught:
+        checkpoint.dump(state)
+    assert "TMPDIR" in caught.value.remedy
