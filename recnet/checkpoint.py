@@ -100,8 +100,7 @@ def dump(checkpoint: Checkpoint) -> list[SpooledBlob]:
     except OSError as exc:  # a full or unwritable TMPDIR; the previous checkpoint stays
         raise TraceError(
             f"could not spool the checkpoint of step {checkpoint.step} to a temporary file ({exc})",
-            "free space in the temporary directory, or point TMPDIR at a larger disk (the run "
-            "adds how to resume)",
+            "free space in the temporary directory, or point TMPDIR at a larger disk",
         ) from exc
     size = spool.file.tell()
     starts = range(0, size, PART_BYTES) if size else range(1)
