@@ -12,8 +12,8 @@ smaller at ~0.1 s per 20 MB, and the stream holds compressed bytes, not the whol
 spooled to a temporary file, then stored in parts of at most ``PART_BYTES`` when it is larger than
 that (SQLite holds at most 1 GB in one value and copies each value it writes). Checkpoints of
 format ``pickle/2``, written uncompressed by earlier versions, still load. Only load checkpoints
-from trace files you trust
-(pickle can run code); recnet never loads a checkpoint from anywhere else.
+from trace files you trust (pickle can run code); recnet never loads a checkpoint from anywhere
+else.
 """
 
 from __future__ import annotations
