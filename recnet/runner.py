@@ -389,8 +389,7 @@ def build_loop(
         if forward.message_trace.counting:
             store.add("message_counts", forward.message_trace.count_rows(ctx.run_id, state.step))
         last = state.step == n_steps - 1
-        for table, rows in versions.due(forward, state.step).items():
-            store.add(table, rows)
+        versions.write_due(forward, state.step, store)
         world.step = state.step
         if last or (state.step + 1) % checkpoint_every == 0:
             add_checkpoint(ctx, world, state.step, parts)

@@ -19,10 +19,10 @@ from recnet import checkpoint
 from recnet.brain.offline import OfflineBrain
 from recnet.data.types import Item
 from recnet.errors import TraceError
-from recnet.phases import forward
+from recnet.phases import forward, version_cadence
 from recnet.runner import simulate
 from recnet.trace.rows import Spool, SpooledBlob
-from recnet.trace.store import TraceStore
+from recnet.trace.store import BufferedTraceStore, TraceStore
 from recnet.world.buffer import (
     MessageBuffer,
     RouterMessage,
@@ -158,3 +158,24 @@ def test_a_full_temporary_directory_is_a_clear_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(TraceError, match=r"step 4 .*No space left") as caught:
         checkpoint.dump(state)
     assert "TMPDIR" in caught.value.remedy
+
+
+def test_profile_versions_are_added_in_chunks_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, _ = run_recording_merges(tmp_path, monkeypatch, "whole")
+    added: list[int] = []
+    add = BufferedTraceStore.add
+
+    def recording(self: BufferedTraceStore, table: str, rows: list) -> None:
+        if table == "profile_versions":
+            added.append(len(rows))
+        add(self, table, rows)
+
+    monkeypatch.setattr(BufferedTraceStore, "add", recording)
+    monkeypatch.setattr(version_cadence, "PROFILE_ROWS_PER_ADD", 3)
+    chunked, _ = run_recording_merges(tmp_path, monkeypatch, "chunked")
+    # after the initial versions (one add at the world's build): 3 rows, or 4 when the third
+    # client also adds its propagated profile
+    assert max(added[1:]) <= 4 and len(added) > 10
+    assert chunked["profiles"] == whole["profiles"] and sum(added) == len(whole["profiles"])

@@ -9,6 +9,7 @@ say which clients and routers changed since their versions were last written. Th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from recnet.trace.records import profile_row, router_version_row
 
 if TYPE_CHECKING:
     from recnet.phases.forward import ForwardPhase
+    from recnet.trace.store import TraceStore
 
 Row = dict[str, object]
 
@@ -47,28 +49,41 @@ class VersionCadence:
         if self.router_every > 1:
             forward.dirty_routers = {}
 
-    def due(self, forward: ForwardPhase, step: int) -> dict[str, list[Row]]:
-        """Table → the version rows ``step``'s commit writes (and forgets as written)."""
+    def write_due(self, forward: ForwardPhase, step: int, store: TraceStore) -> None:
+        """Add the version rows ``step``'s commit writes (and forget them as written). Profile
+        rows are made and added ``PROFILE_ROWS_PER_ADD`` at a time: the last step of a 1M-agent
+        run writes every client changed since the previous write, and one list of them all (JSON
+        and text per profile) took 4 GB."""
         last = step == self.n_steps - 1
-        out: dict[str, list[Row]] = {}
         if self.profiles and (last or (step + 1) % self.profile_every == 0):
-            out["profile_versions"] = profile_rows(forward, step)
+            for rows in profile_rows(forward, step):
+                store.add("profile_versions", rows)
         if forward.dirty_routers is not None and (last or (step + 1) % self.router_every == 0):
-            out["router_versions"] = router_rows(forward, step)
-        return out
+            store.add("router_versions", router_rows(forward, step))
 
 
-def profile_rows(forward: ForwardPhase, step: int) -> list[Row]:
-    """Profile versions of every client changed since the last call (then forgets them)."""
-    rows: list[Row] = []
+#: Profile version rows made before they are handed to the trace store (which writes every
+#: ``trace.batch_size`` rows).
+PROFILE_ROWS_PER_ADD = 10_000
+
+
+def profile_rows(forward: ForwardPhase, step: int) -> Iterator[list[Row]]:
+    """Profile versions of every client changed since the last call, in chunks of rows (the
+    changed clients are forgotten at once: the chunks are made from this call's list of them)."""
     world, run_id = forward.world, forward.ctx.run_id
-    for agent_id in sorted(forward.dirty_profiles, key=world.client_position.__getitem__):
+    changed = sorted(forward.dirty_profiles, key=world.client_position.__getitem__)
+    forward.dirty_profiles.clear()
+    rows: list[Row] = []
+    for agent_id in changed:
         agent = world.client(agent_id)
         rows.append(profile_row(run_id, agent, step, "original", "interact"))
         if agent.propagated:
             rows.append(profile_row(run_id, agent, step, "propagated", "merge"))
-    forward.dirty_profiles.clear()
-    return rows
+        if len(rows) >= PROFILE_ROWS_PER_ADD:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
 def router_rows(forward: ForwardPhase, step: int) -> list[Row]:
