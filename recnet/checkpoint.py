@@ -91,7 +91,8 @@ def dump(checkpoint: Checkpoint) -> list[SpooledBlob]:
     """The compressed, pickled checkpoint in parts of at most ``PART_BYTES`` (one part for small
     worlds), spooled to an anonymous temporary file (in ``TMPDIR``; removed when the parts are
     written and dropped, or when the process ends): the parts are read back one at a time as the
-    trace writes them, so a checkpoint's bytes (~2 GB at 1M agents) are never all in memory."""
+    trace writes them, so a checkpoint's bytes (835 MB for a 1M-agent world before its first
+    step) are never all in memory."""
     spool = Spool()
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
     try:

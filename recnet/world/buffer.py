@@ -6,7 +6,8 @@ The buffer only holds and reports; the filter memory and the brain decide what i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Literal
 
 from recnet.world.profile import Weights
@@ -35,15 +36,12 @@ class RouterMessage:
         (~10 per client in the synthetic world), and the default slots state, a dict per
         message, stays alive in the pickler's memo until the dump ends: at 10k agents this
         halves the checkpoint's transient memory (55 -> 32 MB beyond the pickle's bytes)."""
-        return RouterMessage, (
-            self.message_id,
-            self.router_id,
-            self.client_id,
-            self.step,
-            self.score,
-            self.attributes,
-            self.text,
-        )
+        return RouterMessage, _message_fields(self)
+
+
+#: A message's fields in constructor order (what both reducers pickle) and how many there are
+_message_fields = attrgetter(*(f.name for f in fields(RouterMessage)))
+_FIELDS = len(fields(RouterMessage))
 
 
 class MessageBuffer:
@@ -65,13 +63,7 @@ class MessageBuffer:
         ``RouterMessage.__reduce__``): the pickler keeps every object it saves alive until the
         dump ends, and messages one by one cost three objects each (the message, its arguments
         and their tuple), 33 per client in a 30k-agent world at its end; flat, 2 per buffer."""
-        flat = [
-            value
-            for m in self._messages
-            for value in (
-                m.message_id, m.router_id, m.client_id, m.step, m.score, m.attributes, m.text
-            )
-        ]  # fmt: skip
+        flat = [value for message in self._messages for value in _message_fields(message)]
         return _buffer_from_fields, (self.capacity, self.overflow, flat)
 
     def __len__(self) -> int:
@@ -124,6 +116,3 @@ def _buffer_from_fields(
         rows = range(0, len(flat), _FIELDS)
         buffer._messages = [RouterMessage(*flat[k : k + _FIELDS]) for k in rows]
     return buffer
-
-
-_FIELDS = 7  # RouterMessage's fields, in the order MessageBuffer.__reduce__ lists them
