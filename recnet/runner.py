@@ -371,9 +371,8 @@ def build_loop(
     ctx.blas.fit(len(world.clients))  # executor.blas_threads: auto decides by the world's size
     forward = ForwardPhase(ctx, world)
     n_steps = len(prepared.batches)
-    versions = VersionCadence.resolve(ctx.scenario.trace, len(world.clients), n_steps)
-    versions.bind(forward)
-    ctx.store.update_run(ctx.run_id, trace_messages=forward.message_trace.describe())
+    versions = VersionCadence.resolve(ctx, len(world.clients), n_steps)
+    versions.bind(forward)  # and states the trace levels in force in the run row
     backward = make_backward_hook(ctx, world, prepared, forward)
     parts: dict[str, Checkpointed] = {"brain": ctx.brain, "forward": forward}
     if backward is not None:

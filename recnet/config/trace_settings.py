@@ -43,8 +43,21 @@ class TraceSettings(Section):
         description="With messages=sampled: the share of messages that get a row (chosen by a "
         "hash of the seed and the message id).",
     )
-    profiles: Literal["changed", "none"] = Field(
-        "changed", description="Record profile versions of clients that changed, or none."
+    profiles: Literal["auto", "changed", "sampled", "none"] = Field(
+        "auto",
+        description="Profile versions in the trace: changed (every version of every client "
+        "that changed), sampled (the same for a seeded share of clients, profile_share; a "
+        "sampled client's history is complete), none; auto = changed for worlds of at most "
+        "20,000 clients, else sampled (written at a million agents, every client's last "
+        "versions are two million rows, ~4 GB). The last checkpoint holds every client's "
+        "final profiles either way. The level in force is stated in runs.trace_profiles.",
+    )
+    profile_share: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="With profiles=sampled: the share of clients whose profile versions are "
+        "written (chosen by a hash of the seed and the client's position).",
     )
     profile_every: int = Field(
         0,

@@ -12,6 +12,7 @@ from recnet.checkpoint import add_checkpoint
 from recnet.context import RunContext
 from recnet.phases.evaluate import candidate_rows
 from recnet.phases.forward import ForwardPhase
+from recnet.phases.version_cadence import profile_trace
 from recnet.prepare import Prepared
 from recnet.trace.records import (
     agent_row,
@@ -60,10 +61,15 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
         [agent_row(run_id, a.agent_id, a.kind, a.label, -1) for a in world.clients]
         + [agent_row(run_id, r.router_id, "router", r.label(), -1) for r in world.routers.values()],
     )
-    if ctx.scenario.trace.profiles == "changed":
+    kept = profile_trace(ctx, len(world.clients))
+    if kept.recorded:
         store.add(
             "profile_versions",
-            [profile_row(run_id, a, -1, "original", "init") for a in world.clients],
+            [
+                profile_row(run_id, a, -1, "original", "init")
+                for position, a in enumerate(world.clients)
+                if kept.keep(position)
+            ],
         )
     store.add("routers", [router_row(run_id, r, -1) for r in world.routers.values()])
     store.add(

@@ -21,6 +21,7 @@ import numpy as np
 
 from recnet.errors import TraceError
 from recnet.report.validation import Validation, read_validation
+from recnet.trace.levels import profile_note
 
 if TYPE_CHECKING:
     from recnet.report.story import AgentStory
@@ -181,6 +182,9 @@ def read_run(path: Path | str, *, run_id: str | None = None, agent: str | None =
                 "come from the message rows recorded at this level; per-step totals and "
                 "recipients per multicast are exact (steps, message_counts)"
             )
+        profiles = run.get("trace_profiles")
+        if agent is not None and profiles not in (None, "changed"):
+            data.notes.append(str(profile_note(profiles)))
         return data
     finally:
         db.close()

@@ -17,7 +17,15 @@ to write the message's row and counts the message's fate per (router, status) fo
 
 The level in force is written to the run's ``runs.trace_messages`` column (``sampled 0.01``), so
 ``recnet traces`` can say what a run did not record. Profile and router versions follow cadences
-resolved here too (``trace.profile_every``, ``trace.router_every``).
+resolved here too (``trace.profile_every``, ``trace.router_every``), and profile versions a level
+of their own (``trace.profiles``, stated in ``runs.trace_profiles``):
+
+* ``changed`` — every version of every client whose profile changed (the last step writes the
+  clients changed since the previous write: at a million agents, two million rows, ~4 GB).
+* ``sampled`` — the same, for a seeded share of clients (``trace.profile_share``): a sampled
+  client's every version is written, the others' none.
+* ``none`` — no profile versions.
+* ``auto`` (default) — ``changed`` up to ``AUTO_FULL_CLIENTS`` clients, else ``sampled``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 MessageLevel = Literal["all", "sampled", "aggregate", "none"]
+ProfileLevel = Literal["changed", "sampled", "none"]
 
 #: ``trace.messages: auto`` records every message up to this many clients, else a sample.
 AUTO_FULL_CLIENTS = 20_000
@@ -39,12 +48,33 @@ _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
+def _salt(seed: int, stream: int) -> int:
+    return (seed * _GOLDEN + stream) & _MASK
+
+
+def _hash_below(key: int, salt: int, threshold: int) -> bool:
+    """Is the splitmix64 hash of ``key`` under ``salt`` below ``threshold`` (a share of 2**64)?"""
+    x = (key * _GOLDEN + salt) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (x ^ (x >> 31)) < threshold
+
+
 def resolve_level(setting: str, n_clients: int) -> MessageLevel:
     """The level in force for ``trace.messages`` = ``setting`` in a world of ``n_clients``."""
     if setting == "auto":
         return "all" if n_clients <= AUTO_FULL_CLIENTS else "sampled"
     if setting not in ("all", "sampled", "aggregate", "none"):
         raise ValueError(f"unknown trace.messages level {setting!r}")
+    return setting  # type: ignore[return-value]
+
+
+def resolve_profiles(setting: str, n_clients: int) -> ProfileLevel:
+    """The level in force for ``trace.profiles`` = ``setting`` in a world of ``n_clients``."""
+    if setting == "auto":
+        return "changed" if n_clients <= AUTO_FULL_CLIENTS else "sampled"
+    if setting not in ("changed", "sampled", "none"):
+        raise ValueError(f"unknown trace.profiles level {setting!r}")
     return setting  # type: ignore[return-value]
 
 
@@ -78,7 +108,7 @@ class MessageTrace:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self._salt = (self.seed * _GOLDEN + 0x5BD1E995) & _MASK
+        self._salt = _salt(self.seed, 0x5BD1E995)
         self._threshold = int(self.share * (1 << 64)) if self.level == "sampled" else 0
         self.rows_wanted = self.level in ("all", "sampled")
         self.counting = self.level in ("sampled", "aggregate")
@@ -97,12 +127,7 @@ class MessageTrace:
         """Does this message get its own row? (all: yes; sampled: a seeded hash decides)."""
         if self.level == "all":
             return True
-        if self.level != "sampled":
-            return False
-        x = (message_id * _GOLDEN + self._salt) & _MASK  # splitmix64 finaliser
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-        return (x ^ (x >> 31)) < self._threshold
+        return self.level == "sampled" and _hash_below(message_id, self._salt, self._threshold)
 
     def count(self, router_id: str, status: str, n: int = 1) -> None:
         if self.counting:
@@ -122,6 +147,56 @@ class MessageTrace:
             self.count(router_id, status)
 
 
+@dataclass
+class ProfileTrace:
+    """Which clients' profile versions get rows (``trace.profiles`` as resolved for a world).
+
+    A client is kept or not as a whole, by a seeded hash of its position in ``World.clients``
+    (fixed for a dataset, and the same on resume), so a sampled client's history is complete.
+    """
+
+    level: ProfileLevel
+    share: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._salt = _salt(self.seed, 0x2545F4914F6CDD1D)
+        self._threshold = int(self.share * (1 << 64)) if self.level == "sampled" else 0
+
+    @classmethod
+    def for_world(cls, setting: str, share: float, seed: int, n_clients: int) -> ProfileTrace:
+        """The profile trace of ``trace.profiles`` = ``setting`` in a world of ``n_clients``."""
+        level = resolve_profiles(setting, n_clients)
+        return cls(level, share if level == "sampled" else 1.0, seed)
+
+    @property
+    def recorded(self) -> bool:
+        """Does any client get profile versions?"""
+        return self.level != "none"
+
+    def keep(self, position: int) -> bool:
+        """Are the versions of the client at ``position`` in ``World.clients`` written?"""
+        if self.level == "changed":
+            return True
+        return self.level == "sampled" and _hash_below(position, self._salt, self._threshold)
+
+    def describe(self) -> str:
+        """The level as the run row states it: ``changed``, ``sampled 0.01``, ``none``."""
+        return f"sampled {self.share:g}" if self.level == "sampled" else self.level
+
+
+def profile_note(level: str) -> str | None:
+    """What a run's profile level left out, for reports (None when nothing was)."""
+    if level == "changed":
+        return None
+    if level.startswith("sampled"):
+        return (
+            f"trace.profiles={level}: profile versions were recorded for a seeded share of "
+            "clients only"
+        )
+    return "trace.profiles=none: this run recorded no profile versions"
+
+
 def _router_order(entry: tuple[tuple[str, str], int]) -> tuple[int, str, str]:
     (router_id, status), _ = entry
     head, _, number = router_id.partition(":")
@@ -131,6 +206,12 @@ def _router_order(entry: tuple[tuple[str, str], int]) -> tuple[int, str, str]:
 def run_level(run: Mapping[str, Any]) -> str:
     """The message level a run row states (traces written before levels existed hold ``all``)."""
     return str(run.get("trace_messages") or "all")
+
+
+def run_profile_level(run: Mapping[str, Any]) -> str:
+    """The profile level a run row states (traces written before it hold ``changed``, or
+    ``none`` for runs with ``trace.profiles: none``, which the note cannot tell apart)."""
+    return str(run.get("trace_profiles") or "changed")
 
 
 def level_note(level: str) -> str | None:

@@ -166,6 +166,13 @@ def _optimization_reason(conn: Connection) -> None:
         )
 
 
+def _profile_levels(conn: Connection) -> None:
+    """``runs.trace_profiles``: the level a run recorded profile versions at."""
+    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+    if "trace_profiles" not in columns:  # version 1 creates ``runs`` from today's schema
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN trace_profiles VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
@@ -176,6 +183,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "metrics_flag", _metrics_flag),
     Migration(8, "optimization_reason", _optimization_reason),
     Migration(9, "checkpoint_parts", _checkpoint_parts),
+    Migration(10, "profile_levels", _profile_levels),
 ]
 
 #: The schema version this code writes and understands.

@@ -27,7 +27,7 @@ from recnet.trace.cells import (
     resolve_run,
 )
 from recnet.trace.cells import render_text as render_text
-from recnet.trace.levels import level_note, run_level
+from recnet.trace.levels import level_note, profile_note, run_level, run_profile_level
 from recnet.trace.lineage import lineage_table as lineage_table
 from recnet.trace.store import Row, TraceStore
 
@@ -99,7 +99,8 @@ def agent_history_table(
         [str(r["step"]), str(r["kind"]), str(r["reason"]), _short(r["text"])]
         for r in store.read("profile_versions", rid, limit=limit, agent_id=agent_id)
     ]
-    sections.append(_section("Profile versions", ("step", "kind", "reason", "text"), rows, n))
+    note = profile_note(run_profile_level(run)) or ""
+    sections.append(_section("Profile versions", ("step", "kind", "reason", "text"), rows, n, note))
     found = n
 
     n = store.count("filter_rule_versions", rid, agent_id=agent_id)

@@ -54,6 +54,7 @@ runs = Table(
     Column("last_completed_step", Integer, nullable=False, default=-1),
     Column("note", Text),  # why a run stopped, how to resume
     Column("trace_messages", String),  # level in force: all | sampled <share> | aggregate | none
+    Column("trace_profiles", String),  # level in force: changed | sampled <share> | none
 )
 
 steps = Table(

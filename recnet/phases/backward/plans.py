@@ -24,6 +24,7 @@ from recnet.brain.optimizer import (
 )
 from recnet.context import RunContext
 from recnet.critic.base import Gradient
+from recnet.phases.version_cadence import profile_trace
 from recnet.trace.records import (
     agent_row,
     profile_row,
@@ -64,6 +65,7 @@ class Planner:
     ) -> None:
         self.ctx, self.world, self.settings = ctx, world, settings
         self.next_operation = next_operation
+        self.profile_trace = profile_trace(ctx, len(world.clients))
 
     def profile(
         self, agent: ClientAgent, rewrite: ProfileRewrite, gradients: list[Gradient], step: int
@@ -77,7 +79,7 @@ class Planner:
             return {"propagated": rounded(agent.propagated), "dampened": list(rewrite.dampened)}
 
         def trace(kept: bool) -> None:
-            if kept and self.ctx.scenario.trace.profiles == "changed":
+            if kept and self.profile_trace.keep(self.world.client_position[agent.agent_id]):
                 row = profile_row(self.ctx.run_id, agent, step, "propagated", "optimize")
                 self.ctx.store.add("profile_versions", [row])
 
