@@ -427,7 +427,7 @@ def test_sqlite_records_migrations_once_and_creates_every_table(db: Path) -> Non
 
 
 def test_sqlite_stores_small_row_tables_without_a_second_index(db: Path) -> None:
-    # one B-tree keyed by the primary key, e.g. (run, split, user, position): no autoindex beside
+    # one B-tree keyed by the primary key, e.g. (run, split, user): no autoindex beside it
     with SQLiteTraceStore(db) as store:
         store.create_run(run_row())
         rows = [
@@ -435,31 +435,36 @@ def test_sqlite_stores_small_row_tables_without_a_second_index(db: Path) -> None
                 "run_id": "r1",
                 "split": "test",
                 "user_id": u,
-                "position": k,
-                "item_id": f"i{k}",
-                "is_positive": k == 0,
+                "items_json": f'["i{u}", "i0"]',
+                "positive": 0,
             }
             for u in ("u2", "u1")
-            for k in (1, 0)
         ]
-        store.add("candidates", rows)
+        store.add("candidate_lists", rows)
         store.flush()
-        back = store.read("candidates", "r1")
-    assert [(r["user_id"], r["position"]) for r in back] == [
-        ("u1", 0),
-        ("u1", 1),
-        ("u2", 0),
-        ("u2", 1),
+        back = store.read("candidate_lists", "r1")
+    assert [(r["user_id"], r["items_json"]) for r in back] == [
+        ("u1", '["iu1", "i0"]'),
+        ("u2", '["iu2", "i0"]'),
     ]
-    assert [r["is_positive"] for r in back] == [True, False, True, False]
     conn = sqlite3.connect(db)
     try:
-        for table in ("candidates", "message_counts", "interactions"):  # small rows, many of them
+        for table in ("candidate_lists", "message_counts", "interactions"):  # many small rows
             (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name=?", (table,)).fetchone()
             indexes = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (table,)
             ).fetchall()
             assert sql.rstrip().endswith("WITHOUT ROWID") and indexes == [], table
+        # the view shows the lists one row per candidate, as the table of earlier traces did
+        shown = conn.execute(
+            "SELECT user_id, position, item_id, is_positive FROM candidates ORDER BY 1, 2"
+        ).fetchall()
+        assert shown == [
+            ("u1", 0, "iu1", 1),
+            ("u1", 1, "i0", 0),
+            ("u2", 0, "iu2", 1),
+            ("u2", 1, "i0", 0),
+        ]
     finally:
         conn.close()
 

@@ -26,22 +26,21 @@ RECNET = "recnet"
 
 
 def candidate_rows(run_id: str, split: Which, candidates: CandidateSet, truth: Split) -> list[dict]:
-    """Rows of the ``candidates`` table for one split."""
+    """Rows of the ``candidate_lists`` table for one split: a row per user's list."""
     held = truth.held_out(split)
     rows = []
     for user in sorted(candidates):
+        items = list(candidates[user])
         true_item = held[user].item
-        for position, item in enumerate(candidates[user]):
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "split": split,
-                    "user_id": user,
-                    "position": position,
-                    "item_id": item,
-                    "is_positive": item == true_item,
-                }
-            )
+        rows.append(
+            {
+                "run_id": run_id,
+                "split": split,
+                "user_id": user,
+                "items_json": json.dumps(items),
+                "positive": items.index(true_item) if true_item in items else None,
+            }
+        )
     return rows
 
 

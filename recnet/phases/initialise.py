@@ -95,11 +95,10 @@ def write_initial_state(ctx: RunContext, world: World, prepared: Prepared) -> No
             for position, rule in enumerate(world.default_filters.rules)
         ],
     )
-    store.add(
-        "candidates", candidate_rows(run_id, "test", prepared.test_candidates, prepared.split)
-    )
-    store.add(
-        "candidates", candidate_rows(run_id, "valid", prepared.valid_candidates, prepared.split)
-    )
+    for split, candidates in (
+        ("test", prepared.test_candidates),
+        ("valid", prepared.valid_candidates),
+    ):
+        store.add("candidate_lists", candidate_rows(run_id, split, candidates, prepared.split))
     add_checkpoint(ctx, world, -1, {"brain": ctx.brain, "forward": ForwardPhase(ctx, world)})
     store.commit_step(run_id, -1)

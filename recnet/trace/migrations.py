@@ -8,7 +8,8 @@ To change the schema: edit ``recnet/trace/schema.py`` and append a ``Migration``
 version whose ``apply`` brings a version-(n-1) database to version n (``ALTER TABLE``, a new table
 created with ``table.create(conn)``, ...). Never edit an applied migration: files in the wild have
 already run it. ``_V1_TABLES`` fixes what version 1 creates, so a table added later is created by
-its own migration only.
+its own migration only (version 1 also created a ``candidates`` table, which version 11 turns into
+``candidate_lists`` and a view; new files go straight to the list form).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 
 from sqlalchemy import Connection, Table, insert, select, text
 
@@ -45,7 +47,6 @@ _V1_TABLES = (
     "router_versions",
     "messages",
     "filter_rule_versions",
-    "candidates",
     "predictions",
     "metrics",
     "llm_calls",
@@ -173,6 +174,43 @@ def _profile_levels(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN trace_profiles VARCHAR")
 
 
+#: Candidate rows converted per batch by ``_candidate_lists``.
+_CONVERT_ROWS = 100_000
+
+
+def _candidate_lists(conn: Connection) -> None:
+    """Candidate lists one row per list (``candidate_lists``); the per-candidate ``candidates``
+    table of earlier files is converted, list by list in position order, and replaced by the view
+    of the same name and columns."""
+    schema.candidate_lists.create(conn)
+    kind = conn.exec_driver_sql("SELECT type FROM sqlite_master WHERE name = 'candidates'").scalar()
+    if kind == "table":
+        rows = conn.exec_driver_sql(
+            "SELECT run_id, split, user_id, item_id, is_positive FROM candidates "
+            "ORDER BY run_id, split, user_id, position"
+        )
+        lists: list[dict[str, object]] = []
+        for (run_id, split, user_id), group in groupby(rows, key=lambda r: (r[0], r[1], r[2])):
+            items = list(group)
+            positive = next((i for i, r in enumerate(items) if r[4]), None)
+            lists.append(
+                {
+                    "run_id": run_id,
+                    "split": split,
+                    "user_id": user_id,
+                    "items_json": json.dumps([r[3] for r in items]),
+                    "positive": positive,
+                }
+            )
+            if len(lists) >= _CONVERT_ROWS:
+                conn.execute(insert(schema.candidate_lists), lists)
+                lists = []
+        if lists:
+            conn.execute(insert(schema.candidate_lists), lists)
+        conn.exec_driver_sql("DROP TABLE candidates")
+    conn.exec_driver_sql(views.CANDIDATES)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _initial),
     Migration(2, "backward_lineage", _backward_lineage),
@@ -184,6 +222,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "optimization_reason", _optimization_reason),
     Migration(9, "checkpoint_parts", _checkpoint_parts),
     Migration(10, "profile_levels", _profile_levels),
+    Migration(11, "candidate_lists", _candidate_lists),
 ]
 
 #: The schema version this code writes and understands.

@@ -210,17 +210,19 @@ filter_rule_versions = Table(
     Column("gradient_id", Integer),
 )
 
-# One row per candidate; stored WITHOUT ROWID, so its primary key is the table itself instead of a
-# second B-tree beside it (that index was half of the table's 1.8 GB in a million-agent trace).
-candidates = Table(
-    "candidates",
+# One row per candidate list, its item ids in list order as JSON. A row per candidate repeated the
+# run id, split and user id for each of its 20 candidates: a fifth of a 30k-agent trace, ~0.9 GB
+# at a million agents. The view ``candidates`` (``recnet.trace.views``) shows the lists one row per
+# candidate, as traces before schema version 11 stored them. WITHOUT ROWID: the primary key is the
+# table itself, not a second B-tree beside it.
+candidate_lists = Table(
+    "candidate_lists",
     metadata,
     Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
     Column("split", String, primary_key=True),  # test | valid
     Column("user_id", String, primary_key=True),
-    Column("position", Integer, primary_key=True),
-    Column("item_id", String, nullable=False),
-    Column("is_positive", Boolean, nullable=False),
+    Column("items_json", Text, nullable=False),  # ["1193", "661", ...]: dataset item ids
+    Column("positive", Integer),  # position of the held-out item in the list (null: not in it)
     sqlite_with_rowid=False,
 )
 

@@ -8,6 +8,9 @@ or ``recnet traces``. Nothing writes to them.
   router's label and profile text at that step, the similarity that selected the client, what
   became of the message (accepted, rejected, dropped, buffered) and the text of the filter rule
   that decided. ``SELECT * FROM client_inbox WHERE client_id = 'u:42' AND step = 7``.
+- ``candidates``: the evaluation candidate lists of ``candidate_lists`` one row per candidate
+  (``run_id, split, user_id, position, item_id, is_positive``), the table traces before schema
+  version 11 held. Created by migration 11, which converts such a table's rows.
 - ``module_changes``: which filter rules and routers changed and why: every new rule or router
   version after initialisation with its reason (integrate, optimize, split, merge, rollback) and,
   when the backward phase caused it, the gradient's judgement, reason and suggestion.
@@ -63,3 +66,18 @@ WHERE v.step >= 0
 
 #: View name → its CREATE statement, in creation order.
 VIEWS: dict[str, str] = {"client_inbox": CLIENT_INBOX, "module_changes": MODULE_CHANGES}
+
+
+#: Not in ``VIEWS``: migration 4 creates those, and a file at version 3 still has a ``candidates``
+#: table then; migration 11 creates this view once it has converted that table.
+CANDIDATES = """
+CREATE VIEW IF NOT EXISTS candidates AS
+SELECT
+    c.run_id,
+    c.split,
+    c.user_id,
+    CAST(j.key AS INTEGER) AS position,
+    j.value AS item_id,
+    COALESCE(j.key = c.positive, 0) AS is_positive
+FROM candidate_lists AS c, json_each(c.items_json) AS j
+"""
