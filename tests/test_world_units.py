@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -183,6 +184,53 @@ def test_attribute_space_embeds_weight_maps_as_weighted_sums() -> None:
     expected /= np.linalg.norm(expected)
     assert np.allclose(space.embed_weights({"a:x": 2.0, "a:y": 1.0}), expected, atol=1e-6)
     assert not space.embed_weights({}).any()
+
+
+class RemoteLikeEmbedder:
+    """An embedder whose answers cannot be made again offline (as a server's)."""
+
+    dim = 16
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rng = np.random.default_rng(len(texts))
+        rows = rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_a_pickled_space_leaves_out_the_matrix_a_hashing_embedder_makes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedding, "REEMBED_ROWS", 7)  # embedded again in several chunks
+    space = AttributeSpace(HashingEmbedder(32, salt="s"))
+    for batch in (["genre:comedy", "tag:dark comedy"], [f"title:item {n}" for n in range(20)]):
+        space.add(batch)  # grown in batches, as a run grows it
+    state = space.__getstate__()
+    assert state["_matrix"] is None and state["embedder"] is not None
+    small, whole = pickle.dumps(space), pickle.dumps(space.matrix)
+    assert len(small) < len(whole)  # no matrix, no word cache: names and the recipe
+    back = pickle.loads(small)
+    assert back.names == space.names and back.index == space.index
+    assert back.matrix.dtype == np.float32
+    assert np.array_equal(back.matrix.view(np.uint32), space.matrix.view(np.uint32))  # bit for bit
+    back.add(["era:1950s"])  # and it grows on
+    assert np.array_equal(back.matrix[-1], HashingEmbedder(32, salt="s").embed(["era:1950s"])[0])
+
+
+def test_a_pickled_space_keeps_the_matrix_of_an_embedder_it_cannot_ask_again() -> None:
+    space = AttributeSpace(RemoteLikeEmbedder())
+    space.add(["genre:comedy", "genre:drama", "tag:noir"])
+    space.add(["era:1950s"])
+    assert space._matrix.shape[0] > len(space.names)  # grown by doubling
+    state = space.__getstate__()
+    assert state["_matrix"].shape[0] == len(space.names)  # spare rows are not pickled
+    back = pickle.loads(pickle.dumps(space))
+    assert back.embedder is None  # a network client is not pickled; ``attach`` gives it back
+    assert np.array_equal(back.matrix, space.matrix)
+    with pytest.raises(RuntimeError, match="attach"):
+        back.add(["tag:later"])
+    back.attach(RemoteLikeEmbedder())
+    back.add(["tag:later"])
+    assert back.index["tag:later"] == 4
 
 
 def test_spherical_kmeans_separates_two_directions() -> None:

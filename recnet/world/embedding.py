@@ -19,6 +19,9 @@ import numpy as np
 _WORD = re.compile(r"[a-z0-9]+")
 #: Word vectors the hashing embedder keeps (~70 MB at dimension 256); later words are recomputed.
 WORD_CACHE = 1 << 16
+#: Attribute names embedded at a time when a checkpoint's matrix is made again (bounds the
+#: temporaries of ``HashingEmbedder.embed``: ~64 MB per call at dimension 256).
+REEMBED_ROWS = 1 << 16
 
 
 class Embedder(Protocol):
@@ -37,10 +40,18 @@ class HashingEmbedder:
     overlap; that is enough for routing on attribute names and needs no model download.
     """
 
+    #: ``embed`` is a pure function of the texts, ``dim`` and the salt: a checkpoint keeps this
+    #: embedder instead of the attribute matrix it made (``AttributeSpace.__getstate__``).
+    reproducible = True
+
     def __init__(self, dim: int = 256, salt: str = "recnet") -> None:
         self.dim = dim
         self._salt = salt.encode()
         self._cache: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle the recipe (dimension and salt), not the word cache."""
+        return {**self.__dict__, "_cache": {}}
 
     def token_vector(self, token: str) -> np.ndarray:
         """The token's Gaussian vector, a pure function of the token (and the salt)."""
@@ -85,12 +96,27 @@ class AttributeSpace:
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickle without the embedder (it may hold a network client; see ``attach``) and
-        without the matrix's spare rows (it grows by doubling)."""
+        """Pickle the names; the matrix only when it cannot be made again. With a reproducible
+        embedder (the hashing one) the embedder is kept and the matrix left out, to be embedded
+        again, bit for bit, when loaded: its random floats do not compress and were 40 % of a
+        30k-agent checkpoint. Any other embedder is left out (it may hold a network client; see
+        ``attach``) and the matrix kept, without its spare rows (it grows by doubling)."""
         state = dict(self.__dict__)
-        state["embedder"] = None
-        state["_matrix"] = self.matrix
+        if getattr(self.embedder, "reproducible", False):
+            state["_matrix"] = None
+        else:
+            state["embedder"] = None
+            state["_matrix"] = self.matrix
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if self._matrix is None:  # left out by a reproducible embedder: embed the names again
+            matrix = np.zeros((len(self.names), self.dim), dtype=np.float32)
+            for start in range(0, len(self.names), REEMBED_ROWS):
+                chunk = self.names[start : start + REEMBED_ROWS]
+                matrix[start : start + len(chunk)] = self.embedder.embed(chunk)
+            self._matrix = matrix
 
     def attach(self, embedder: Embedder) -> None:
         """Give a restored space its embedder back."""
