@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from recnet.trace import migrations, schema
+from recnet.trace import migrations
 from recnet.trace.sqlite_store import SQLiteTraceStore
+from tests.test_rollback_reason import apply_migrations
 from tests.test_trace_levels import run
 
 OLD_CANDIDATES = """
@@ -53,13 +54,7 @@ def _version_10_trace(path: Path) -> None:
     """A trace as schema version 10 wrote it: candidates one row each, two users' lists."""
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
-        for migration in migrations.MIGRATIONS[:10]:
-            migration.apply(conn)
-            conn.execute(
-                schema.schema_migrations.insert().values(
-                    version=migration.version, name=migration.name, applied_at="2026-12-01"
-                )
-            )
+        apply_migrations(conn, 10)
         conn.exec_driver_sql(OLD_CANDIDATES)
         conn.exec_driver_sql(
             "INSERT INTO runs (run_id, name, seed, scenario_json, versions_json, brain, status, "

@@ -4,19 +4,17 @@ row, and ``recnet traces agent`` says why an agent has no versions."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from recnet.cli.app import app
-from recnet.config.loader import apply_overrides, validate_scenario
-from recnet.runner import RunResult, simulate
+from recnet.runner import RunResult
 from recnet.trace.levels import AUTO_FULL_CLIENTS, MessageTrace, ProfileTrace, resolve_profiles
-from tests.test_trace_levels import BASE
+from tests.test_trace_levels import BASE, rows
+from tests.test_trace_levels import run as run_at_message_level
 
 VERSIONS = (
     "SELECT agent_id, step, kind, text, attributes_json, reason FROM profile_versions ORDER BY id"
@@ -25,13 +23,9 @@ CLIENTS = "SELECT agent_id FROM agents WHERE kind != 'router' ORDER BY rowid"
 
 
 def run(tmp_path: Path, level: str, *extra: str) -> tuple[RunResult, sqlite3.Connection, Path]:
-    scenario = validate_scenario(apply_overrides(BASE, [f"trace.profiles={level}", *extra]))
-    path = tmp_path / f"{level}.sqlite"
-    return asyncio.run(simulate(scenario, trace_path=path)), sqlite3.connect(path), path
-
-
-def rows(db: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
-    return db.execute(sql).fetchall()
+    folder = tmp_path / level
+    folder.mkdir()
+    return run_at_message_level(folder, "all", f"trace.profiles={level}", *extra)
 
 
 def test_sampled_profiles_are_every_version_of_the_sampled_clients(tmp_path: Path) -> None:

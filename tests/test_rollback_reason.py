@@ -8,7 +8,7 @@ import sqlite3
 import statistics
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from recnet.phases.backward.safeguard import paired_standard_error
 from recnet.trace import migrations, schema
@@ -46,17 +46,22 @@ def test_the_paired_standard_error_counts_the_users_that_did_not_change() -> Non
     assert paired_standard_error([-0.1], 1) == 0.0  # one user: no spread to measure
 
 
+def apply_migrations(conn: Connection, version: int) -> None:
+    """Bring an empty database to schema ``version`` as that version's recnet would have."""
+    for migration in migrations.MIGRATIONS[:version]:
+        migration.apply(conn)
+        conn.execute(
+            schema.schema_migrations.insert().values(
+                version=migration.version, name=migration.name, applied_at="2026-12-01"
+            )
+        )
+
+
 def _version_7_trace(path: Path) -> None:
     """A trace as schema version 7 wrote it: ``optimizations`` without ``reason``, two rows."""
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
-        for migration in migrations.MIGRATIONS[:7]:
-            migration.apply(conn)
-            conn.execute(
-                schema.schema_migrations.insert().values(
-                    version=migration.version, name=migration.name, applied_at="2026-12-01"
-                )
-            )
+        apply_migrations(conn, 7)
         conn.exec_driver_sql("ALTER TABLE optimizations DROP COLUMN reason")
         scenario = json.dumps({"backward": {"epsilon": 0.02}})
         conn.exec_driver_sql(
