@@ -14,7 +14,7 @@ the same invocation, so both columns see the same machine load.
     python experiments/bench_scale.py --sizes 3000 30000   # a subset (agents = users + items)
     python experiments/bench_scale.py --smoke              # 300 agents, seconds
     python experiments/bench_scale.py --baseline-sizes     # no baseline runs
-    python experiments/bench_scale.py --sizes 1000000 --max-rss-gb 19   # stop a size at 19 GB
+    python experiments/bench_scale.py --sizes 1000000 --max-rss-gb 20   # stop a size at 20 GB
 
 A size that does not finish within ``--timeout`` seconds, or whose resident memory passes
 ``--max-rss-gb`` (so a size too large for the machine stops cleanly instead of meeting the kernel's
@@ -302,7 +302,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=DEFAULT_SIZES)
     parser.add_argument("--baseline-sizes", type=int, nargs="*", default=DEFAULT_BASELINE_SIZES)
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
+    parser.add_argument(
+        "--timeout", type=float, default=10_800.0, help="seconds per size (1M: ~100 min)"
+    )
     parser.add_argument(
         "--max-rss-gb",
         type=float,
