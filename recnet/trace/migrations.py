@@ -53,6 +53,11 @@ _V1_TABLES = (
 )
 
 
+def _columns(conn: Connection, table: str) -> set[str]:
+    """The column names ``table`` has in the file (empty when it has no such table)."""
+    return {str(r[1]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{table}")')}
+
+
 def _initial(conn: Connection) -> None:
     tables = [schema.metadata.tables[name] for name in _V1_TABLES]
     schema.metadata.create_all(conn, tables=tables)
@@ -101,7 +106,7 @@ def _rebuild(conn: Connection, table: Table) -> None:
     ).fetchall()
     for (index,) in indexes:
         conn.exec_driver_sql(f'DROP INDEX "{index}"')
-    kept = {str(r[1]) for r in conn.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+    kept = _columns(conn, table.name)
     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old}"')
     table.create(conn)
     # Columns a later migration adds are created now (from today's schema) and left empty.
@@ -112,7 +117,7 @@ def _rebuild(conn: Connection, table: Table) -> None:
 
 def _trace_levels(conn: Connection) -> None:
     """Trace levels: the level a run recorded messages at, and per-router fate counts."""
-    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+    columns = _columns(conn, "runs")
     if "trace_messages" not in columns:  # version 1 creates ``runs`` from today's schema
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN trace_messages VARCHAR")
     schema.message_counts.create(conn)
@@ -125,7 +130,7 @@ def _prequential(conn: Connection) -> None:
 
 def _metrics_flag(conn: Connection) -> None:
     """``metrics.flag``: marks values produced by fallback or replayed-from-elsewhere answers."""
-    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
+    columns = _columns(conn, "metrics")
     if not columns:  # a file without the table: create it as today's schema has it
         schema.metrics.create(conn)
     elif "flag" not in columns:  # version 1 creates ``metrics`` from today's schema
@@ -138,7 +143,7 @@ def _optimization_reason(conn: Connection) -> None:
     Rows written before it get theirs from ``status``, ``valid_before`` / ``valid_after`` and the
     run's ``backward.epsilon`` (the scenario default 0.005 when the run's scenario lacks it).
     """
-    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(optimizations)")}
+    columns = _columns(conn, "optimizations")
     if not columns:  # a file without the table: create it as today's schema has it
         schema.optimizations.create(conn)
         return
@@ -169,7 +174,7 @@ def _optimization_reason(conn: Connection) -> None:
 
 def _profile_levels(conn: Connection) -> None:
     """``runs.trace_profiles``: the level a run recorded profile versions at."""
-    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+    columns = _columns(conn, "runs")
     if "trace_profiles" not in columns:  # version 1 creates ``runs`` from today's schema
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN trace_profiles VARCHAR")
 
@@ -256,7 +261,7 @@ def applied(conn: Connection, where: str = "this file") -> dict[int, str]:
     )
     if "schema_migrations" not in names or "runs" not in names:
         raise not_ours
-    columns = {str(r[1]) for r in conn.exec_driver_sql("PRAGMA table_info(schema_migrations)")}
+    columns = _columns(conn, "schema_migrations")
     if not {"version", "name", "applied_at"} <= columns:
         raise not_ours
     table = schema.schema_migrations
