@@ -33,11 +33,7 @@ from recnet.phases.evaluate import (
     metric_rows,
     rank_with_brain,
 )
-from recnet.phases.forward import (
-    ForwardPhase,
-    StepState,
-    message_row,
-)
+from recnet.phases.forward import ForwardPhase, StepState
 from recnet.phases.initialise import initialise_world as initialise_world
 from recnet.phases.loop import PhaseLoop
 from recnet.phases.version_cadence import VersionCadence
@@ -46,6 +42,7 @@ from recnet.registry import BASELINES
 from recnet.rng import SeedTree
 from recnet.supervisor import supervised
 from recnet.trace.lease import TraceLease
+from recnet.trace.records import buffered_rows
 from recnet.trace.sqlite_store import SQLiteTraceStore
 from recnet.trace.store import TraceStore
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
@@ -400,21 +397,13 @@ def build_loop(
         step = n_steps
         # test users rank and their candidates are ranked: they act, so lazy buffers merge now
         await forward.flush_before_act(
-            StepState(step=step, interactions=[], started_at=ctx.clock()),
+            StepState(step=step, interactions=[], started_at=ctx.clock(), keep_merges=False),
             acting_in_evaluation(world, prepared.test_candidates),
         )
         levels = forward.message_trace
-        leftover = [m for client in world.clients for m in client.buffer.peek()]
-        levels.count_all((m.router_id, "buffered") for m in leftover)
-        if levels.rows_wanted and leftover:
-            ctx.store.add(
-                "messages",
-                [
-                    message_row(ctx.run_id, m, "buffered", None, step)
-                    for m in leftover
-                    if levels.keep(m.message_id)
-                ],
-            )
+        leftover = buffered_rows(ctx.run_id, world.clients, levels, step)
+        if leftover:
+            ctx.store.add("messages", leftover)
         if levels.counting:
             ctx.store.add("message_counts", levels.count_rows(ctx.run_id, step))
         metrics, _ = await rank_with_brain(

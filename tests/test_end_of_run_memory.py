@@ -8,6 +8,7 @@ These tests check that each keeps what it replaces: the same run, the same bytes
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import pickle
 import sqlite3
@@ -25,6 +26,7 @@ from recnet.trace.rows import Spool, SpooledBlob
 from recnet.trace.store import BufferedTraceStore, TraceStore
 from recnet.world.buffer import (
     MessageBuffer,
+    Multicast,
     RouterMessage,
     _buffer_from_fields,
     _restored_buffer,
@@ -75,6 +77,29 @@ def test_merges_in_chunks_give_the_same_run(
     assert chunked == whole
 
 
+def test_the_final_flush_builds_one_chunk_of_messages_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # buffers hold messages compactly; the flush before evaluation builds ``RouterMessage``s
+    # for one merge chunk at a time, and they are gone before the next chunk is drained
+    calls: list[tuple[int, int, int]] = []  # (step, messages merged, RouterMessages alive)
+
+    async def recording(self: OfflineBrain, tasks: list) -> list:
+        alive = sum(type(obj) is RouterMessage for obj in gc.get_objects())
+        calls.append((tasks[0].step, sum(len(t.messages) for t in tasks), alive))
+        return await MERGE(self, tasks)
+
+    monkeypatch.setattr(forward, "MERGE_CHUNK", 1)
+    monkeypatch.setattr(OfflineBrain, "merge", recording)
+    asyncio.run(simulate(tiny(tmp_path, None)))
+    last = max(step for step, _, _ in calls)
+    final = [(merged, alive) for step, merged, alive in calls if step == last]
+    assert len(final) > 1 and sum(merged for merged, _ in final) > max(m for m, _ in final)
+    # alive besides the chunk's own: the same few each time (what earlier steps' merges left in
+    # the backward phase's log), not the chunks already merged or those still buffered
+    assert len({alive - merged for merged, alive in final}) == 1
+
+
 def spooled(data: bytes, offset: int = 0) -> SpooledBlob:
     spool = Spool()
     spool.file.write(b"\0" * offset + data)
@@ -120,9 +145,25 @@ def memoised(obj: object) -> int:
     return sum(type(o) is not str for _, o in pickler.memo.copy().values())
 
 
-def test_a_buffer_pickles_by_field_whatever_it_holds() -> None:
-    # the pickler keeps every memoised object alive until the dump ends: not three per message
-    assert memoised(agent_with_messages(40)) == memoised(agent_with_messages(4))
+def buffers_sharing(n_buffers: int, n_multicasts: int) -> list[MessageBuffer]:
+    """``n_buffers`` clients' buffers, each holding one message of each of the multicasts."""
+    shared = {"genre:drama": 0.8}
+    multicasts = [Multicast(f"r:{k}", 3, shared, f"text {k}") for k in range(n_multicasts)]
+    buffers = [MessageBuffer(n_multicasts, owner=f"u:{b}") for b in range(n_buffers)]
+    for b, buffer in enumerate(buffers):
+        for k, multicast in enumerate(multicasts):
+            buffer.add(multicast, b * n_multicasts + k, 0.5 + k / 100)
+    return buffers
+
+
+def test_a_buffer_pickles_by_column_whatever_it_holds() -> None:
+    # the pickler keeps every memoised object alive until the dump ends: a buffer costs the same
+    # few objects whether it holds 4 or 40 messages (a multicast is memoised once, not per
+    # recipient)
+    def per_buffer(n_messages: int) -> int:
+        return memoised(buffers_sharing(20, n_messages)) - memoised(buffers_sharing(10, n_messages))
+
+    assert per_buffer(40) == per_buffer(4) <= 10 * 10  # 10 buffers, 4 or 40 messages each
     empty = pickle.loads(pickle.dumps(MessageBuffer(3, "drop_newest")))
     assert (len(empty), empty.capacity, empty.overflow) == (0, 3, "drop_newest")
 

@@ -10,7 +10,7 @@ import pytest
 
 from recnet.config.scenario import FilterSettings
 from recnet.world import embedding, routing
-from recnet.world.buffer import MessageBuffer, RouterMessage
+from recnet.world.buffer import MessageBuffer, Multicast, RouterMessage
 from recnet.world.embedding import AttributeSpace, HashingEmbedder
 from recnet.world.profile import changes, cosine, group_by_category, normalized, render, top
 from recnet.world.routing import (
@@ -80,6 +80,29 @@ def test_buffer_can_drop_newest_instead() -> None:
     dropped = buffer.push(message(2))
     assert dropped is not None and dropped.message_id == 2
     assert [m.message_id for m in buffer.peek()] == [1]
+
+
+def test_buffer_builds_each_message_from_its_shared_multicast() -> None:
+    snapshot = {"genre:drama": 0.8}
+    multicast = Multicast("r:3", 5, snapshot, "likes drama")
+    buffers = [MessageBuffer(4, owner=f"u:{k}") for k in range(2)]
+    for k, buffer in enumerate(buffers):
+        assert buffer.add(multicast, 10 + k, 0.25 * (k + 1)) is None
+    first, second = (buffer.peek()[0] for buffer in buffers)
+    assert first == RouterMessage(10, "r:3", "u:0", 5, 0.25, snapshot, "likes drama")
+    assert (second.client_id, second.message_id, second.score) == ("u:1", 11, 0.5)
+    assert first.attributes is second.attributes is snapshot  # one snapshot, not a copy each
+    assert buffers[0].router_ids() == ["r:3"] and len(buffers[0].drain()) == 1
+    assert len(buffers[0]) == 0 and buffers[0].peek() == []
+
+
+def test_a_buffer_holds_one_clients_messages() -> None:
+    buffer = MessageBuffer(4)
+    buffer.push(message(1))  # the first message names the owner
+    assert buffer.owner == message(1).client_id
+    other = RouterMessage(2, "r:1", "u:other", 0, 0.5, {}, "")
+    with pytest.raises(ValueError, match="u:other"):
+        buffer.push(other)
 
 
 def test_buffer_rejects_zero_capacity() -> None:

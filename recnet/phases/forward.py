@@ -34,7 +34,7 @@ from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.levels import MessageTrace
 from recnet.trace.records import message_row, router_version_row
 from recnet.world.agents import ClientAgent, item_agent_id, user_agent_id
-from recnet.world.buffer import RouterMessage
+from recnet.world.buffer import Multicast, RouterMessage
 from recnet.world.formulas import popularity_prior, popularity_priors
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
@@ -190,8 +190,12 @@ class ForwardPhase:
         if "before_act" not in self.flush_on or not self.buffering:
             return
         acting = {c.agent_id: c for c in clients if len(c.buffer)}
-        if acting:
-            await self._merge(state, {a: c.buffer.drain() for a, c in acting.items()})
+        # drained a merge chunk at a time (``_merge`` groups the same clients): the final flush
+        # would otherwise build every buffered message of the world at once
+        ids = sorted(acting, key=self.world.client_position.__getitem__)
+        for start in range(0, len(ids), self.merge_chunk):
+            part = ids[start : start + self.merge_chunk]
+            await self._merge(state, {a: acting[a].buffer.drain() for a in part})
 
     def popularity(self, item: ClientAgent) -> float:
         """Popularity prior in [0, 1]: log of how often the item was chosen so far."""
@@ -330,22 +334,16 @@ class ForwardPhase:
         flush_when_full = "full" in self.flush_on
         levels = self.message_trace
         dropped_rows = []
+        multicast = Multicast(sender, state.step, snapshot, text if text is not None else "")
         for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
             client = world.clients[position]
-            message = RouterMessage(
-                message_id=world.new_message_id(),
-                router_id=sender,
-                client_id=client.agent_id,
-                step=state.step,
-                score=score,
-                attributes=snapshot,
-                text=text if text is not None else "",
-            )
+            message_id = world.new_message_id()
             state.n_messages += 1
             if not self.buffering:  # no buffer: straight to reception, in arrival order
+                message = multicast.to(client.agent_id, message_id, score)
                 state.to_flush.setdefault(client.agent_id, []).append(message)
                 continue
-            dropped = client.buffer.push(message)
+            dropped = client.buffer.add(multicast, message_id, score)
             self.buffered.add(client.agent_id)
             if dropped is not None:
                 state.decided["dropped"] += 1
@@ -428,7 +426,8 @@ class ForwardPhase:
         levels = self.message_trace
         every, record, counting = levels.level == "all", levels.rows_wanted, levels.counting
         for client, messages, outcome in merges:
-            state.merges.append((client.agent_id, messages, outcome.decisions))
+            if state.keep_merges:
+                state.merges.append((client.agent_id, messages, outcome.decisions))
             for message, (decision, rule_id) in zip(messages, outcome.decisions, strict=True):
                 state.decided[decision] += 1
                 if counting:

@@ -37,6 +37,9 @@ class StepState:
     )
     # every merge of the step, in order: (client id, merged messages, the filter's decisions)
     merges: list[MergeRecord] = field(default_factory=list)
+    #: keep ``merges`` (the backward phase reads them); the final flush before evaluation does
+    #: not, so its messages are freed chunk by chunk
+    keep_merges: bool = True
 
 
 @dataclass

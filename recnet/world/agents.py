@@ -48,6 +48,10 @@ class ClientAgent:
     propagated_text: str | None = None
     interactions: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.buffer.owner:  # the buffer builds the messages it hands out for this client
+            self.buffer.owner = self.agent_id
+
     def effective(self, propagated_weight: float) -> Weights:
         """The profile used to act: original plus weighted propagated preferences."""
         return effective_profile(self.original, self.propagated, propagated_weight)

@@ -6,6 +6,8 @@ The buffer only holds and reports; the filter memory and the brain decide what i
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Literal
@@ -44,64 +46,146 @@ _message_fields = attrgetter(*(f.name for f in fields(RouterMessage)))
 _FIELDS = len(fields(RouterMessage))
 
 
+@dataclass(frozen=True, slots=True)
+class Multicast:
+    """What one router sent in one step, shared by the messages of all its recipients.
+
+    A buffer keeps a reference to it and each message's id and score, not a ``RouterMessage``
+    per recipient: a million-agent world buffers ~15 M messages, at ~150 bytes each as objects
+    (the message, its id and its score) against 24 here.
+    """
+
+    router_id: str
+    step: int
+    attributes: Weights
+    text: str
+
+    def __reduce__(self) -> tuple[type[Multicast], tuple[object, ...]]:
+        """Pickled as its constructor's arguments (no per-object state dict in the memo)."""
+        return Multicast, (self.router_id, self.step, self.attributes, self.text)
+
+    @classmethod
+    def of(cls, message: RouterMessage) -> Multicast:
+        return cls(message.router_id, message.step, message.attributes, message.text)
+
+    def to(self, client_id: str, message_id: int, score: float) -> RouterMessage:
+        """The message as its recipient ``client_id`` received it."""
+        return RouterMessage(
+            message_id, self.router_id, client_id, self.step, score, self.attributes, self.text
+        )
+
+
 class MessageBuffer:
-    """FIFO of at most ``capacity`` messages; ``push`` returns what overflow pushed out."""
+    """FIFO of at most ``capacity`` messages to one client (``owner``); ``add`` / ``push`` return
+    what overflow pushed out.
 
-    __slots__ = ("_messages", "capacity", "overflow")
+    Held compactly: each message's multicast (shared with its other recipients), id and score;
+    ``drain`` and ``peek`` hand out ``RouterMessage`` objects built on the way out.
+    """
 
-    def __init__(self, capacity: int, overflow: Overflow = "drop_oldest") -> None:
+    __slots__ = ("_ids", "_multicasts", "_scores", "capacity", "overflow", "owner")
+
+    def __init__(self, capacity: int, overflow: Overflow = "drop_oldest", owner: str = "") -> None:
         if capacity < 1:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity
         self.overflow: Overflow = overflow
-        # a list, not a deque: an empty deque costs ~600 bytes, and a world holds a buffer per
-        # client (popping the front of a list is O(capacity), which is small)
-        self._messages: list[RouterMessage] = []
+        #: the client whose messages these are ("" until it is known: the agent sets it, or the
+        #: first message pushed does)
+        self.owner = owner
+        # lists and arrays, not deques: an empty deque costs ~600 bytes, and a world holds a
+        # buffer per client (popping the front is O(capacity), which is small)
+        self._multicasts: list[Multicast] = []
+        self._ids = array("q")
+        self._scores = array("d")
 
-    def __reduce__(self) -> tuple[object, tuple[int, Overflow, list[object]]]:
-        """Pickled as its arguments, its messages' fields in one flat list (see
-        ``RouterMessage.__reduce__``): the pickler keeps every object it saves alive until the
-        dump ends, and messages one by one cost three objects each (the message, its arguments
-        and their tuple), 33 per client in a 30k-agent world at its end; flat, 2 per buffer."""
-        flat = [value for message in self._messages for value in _message_fields(message)]
-        return _buffer_from_fields, (self.capacity, self.overflow, flat)
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled as its arguments and its three columns (the arrays as raw bytes)."""
+        columns = (self._multicasts, self._ids, self._scores)
+        return _buffer_from_columns, (self.capacity, self.overflow, self.owner, *columns)
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._ids)
 
     @property
     def is_full(self) -> bool:
-        return len(self._messages) >= self.capacity
+        return len(self._ids) >= self.capacity
+
+    def add(self, multicast: Multicast, message_id: int, score: float) -> RouterMessage | None:
+        """Add the message ``message_id`` of ``multicast`` scored ``score`` for this buffer's
+        owner; when the buffer was full, return the message that was dropped."""
+        if len(self._ids) >= self.capacity:
+            if self.overflow == "drop_newest":
+                return multicast.to(self.owner, message_id, score)
+            dropped = self._multicasts.pop(0).to(self.owner, self._ids.pop(0), self._scores.pop(0))
+        else:
+            dropped = None
+        self._multicasts.append(multicast)
+        self._ids.append(message_id)
+        self._scores.append(score)
+        return dropped
 
     def push(self, message: RouterMessage) -> RouterMessage | None:
-        """Add a message; when the buffer was full, return the message that was dropped."""
-        if len(self._messages) < self.capacity:
-            self._messages.append(message)
-            return None
-        if self.overflow == "drop_newest":
-            return message
-        dropped = self._messages.pop(0)
-        self._messages.append(message)
-        return dropped
+        """Add a message (see ``add``); it must be addressed to this buffer's owner."""
+        if not self.owner:
+            self.owner = message.client_id
+        elif message.client_id != self.owner:
+            raise ValueError(
+                f"a message to {message.client_id} pushed into the buffer of {self.owner}"
+            )
+        return self.add(Multicast.of(message), message.message_id, message.score)
 
     def drain(self) -> list[RouterMessage]:
         """Remove and return every buffered message, oldest first."""
-        messages = self._messages
-        self._messages = []
+        messages = self.peek()
+        self._multicasts = []
+        self._ids = array("q")
+        self._scores = array("d")
         return messages
+
+    def router_ids(self) -> list[str]:
+        """The sender of each buffered message, oldest first (no message is built)."""
+        return [multicast.router_id for multicast in self._multicasts]
 
     def peek(self) -> list[RouterMessage]:
         """The buffered messages, oldest first, without removing them."""
-        return list(self._messages)
+        owner = self.owner
+        return [
+            multicast.to(owner, message_id, score)
+            for multicast, message_id, score in zip(
+                self._multicasts, self._ids, self._scores, strict=True
+            )
+        ]
+
+
+def _buffer_from_columns(
+    capacity: int,
+    overflow: Overflow,
+    owner: str,
+    multicasts: list[Multicast],
+    ids: array,
+    scores: array,
+) -> MessageBuffer:
+    """A buffer as ``MessageBuffer.__reduce__`` pickled it."""
+    buffer = MessageBuffer(capacity, overflow, owner)
+    buffer._multicasts, buffer._ids, buffer._scores = multicasts, ids, scores
+    return buffer
+
+
+def _from_messages(
+    capacity: int, overflow: Overflow, messages: Iterable[RouterMessage]
+) -> MessageBuffer:
+    buffer = MessageBuffer(capacity, overflow)
+    for message in messages:
+        buffer.push(message)
+    return buffer
 
 
 def _restored_buffer(
     capacity: int, overflow: Overflow, messages: list[RouterMessage]
 ) -> MessageBuffer:
     """A buffer as earlier versions pickled it, message by message (their checkpoints load)."""
-    buffer = MessageBuffer(capacity, overflow)
-    buffer._messages = messages
-    return buffer
+    return _from_messages(capacity, overflow, messages)
 
 
 def _buffer_from_fields(
@@ -109,10 +193,8 @@ def _buffer_from_fields(
 ) -> MessageBuffer:
     """A buffer as ``MessageBuffer.__reduce__`` pickled it: its messages' fields in one list (or,
     as one earlier version wrote them, one list per field)."""
-    buffer = MessageBuffer(capacity, overflow)
     if isinstance(flat, tuple):
-        buffer._messages = [RouterMessage(*values) for values in zip(*flat, strict=True)]
+        messages = [RouterMessage(*values) for values in zip(*flat, strict=True)]
     else:
-        rows = range(0, len(flat), _FIELDS)
-        buffer._messages = [RouterMessage(*flat[k : k + _FIELDS]) for k in rows]
-    return buffer
+        messages = [RouterMessage(*flat[k : k + _FIELDS]) for k in range(0, len(flat), _FIELDS)]
+    return _from_messages(capacity, overflow, messages)
