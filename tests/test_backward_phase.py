@@ -266,15 +266,16 @@ def synthetic(tmp_path: Path, **backward: object) -> Scenario:
                     "interactions_per_user": 10,
                 },
             },
-            # router averaging and buffer size as before issue 9's re-tuning: in this small world
-            # they make some batches of edits harmful, which is what the rollback tests need
+            # router averaging, buffer size and memberships as before issue 9's re-tuning and
+            # session 17's membership ratio: in this small world they make some batches of edits
+            # harmful, which is what the rollback tests need
             "world": {
                 "n_routers": 4,
                 "min_routers": 2,
                 "max_routers": 8,
                 "buffer": {"capacity": 8},
             },
-            "propagation": {"update_size": 20, "router_ema": 0.2},
+            "propagation": {"update_size": 20, "router_ema": 0.2, "membership_ratio": None},
             "backward": {"enabled": True, "every": 2, "select": "all", **backward},
             "trace": {"path": str(tmp_path / "run.sqlite")},
         }

@@ -33,7 +33,7 @@ BASE: dict[str, Any] = {
         "synthetic": {"n_users": 40, "n_items": 80, "interactions_per_user": 10},
     },
     "world": {"n_routers": 10},
-    "propagation": {"update_size": 40, "tau": 0.1},
+    "propagation": {"update_size": 40, "tau": 0.1, "membership_ratio": None},
     "evaluation": {"n_negatives": 9},
 }
 NO_BUFFER = "world.buffer.enabled=false"

@@ -95,6 +95,7 @@ def test_the_scenario_cap_reaches_the_world(tmp_path: Path) -> None:
         "world.n_routers=6",
         "propagation.update_size=15",
         "propagation.tau=-1.0",  # every router is above tau: only the cap limits memberships
+        "propagation.membership_ratio=null",
     ]
     edges = {}
     for cap in (None, 1):

@@ -257,6 +257,15 @@ class PropagationSettings(Section):
         "client was in 37 routers on average; on the shipped scenarios clients average 1.0-1.3 "
         "and the cap moves their metrics by noise (experiments/README.md).",
     )
+    membership_ratio: float | None = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="A router other than a client's best is a membership only at cos >= this "
+        "share of the best router's cos (null = no such condition). 0.9 keeps messages per "
+        "interaction flat with world size: without it most second and third memberships of "
+        "large worlds went to other communities (experiments/README.md, 'Memberships').",
+    )
     perception: PerceptionName = Field(
         "membership",
         description="Perception policy: which routers hear of a change (membership = the routers "

@@ -75,6 +75,7 @@ def build_world(
     for router in initial_routers(world, item_profiles.values(), scenario, rng):
         world.add_router(router)
     world.max_memberships = scenario.propagation.max_memberships
+    world.membership_ratio = scenario.propagation.membership_ratio
     world.update_memberships()
     return world
 

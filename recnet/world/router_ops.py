@@ -68,7 +68,7 @@ def refresh_memberships(
     if not ids:
         return
     cap = world.max_memberships
-    if cap is not None and cap < len(ids):
+    if (cap is not None and cap < len(ids)) or world.membership_ratio is not None:
         refresh_capped(world, router_ids, orphans, ids, vectors)
         return
     column = {r: j for j, r in enumerate(ids)}
@@ -110,9 +110,10 @@ def refresh_capped(
     vectors: np.ndarray,
 ) -> None:
     """``refresh_memberships`` when a client may belong to at most ``world.max_memberships``
-    routers: a touched router changes which routers are a client's strongest, so every client
-    that was or becomes a member of a touched router (and every orphan) gets its whole row of
-    memberships recomputed (``World.update_memberships``)."""
+    routers, or only to those near its best (``world.membership_ratio``): a touched router
+    changes which routers are a client's strongest, so every client that was or becomes a member
+    of a touched router (and every orphan) gets its whole row of memberships recomputed
+    (``World.update_memberships``)."""
     column = {r: j for j, r in enumerate(ids)}
     touched = [column[r] for r in dict.fromkeys(router_ids) if r in column]
     affected = set(orphans)

@@ -30,6 +30,9 @@ class World:
     #: ``propagation.max_memberships`` (set by ``recnet.world.build``); a class default so that
     #: worlds pickled in checkpoints before the option existed read None
     max_memberships: int | None = None
+    #: ``propagation.membership_ratio``: a router other than a client's best is one of its
+    #: memberships only at cos ≥ this share of the best router's (None: no such condition)
+    membership_ratio: float | None = None
 
     def __init__(self, space: AttributeSpace, default_filters: FilterMemory) -> None:
         self.space = space
@@ -252,7 +255,8 @@ class World:
         size = chunk_rows(len(router_ids))
         for start in range(0, len(positions), size):
             scores = self.client_vectors[positions[start : start + size]] @ router_vectors.T
-            yield start, scores, membership_mask(scores, taus, self.max_memberships)
+            mask = membership_mask(scores, taus, self.max_memberships, self.membership_ratio)
+            yield start, scores, mask
 
     def members(self, router_id: str) -> list[str]:
         """Client ids that belong to a router (a router's only edges are memberships)."""
@@ -273,13 +277,18 @@ def chunk_rows(n_columns: int, cells: int = 1 << 22) -> int:
     return max(1, cells // max(n_columns, 1))
 
 
-def membership_mask(scores: np.ndarray, taus: np.ndarray, cap: int | None) -> np.ndarray:
-    """Which (client row, router column) pairs are memberships: cos ≥ the router's τ, and always
-    the client's best router; with ``cap``, only a client's ``cap`` strongest of those (equal
-    scores: the earlier router)."""
+def membership_mask(
+    scores: np.ndarray, taus: np.ndarray, cap: int | None, ratio: float | None = None
+) -> np.ndarray:
+    """Which (client row, router column) pairs are memberships: cos ≥ the router's τ (and, with
+    ``ratio``, ≥ ``ratio`` × the client's best cos), and always the client's best router; with
+    ``cap``, only a client's ``cap`` strongest of those (equal scores: the earlier router)."""
     above = scores >= taus
     rows = np.arange(len(scores))
-    above[rows, scores.argmax(axis=1)] = True
+    best = scores.argmax(axis=1)
+    if ratio is not None:
+        above &= scores >= ratio * scores[rows, best][:, None]
+    above[rows, best] = True
     if cap is None or cap >= scores.shape[1]:
         return above
     masked = np.where(above, scores, -np.inf)
