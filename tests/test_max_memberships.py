@@ -44,6 +44,22 @@ def test_the_mask_keeps_the_strongest_above_tau_and_always_the_best() -> None:
     assert membership_mask(scores, taus, 4).tolist() == uncapped.tolist()
 
 
+def test_the_ratio_keeps_only_routers_near_the_best() -> None:
+    scores = np.array(
+        [
+            [0.9, 0.82, 0.7, 0.1],  # 0.82 >= 0.9 x 0.9, 0.7 is not
+            [0.3, 0.2, 0.1, 0.0],  # none above tau: still its best router
+        ],
+        dtype=np.float32,
+    )
+    taus = np.full(4, 0.5, dtype=np.float32)
+    assert membership_mask(scores, taus, None, 0.9).tolist() == [
+        [True, True, False, False],
+        [True, False, False, False],
+    ]
+    assert membership_mask(scores, taus, 1, 0.9).tolist()[0] == [True, False, False, False]
+
+
 def capped_world(cap: int):
     world = two_community_world(n_routers=1)
     for attributes in (GROUP_A, GROUP_B, GROUP_A[:3] + GROUP_B[:1], GROUP_B[:3] + GROUP_A[:1]):
