@@ -60,6 +60,30 @@ def test_the_ratio_keeps_only_routers_near_the_best() -> None:
     assert membership_mask(scores, taus, 1, 0.9).tolist()[0] == [True, False, False, False]
 
 
+@pytest.mark.parametrize("cap", [1, 2, 3, 5])
+def test_the_mask_sorts_only_crowded_rows_and_matches_a_sort_of_every_row(cap: int) -> None:
+    """The cap sorts only rows with more than ``cap`` candidates; on random scores with many
+    ties (two decimals) the mask equals the rule applied by sorting every row."""
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.uniform(-0.2, 1.0, size=(400, 30)), 2).astype(np.float32)
+    taus = np.round(rng.uniform(0.3, 0.9, size=30), 2).astype(np.float32)
+    for ratio in (None, 0.9):
+        above = scores >= taus
+        rows = np.arange(len(scores))
+        best = scores.argmax(axis=1)
+        if ratio is not None:
+            above &= scores >= ratio * scores[rows, best][:, None]
+        above[rows, best] = True
+        masked = np.where(above, scores, -np.inf)
+        strongest = np.argsort(-masked, axis=1, kind="stable")[:, :cap]
+        expected = np.zeros_like(above)
+        expected[rows[:, None], strongest] = True
+        expected &= above
+        got = membership_mask(scores, taus, cap, ratio)
+        assert got.tolist() == expected.tolist()
+        assert (got.sum(axis=1) <= cap).all() and (above.sum(axis=1) > cap).any()
+
+
 def capped_world(cap: int):
     world = two_community_world(n_routers=1)
     for attributes in (GROUP_A, GROUP_B, GROUP_A[:3] + GROUP_B[:1], GROUP_B[:3] + GROUP_A[:1]):

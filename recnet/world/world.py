@@ -291,8 +291,13 @@ def membership_mask(
     above[rows, best] = True
     if cap is None or cap >= scores.shape[1]:
         return above
-    masked = np.where(above, scores, -np.inf)
-    strongest = np.argsort(-masked, axis=1, kind="stable")[:, :cap]
-    kept = np.zeros_like(above)
-    kept[rows[:, None], strongest] = True
-    return kept & above
+    # only rows with more than ``cap`` candidates need a sort: most have one or two, and a sort
+    # of every row over all routers grew with the world (a 1M world has 13k routers)
+    crowded = np.flatnonzero(np.count_nonzero(above, axis=1) > cap)
+    if crowded.size:
+        masked = np.where(above[crowded], scores[crowded], -np.inf)
+        strongest = np.argsort(-masked, axis=1, kind="stable")[:, :cap]
+        kept = np.zeros((crowded.size, scores.shape[1]), dtype=bool)
+        kept[np.arange(crowded.size)[:, None], strongest] = True
+        above[crowded] &= kept
+    return above
