@@ -67,11 +67,13 @@ class ProfileIndex:
 
     def sparse(self, weights: Mapping[str, float]) -> SparseProfile:
         columns = self.columns
-        for a in weights:
-            if a not in columns:
-                columns[a] = len(columns)
-        idx = np.fromiter((columns[a] for a in weights), dtype=np.int64, count=len(weights))
-        values = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+        if not columns.keys() >= weights.keys():  # a set test in C; new columns are rare
+            for a in weights:
+                if a not in columns:
+                    columns[a] = len(columns)
+        count = len(weights)
+        idx = np.fromiter(map(columns.__getitem__, weights), dtype=np.int64, count=count)
+        values = np.fromiter(weights.values(), dtype=np.float64, count=count)
         return idx, values, float(np.sqrt(values @ values))
 
     def cosines(self, user: SparseProfile, items: Sequence[SparseProfile]) -> np.ndarray:
