@@ -67,13 +67,9 @@ def test_the_mask_sorts_only_crowded_rows_and_matches_a_sort_of_every_row(cap: i
     rng = np.random.default_rng(3)
     scores = np.round(rng.uniform(-0.2, 1.0, size=(400, 30)), 2).astype(np.float32)
     taus = np.round(rng.uniform(0.3, 0.9, size=30), 2).astype(np.float32)
+    rows = np.arange(len(scores))
     for ratio in (None, 0.9):
-        above = scores >= taus
-        rows = np.arange(len(scores))
-        best = scores.argmax(axis=1)
-        if ratio is not None:
-            above &= scores >= ratio * scores[rows, best][:, None]
-        above[rows, best] = True
+        above = membership_mask(scores, taus, None, ratio)  # the candidates (tested above)
         masked = np.where(above, scores, -np.inf)
         strongest = np.argsort(-masked, axis=1, kind="stable")[:, :cap]
         expected = np.zeros_like(above)
