@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recnet.brain.scoring import ProfileIndex
 from recnet.eval.sparse_scorer import SparseProfileScorer, ragged_indices
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import MessageBuffer
@@ -67,3 +68,37 @@ def test_vectorised_popularity_priors_are_the_scalar_formula_bit_for_bit() -> No
     expected = [popularity_prior(int(c), 300) for c in counts]
     assert popularity_priors(counts, 300).tolist() == expected
     assert popularity_priors(counts[:3], 0).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_rows_built_together_are_the_one_row_at_a_time_rows_bit_for_bit() -> None:
+    """Rows are built in one array pass per call; each equals what ``ProfileIndex.sparse`` of the
+    client's effective profile, divided by its norm, gives for that client alone (same attribute
+    order, same values), and a client listed twice in one call is built once."""
+    rng = np.random.default_rng(5)
+    attributes = [f"tag:t{i}" for i in range(60)]
+
+    def weights(size: int) -> dict[str, float]:
+        chosen = rng.choice(len(attributes), size, replace=False)
+        return {attributes[i]: float(rng.normal()) * float(rng.random()) for i in chosen}
+
+    agents = [client(f"i:{k}") for k in range(80)]
+    for k, agent in enumerate(agents):
+        agent.original = weights(int(rng.integers(0, 40)))
+        agent.propagated = weights(int(rng.integers(0, 20))) if k % 3 else {}
+    agents[7].original, agents[7].propagated = {}, {}  # an empty row
+    scorer = SparseProfileScorer(0.7, 0.2)
+    slots = scorer.slots(agents + agents[:5])
+    assert slots[80:].tolist() == slots[:5].tolist()
+    assert scorer._used == sum(len(a.effective(0.7)) for a in agents)
+    names = {column: name for name, column in scorer.index.columns.items()}
+    for agent, slot in zip(agents, slots[:80].tolist(), strict=True):
+        start, length = int(scorer._start[slot]), int(scorer._length[slot])
+        got_columns = [names[int(c)] for c in scorer._columns[start : start + length]]
+        got_values = scorer._values[start : start + length]
+        reference = ProfileIndex()
+        columns, values, norm = reference.sparse(agent.effective(0.7))
+        if norm > 0.0:
+            values = values / norm
+        by_column = {column: name for name, column in reference.columns.items()}
+        assert got_columns == [by_column[int(c)] for c in columns]
+        assert got_values.tobytes() == values.tobytes()

@@ -70,6 +70,7 @@ class SparseProfileScorer:
         """The row slot of each agent, (re)building the rows that are missing or stale."""
         slots, built_from = self._slot, self._built_from
         out = []
+        stale: dict[int, ClientAgent] = {}
         for agent in agents:
             slot = slots.get(agent.agent_id)
             if slot is None:
@@ -77,33 +78,71 @@ class SparseProfileScorer:
                 built_from.append(None)
             built = built_from[slot]
             if built is None or built[0] is not agent.original or built[1] is not agent.propagated:
-                self._build(slot, agent)
+                stale[slot] = agent
             out.append(slot)
+        if stale:
+            self._build(stale)
         return np.asarray(out, dtype=np.int64)
 
-    def _build(self, slot: int, agent: ClientAgent) -> None:
-        columns, values, length = self.index.sparse(agent.effective(self.propagated_weight))
-        if length > 0.0:
-            values = values / length
-        self._store(slot, columns, values)
-        self._built_from[slot] = (agent.original, agent.propagated)
+    def _build(self, stale: dict[int, ClientAgent]) -> None:
+        """Rebuild the rows of ``stale`` (slot -> agent) with one array build for all of them:
+        per row only the effective map and its norm (a dot product on the row's slice, the same
+        BLAS call on the same values as one row at a time, so the rows are bit for bit those)."""
+        weight = self.propagated_weight
+        attributes: list[str] = []
+        weights: list[float] = []
+        lengths: list[int] = []
+        for agent in stale.values():
+            effective = agent.effective(weight)
+            attributes.extend(effective)
+            weights.extend(effective.values())
+            lengths.append(len(effective))
+        count = len(attributes)
+        index = self.index.columns
+        if not index.keys() >= set(attributes):  # new columns are rare; number them in order
+            for attribute in attributes:
+                if attribute not in index:
+                    index[attribute] = len(index)
+        columns = np.fromiter(map(index.__getitem__, attributes), dtype=np.int32, count=count)
+        values = np.fromiter(weights, dtype=np.float64, count=count)
+        norms = np.ones(len(lengths), dtype=np.float64)
+        at = 0
+        for row, size in enumerate(lengths):
+            if size:
+                row_values = values[at : at + size]
+                norm = float(np.sqrt(row_values @ row_values))
+                if norm > 0.0:
+                    norms[row] = norm
+                at += size
+        row_lengths = np.asarray(lengths, dtype=np.int64)
+        values /= np.repeat(norms, row_lengths)
+        slots = np.fromiter(stale, dtype=np.int64, count=len(stale))
+        self._store(slots, row_lengths, columns, values)
+        built_from = self._built_from
+        for slot, agent in stale.items():
+            built_from[slot] = (agent.original, agent.propagated)
 
-    def _store(self, slot: int, columns: np.ndarray, values: np.ndarray) -> None:
-        if slot >= len(self._start):
-            spare = np.zeros(max(len(self._start), slot + 1), dtype=np.int64)
+    def _store(
+        self, slots: np.ndarray, lengths: np.ndarray, columns: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Append the rows of ``slots`` (their ``lengths`` entries of ``columns`` and ``values``,
+        row after row) at the end of the store."""
+        top = int(slots.max()) + 1
+        if top > len(self._start):
+            spare = np.zeros(max(len(self._start), top), dtype=np.int64)
             self._start = np.concatenate([self._start, spare])
             self._length = np.concatenate([self._length, spare])
+        # the replaced rows (those never forgotten still count as live): their space is reclaimable
+        self._live -= int(self._length[slots].sum())
+        self._length[slots] = 0
         size = len(columns)
-        if self._built_from[slot] is not None:  # a stale row that was never forgotten
-            self._live -= int(self._length[slot])
-        self._length[slot] = 0
         if self._used + size > len(self._values):
             self._make_room(size)
         at = self._used
         self._columns[at : at + size] = columns
         self._values[at : at + size] = values
-        self._start[slot] = at
-        self._length[slot] = size
+        self._start[slots] = at + np.cumsum(lengths) - lengths
+        self._length[slots] = lengths
         self._used += size
         self._live += size
 
