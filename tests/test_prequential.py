@@ -288,7 +288,7 @@ def test_scorer_keeps_no_replaced_profile_alive(
             sum(
                 original is not clients[agent_id].original
                 or propagated is not clients[agent_id].propagated
-                for agent_id, (original, propagated) in rows.items()
+                for agent_id, (original, propagated, _trend) in rows.items()
             )
         )
 

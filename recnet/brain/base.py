@@ -82,6 +82,9 @@ class RankTask:
     user: ClientAgent
     candidates: list[ClientAgent]
     popularity: list[float]
+    #: the trend of the user's routers (``recnet.world.trend``); the offline brain adds it to the
+    #: user's profile (``propagation.trend_share``), an LLM brain does not read it yet
+    trend: Weights = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -50,8 +50,9 @@ from recnet.data.types import Item
 from recnet.exec.base import Executor, LocalExecutor
 from recnet.world.agents import ClientAgent
 from recnet.world.content import item_attributes
-from recnet.world.formulas import router_average
-from recnet.world.profile import add_scaled, normalized, top
+from recnet.world.formulas import effective_profile, router_average
+from recnet.world.profile import Weights, add_scaled, normalized, top
+from recnet.world.trend import with_trend
 
 
 class OfflineBrain:
@@ -175,7 +176,11 @@ class OfflineBrain:
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
         self.llm_calls.add("rank", len(tasks))
-        work = [rank_input(t.user, t.candidates, t.popularity) for t in tasks]
+        share = self.propagation.trend_share
+        work = [
+            rank_input(t.user, t.candidates, t.popularity, t.trend, share, self.score_params)
+            for t in tasks
+        ]
         scores = self.executor.map_chunks(partial(score_chunk, self.score_params), work)
         return [RankOutcome(s) for s in scores]
 
@@ -197,11 +202,22 @@ def merge_input(task: MergeTask) -> MergeInput:
 
 
 def rank_input(
-    user: ClientAgent, items: Sequence[ClientAgent], popularity: Sequence[float]
+    user: ClientAgent,
+    items: Sequence[ClientAgent],
+    popularity: Sequence[float],
+    trend: Weights | None = None,
+    trend_share: float = 0.0,
+    params: ScoreParams | None = None,
 ) -> RankInput:
-    """A ranking task as plain data (what a remote executor pickles)."""
+    """A ranking task as plain data (what a remote executor pickles). With a ``trend`` (and
+    ``params`` for the propagated weight) the user's side is its effective profile with the trend
+    added (``recnet.world.trend.with_trend``), as an original profile with nothing propagated."""
+    user_side = (user.original, user.propagated)
+    if trend and trend_share and params is not None:
+        effective = effective_profile(user.original, user.propagated, params.propagated_weight)
+        user_side = (with_trend(effective, trend, trend_share), {})
     return RankInput(
-        (user.original, user.propagated),
+        user_side,
         [(item.original, item.propagated) for item in items],
         list(popularity),
     )

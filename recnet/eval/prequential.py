@@ -31,6 +31,7 @@ from recnet.context import RunContext
 from recnet.eval.metrics import summarize
 from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.world.agents import ClientAgent
+from recnet.world.profile import Weights
 
 #: ``evaluation.prequential.every`` when the scenario leaves it null.
 DEFAULT_EVERY = {"offline": 1, "llm": 25}
@@ -89,7 +90,9 @@ class PrequentialEvaluator:
         self._seen: dict[str, set[int]] = {}
         interaction = ctx.scenario.interaction
         self.scorer = SparseProfileScorer(
-            interaction.propagated_weight, interaction.popularity_weight
+            interaction.propagated_weight,
+            interaction.popularity_weight,
+            ctx.scenario.propagation.trend_share,
         )
 
     @property
@@ -140,21 +143,25 @@ class PrequentialEvaluator:
         positives: Sequence[ClientAgent],
         items: Mapping[str, ClientAgent],
         popularity: Callable[[Sequence[ClientAgent]], np.ndarray],
+        trend_of: Callable[[str], Weights] | None = None,
     ) -> list[int]:
         """Rank the step's evaluated interactions, trace them, return their ranks; ``popularity``
-        gives the popularity priors of a sequence of items."""
+        gives the popularity priors of a sequence of items, ``trend_of`` a user's router trend."""
         cases = self.cases(step, first_seq, users, positives, items)
         if not cases:
             return []
         lists = [c.candidates for c in cases]
         priors = popularity([i for candidates in lists for i in candidates])
+        trends = None if trend_of is None else [trend_of(c.user.agent_id) for c in cases]
         if self.ctx.brain.ranks_by_formula:
-            scores = self.scorer.scores([c.user for c in cases], lists, priors)
+            scores = self.scorer.scores([c.user for c in cases], lists, priors, trends)
         else:
             split = np.cumsum([len(c) for c in lists])[:-1]
             tasks = [
-                RankTask(user=c.user, candidates=c.candidates, popularity=p.tolist())
-                for c, p in zip(cases, np.split(priors, split), strict=True)
+                RankTask(user=c.user, candidates=c.candidates, popularity=p.tolist(), trend=t)
+                for c, p, t in zip(
+                    cases, np.split(priors, split), trends or [{}] * len(cases), strict=True
+                )
             ]
             scores = [
                 np.asarray(o.scores, dtype=np.float64) for o in await self.ctx.brain.rank(tasks)

@@ -23,6 +23,7 @@ import numpy as np
 from recnet.brain.scoring import ProfileIndex
 from recnet.world.agents import ClientAgent
 from recnet.world.profile import Weights
+from recnet.world.trend import with_trend
 
 #: Users ``SparseProfileScorer`` scores at once (a few MB of temporaries per thousand users).
 SCORE_USERS = 2048
@@ -40,13 +41,17 @@ def ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class SparseProfileScorer:
     """Scores candidate lists with the offline brain's formula, from a store of sparse rows."""
 
-    def __init__(self, propagated_weight: float, popularity_weight: float) -> None:
+    def __init__(
+        self, propagated_weight: float, popularity_weight: float, trend_share: float = 0.0
+    ) -> None:
         self.propagated_weight = propagated_weight
         self.popularity_weight = popularity_weight
+        self.trend_share = trend_share  # a user's router trend in its row (``with_trend``)
         self.index = ProfileIndex()  # attribute -> column, as validation scoring maps them
         self._slot: dict[str, int] = {}  # agent id -> row slot
-        # the maps each slot's row was built from; their identity says the row is current
-        self._built_from: list[tuple[Weights, Weights] | None] = []
+        # the maps each slot's row was built from (original, propagated, trend); their identity
+        # says the row is current
+        self._built_from: list[tuple[Weights, Weights, Weights | None] | None] = []
         self._start = np.zeros(64, dtype=np.int64)
         self._length = np.zeros(64, dtype=np.int64)
         self._columns = np.zeros(1024, dtype=np.int32)
@@ -66,25 +71,37 @@ class SparseProfileScorer:
                 self._live -= int(length[slot])
                 length[slot] = 0
 
-    def slots(self, agents: Sequence[ClientAgent]) -> np.ndarray:
-        """The row slot of each agent, (re)building the rows that are missing or stale."""
+    def slots(
+        self, agents: Sequence[ClientAgent], trends: Sequence[Weights] | None = None
+    ) -> np.ndarray:
+        """The row slot of each agent, (re)building the rows that are missing or stale; with
+        ``trends`` (one per agent, users), an agent's row holds its profile with its trend."""
         slots, built_from = self._slot, self._built_from
         out = []
         stale: dict[int, ClientAgent] = {}
-        for agent in agents:
+        with_trends: dict[int, Weights] = {}
+        for position, agent in enumerate(agents):
             slot = slots.get(agent.agent_id)
             if slot is None:
                 slot = slots[agent.agent_id] = len(built_from)
                 built_from.append(None)
             built = built_from[slot]
-            if built is None or built[0] is not agent.original or built[1] is not agent.propagated:
+            trend = trends[position] if trends is not None and self.trend_share else None
+            if (
+                built is None
+                or built[0] is not agent.original
+                or built[1] is not agent.propagated
+                or built[2] is not (trend or None)
+            ):
                 stale[slot] = agent
+                if trend:
+                    with_trends[slot] = trend
             out.append(slot)
         if stale:
-            self._build(stale)
+            self._build(stale, with_trends)
         return np.asarray(out, dtype=np.int64)
 
-    def _build(self, stale: dict[int, ClientAgent]) -> None:
+    def _build(self, stale: dict[int, ClientAgent], trends: dict[int, Weights]) -> None:
         """Rebuild the rows of ``stale`` (slot -> agent) with one array build for all of them:
         per row only the effective map and its norm (a dot product on the row's slice, the same
         BLAS call on the same values as one row at a time, so the rows are bit for bit those)."""
@@ -92,8 +109,10 @@ class SparseProfileScorer:
         attributes: list[str] = []
         weights: list[float] = []
         lengths: list[int] = []
-        for agent in stale.values():
+        for slot, agent in stale.items():
             effective = agent.effective(weight)
+            if slot in trends:
+                effective = with_trend(effective, trends[slot], self.trend_share)
             attributes.extend(effective)
             weights.extend(effective.values())
             lengths.append(len(effective))
@@ -120,7 +139,7 @@ class SparseProfileScorer:
         self._store(slots, row_lengths, columns, values)
         built_from = self._built_from
         for slot, agent in stale.items():
-            built_from[slot] = (agent.original, agent.propagated)
+            built_from[slot] = (agent.original, agent.propagated, trends.get(slot))
 
     def _store(
         self, slots: np.ndarray, lengths: np.ndarray, columns: np.ndarray, values: np.ndarray
@@ -169,18 +188,23 @@ class SparseProfileScorer:
         users: Sequence[ClientAgent],
         candidates: Sequence[Sequence[ClientAgent]],
         popularity: np.ndarray,
+        trends: Sequence[Weights] | None = None,
     ) -> list[np.ndarray]:
         """One score array per user, in candidate order; ``popularity`` holds the candidates'
-        priors, list after list. Users are scored ``SCORE_USERS`` at a time, which bounds the
-        temporary arrays (a few per candidate attribute)."""
+        priors, list after list; ``trends`` the users' router trends (``recnet.world.trend``).
+        Users are scored ``SCORE_USERS`` at a time, which bounds the temporary arrays (a few per
+        candidate attribute)."""
         out: list[np.ndarray] = []
         offset = 0
         for start in range(0, len(users), SCORE_USERS):
             stop = start + SCORE_USERS
             lists = candidates[start:stop]
             n_pairs = sum(len(c) for c in lists)
+            chunk_trends = None if trends is None else trends[start:stop]
             out.extend(
-                self._scores(users[start:stop], lists, popularity[offset : offset + n_pairs])
+                self._scores(
+                    users[start:stop], lists, popularity[offset : offset + n_pairs], chunk_trends
+                )
             )
             offset += n_pairs
         return out
@@ -190,10 +214,11 @@ class SparseProfileScorer:
         users: Sequence[ClientAgent],
         candidates: Sequence[Sequence[ClientAgent]],
         popularity: np.ndarray,
+        trends: Sequence[Weights] | None,
     ) -> list[np.ndarray]:
         if not users:
             return []
-        user_slots = self.slots(users)
+        user_slots = self.slots(users, trends)
         item_slots = self.slots([i for items in candidates for i in items])
         # read the slices only now: building a row may have compacted the store
         starts, lengths, columns, values = self._start, self._length, self._columns, self._values

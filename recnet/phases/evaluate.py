@@ -118,6 +118,7 @@ async def rank_with_brain(
                 user=world.users[user_agent_id(user)],
                 candidates=items,
                 popularity=[popularity[i.agent_id] for i in items],
+                trend=world.trend_of(user_agent_id(user)),
             )
         )
     outcomes = await ctx.brain.rank(tasks)

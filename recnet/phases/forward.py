@@ -4,7 +4,8 @@ Pipeline position: run by the phase loop (``recnet.phases.loop``) once per step.
 of DESIGN §2's five steps; each builds tasks from the world, hands them to the brain in batches,
 applies the outcomes, and writes trace rows:
 
-1. ``interact``  — AgentCF interaction update (choose, reflect) per interaction.
+1. ``interact``  — AgentCF interaction update (choose, reflect) per interaction, after the router
+   trends advance (``recnet.world.trend``) and the prequential test ranks the step's true items.
 2. ``perceive``  — attributes that changed go to routers (``recnet.phases.perception``).
 3. ``integrate`` — routers that received attributes summarise them into a new profile.
 4. ``multicast`` — each updated router sends its profile (or its change) to clients with
@@ -15,7 +16,7 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from recnet.brain.base import (
 from recnet.config.scenario import flush_triggers
 from recnet.context import RunContext
 from recnet.eval.prequential import PrequentialEvaluator, PrequentialSummary, summarize_prequential
+from recnet.phases.rounds import conflict_free_rounds
 from recnet.phases.step_state import ForwardState, StepState
 from recnet.registry import PERCEPTION, ROUTING
 from recnet.trace.levels import MessageTrace
@@ -39,6 +41,7 @@ from recnet.world.formulas import popularity_prior, popularity_priors
 from recnet.world.policies import PerceptionPolicy, RoutingPolicy, excluded_mask
 from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
+from recnet.world.trend import advance_trends
 from recnet.world.world import World
 
 OVERFLOW_RULE = "buffer-overflow"
@@ -111,13 +114,22 @@ class ForwardPhase:
         positives = [world.items[item_agent_id(i.item)] for i in state.interactions]
         negatives = self._sample_negatives(state.step, users)
         pending: dict[str, list[RouterMessage]] = {}  # user → buffer merged in its choice
+        share = self.settings.trend_share if self.settings.enabled else 0.0
+        slow_size = 2 * ctx.scenario.world.router_profile_size
+        advance_trends(world, share, self.settings.trend_rate, slow_size)
         if "before_act" in self.flush_on and self.buffering:
             if self.fuse_choice:
                 pending = {u.agent_id: u.buffer.drain() for u in users if len(u.buffer)}
             await self.flush_before_act(state, positives + negatives + users)
         if self.prequential.enabled:  # test, then train: rank each true item before learning it
             ranks = await self.prequential.evaluate(
-                state.step, self.seq, users, positives, world.items, self.popularities
+                state.step,
+                self.seq,
+                users,
+                positives,
+                world.items,
+                self.popularities,
+                world.trend_of if world.trends is not None else None,
             )
             self.prequential_ranks.extend((state.step, r) for r in ranks)
         before: dict[str, Weights] = {}
@@ -469,31 +481,3 @@ class ForwardPhase:
             "started_at": state.started_at,
             "finished_at": finished_at,
         }
-
-
-def conflict_free_rounds(
-    order: list[int],
-    users: Sequence[ClientAgent],
-    positives: Sequence[ClientAgent],
-    negatives: Sequence[ClientAgent],
-) -> Iterator[list[int]]:
-    """Split interactions into consecutive rounds in which no agent appears twice.
-
-    Within a round the brain may process interactions concurrently; rounds run in order, so an
-    agent always sees its own earlier updates (time order is kept per agent).
-    """
-    current: list[int] = []
-    busy: set[str] = set()
-    for position in order:
-        agents = {
-            users[position].agent_id,
-            positives[position].agent_id,
-            negatives[position].agent_id,
-        }
-        if busy & agents:
-            yield current
-            current, busy = [], set()
-        current.append(position)
-        busy |= agents
-    if current:
-        yield current

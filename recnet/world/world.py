@@ -22,6 +22,7 @@ from recnet.world.agents import ClientAgent, RouterAgent
 from recnet.world.embedding import AttributeSpace
 from recnet.world.profile import Weights
 from recnet.world.rules import FilterMemory
+from recnet.world.trend import RouterTrends
 
 
 class World:
@@ -33,6 +34,9 @@ class World:
     #: ``propagation.membership_ratio``: a router other than a client's best is one of its
     #: memberships only at cos ≥ this share of the best router's (None: no such condition)
     membership_ratio: float | None = None
+    #: router trends users rank with (``recnet.world.trend``; None = off), set by the forward
+    #: phase when ``propagation.trend_share`` > 0
+    trends: RouterTrends | None = None
 
     def __init__(self, space: AttributeSpace, default_filters: FilterMemory) -> None:
         self.space = space
@@ -199,6 +203,13 @@ class World:
 
     def remove_membership(self, client_id: str, router_id: str) -> None:
         self.graph.remove_edge(client_id, router_id)
+
+    def trend_of(self, user_id: str) -> Weights:
+        """The trend of the routers a user belongs to (empty when trends are off)."""
+        if self.trends is None:
+            return {}
+        routers = self.routers
+        return self.trends.of(n for n in self.graph[user_id] if n in routers)
 
     def routers_of(self, client_id: str) -> dict[str, float]:
         """The routers a client belongs to, with their membership scores."""

@@ -222,7 +222,8 @@ class BackwardPhase:
             order = rng.permutation(len(negatives) + 1)
             candidates = [([true, *negatives])[k] for k in order.tolist()]
             agents = [world.items[c] for c in candidates]
-            tasks.append(RankTask(user, agents, [self.forward.popularity(a) for a in agents]))
+            popularity = [self.forward.popularity(a) for a in agents]
+            tasks.append(RankTask(user, agents, popularity, world.trend_of(user.agent_id)))
             lists.append(candidates)
         outcomes = await ctx.brain.rank(tasks)
         feedback, rows = [], []
