@@ -22,6 +22,7 @@ from recnet.world.formulas import effective_profile
 from recnet.world.profile import norm
 from recnet.world.rules import FilterMemory
 from recnet.world.trend import RouterTrends, with_trend
+from recnet.world.world import World
 
 BASE: dict[str, Any] = {
     "seed": 3,
@@ -163,3 +164,29 @@ def test_trends_change_rankings_only_where_propagation_runs(tmp_path: Path) -> N
         assert a.execute(choices).fetchall() == b.execute(choices).fetchall()
     assert len(ranks_on) == len(ranks_plain) > 0
     assert sum(x != y for x, y in zip(ranks_on, ranks_plain, strict=True)) > 0
+
+
+def test_an_llm_brain_is_told_it_ranks_without_trends(caplog: pytest.LogCaptureFixture) -> None:
+    """The LLM brain's rank does not read trends yet: a scenario that sets a share says so."""
+    from recnet.context import RunContext
+    from recnet.phases.forward import ForwardPhase
+    from recnet.rng import SeedTree
+    from recnet.trace.memory_store import MemoryTraceStore
+    from recnet.world.embedding import AttributeSpace, HashingEmbedder
+
+    def forward_warnings(share: float, ranks_by_formula: bool) -> list[str]:
+        scenario = validate_scenario(apply_overrides(BASE, [f"propagation.trend_share={share}"]))
+        brain = OfflineBrain(scenario)
+        brain.ranks_by_formula = ranks_by_formula  # as an LLM brain: it ranks by calling a model
+        world = World(AttributeSpace(HashingEmbedder(16)), FilterMemory(rules=()))
+        ctx = RunContext(scenario, brain, MemoryTraceStore(), "run", SeedTree(0))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="recnet.phases.forward"):
+            ForwardPhase(ctx, world)
+        return [r.getMessage() for r in caplog.records]
+
+    assert forward_warnings(0.8, ranks_by_formula=False) == [
+        "propagation.trend_share: an LLM brain ranks without router trends"
+    ]
+    assert forward_warnings(0.8, ranks_by_formula=True) == []
+    assert forward_warnings(0.0, ranks_by_formula=False) == []

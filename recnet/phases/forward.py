@@ -16,6 +16,7 @@ applies the outcomes, and writes trace rows:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,6 +44,8 @@ from recnet.world.profile import Weights, changes, normalized
 from recnet.world.routing import select_recipients
 from recnet.world.trend import advance_trends
 from recnet.world.world import World
+
+log = logging.getLogger(__name__)
 
 OVERFLOW_RULE = "buffer-overflow"
 #: Clients per brain merge call, rounded up to a multiple of ``llm.batch_size``: merging all clients
@@ -73,6 +76,8 @@ class ForwardPhase:
         self.fuse_choice = bool(getattr(ctx.brain, "fuses_choose_merge", False))
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
+        if self.settings.trend_share > 0 and not ctx.brain.ranks_by_formula:
+            log.warning("propagation.trend_share: an LLM brain ranks without router trends")
         batch = ctx.scenario.llm.batch_size
         self.merge_chunk = -(-MERGE_CHUNK // batch) * batch
         self.item_ids = list(world.items)
