@@ -272,3 +272,24 @@ def test_resume_with_the_backward_phase_matches_an_uninterrupted_run(tmp_path: P
     reference = comparable(whole)
     assert reference.get("gradients"), "the backward phase left no gradients to compare"
     assert comparable(cut) == reference
+
+
+def test_resume_with_router_trends_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """The trends' slow averages live in the world, so a checkpoint carries them: a resumed run
+    ranks with the same trends (prequential ranks, final metrics, backward feedback)."""
+    raw = {
+        **SMALL,
+        "propagation": {**SMALL["propagation"], "trend_share": 0.8},
+        "backward": {"enabled": True, "every": 2},
+    }
+    config = validate_scenario(raw)
+    whole = tmp_path / "whole.sqlite"
+    asyncio.run(simulate(config, trace_path=whole))
+    plain = tmp_path / "plain.sqlite"
+    asyncio.run(simulate(validate_scenario(SMALL), trace_path=plain))
+    cut = tmp_path / "cut.sqlite"
+    stop_at(cut, 4, config)
+    asyncio.run(resume(cut))
+    reference = comparable(whole)
+    assert reference["prequential"] != comparable(plain)["prequential"]  # the trends did rank
+    assert comparable(cut) == reference
