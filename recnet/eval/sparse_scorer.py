@@ -3,7 +3,9 @@
 Pipeline position: used by prequential evaluation (``recnet.eval.prequential``) at the start of
 every forward step, to rank each evaluated interaction's true item among its sampled candidates
 with the profiles as they are at that moment. The score is the offline brain's
-(``recnet.brain.offline``): ``cos(effective user, effective item) + prior × popularity``.
+(``recnet.brain.offline``): ``cos(effective user, effective item) + prior × popularity``, a user's
+effective profile with its router trend added when ``propagation.trend_share`` > 0
+(``recnet.world.trend``).
 
 Each client's effective profile is held as a unit-norm sparse row (attribute columns and values)
 in two flat arrays, a row store with one ``(start, length)`` slice per client. A row is rebuilt
