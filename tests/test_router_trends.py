@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_prequential import client
 
 from recnet.brain.base import RankTask
 from recnet.brain.offline import OfflineBrain
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.runner import simulate
-from recnet.world.agents import ClientAgent, RouterAgent
-from recnet.world.buffer import MessageBuffer
+from recnet.world.agents import RouterAgent
 from recnet.world.formulas import effective_profile
 from recnet.world.profile import norm
 from recnet.world.rules import FilterMemory
@@ -45,20 +45,6 @@ BASE: dict[str, Any] = {
 
 def router(router_id: str, profile: dict[str, float]) -> RouterAgent:
     return RouterAgent(router_id=router_id, profile=profile, tau=0.3)
-
-
-def client(agent_id: str, original: dict[str, float], propagated: dict[str, float]) -> ClientAgent:
-    agent = ClientAgent(
-        agent_id=agent_id,
-        kind="user" if agent_id.startswith("u:") else "item",
-        key=agent_id[2:],
-        label=agent_id,
-        original=original,
-        buffer=MessageBuffer(4),
-        filters=FilterMemory(rules=()),
-    )
-    agent.propagated = propagated
-    return agent
 
 
 def test_a_trend_is_the_unit_gain_over_the_slow_average() -> None:

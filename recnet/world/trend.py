@@ -3,7 +3,7 @@
 Pipeline position: the forward phase advances the trends once per step, at its start (before the
 step's prequential test and interactions), from the routers' profiles as the previous step left
 them; whoever ranks items for a user (prequential evaluation, the final test, the backward phase's
-validation) asks for the user's trend and the offline score adds it to the user's effective profile
+feedback) asks for the user's trend and the offline score adds it to the user's effective profile
 (``with_trend``). Held by the world (``World.trends``), so a checkpoint carries it.
 
 A router's trend is the positive part of its profile minus its slow average (an exponential moving
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from recnet.world.agents import RouterAgent
-from recnet.world.profile import Weights, add_scaled, norm, normalized, top
+from recnet.world.profile import Weights, add_scaled, blend, norm, normalized, top
 
 if TYPE_CHECKING:  # the world holds the trends
     from recnet.world.world import World
@@ -38,7 +38,6 @@ class RouterTrends:
     def advance(self, routers: Mapping[str, RouterAgent]) -> None:
         """One step: every router's trend against its slow average, then the average moves
         towards its profile. A router seen for the first time has no trend yet."""
-        keep = 1.0 - self.rate
         slow, current = self.slow, {}
         for router_id, router in routers.items():
             profile = router.profile
@@ -53,8 +52,7 @@ class RouterTrends:
                     gained[attribute] = gain
             if gained:
                 current[router_id] = normalized(gained)
-            moved = add_scaled({a: keep * w for a, w in previous.items()}, profile, self.rate)
-            slow[router_id] = top(moved, self.size)
+            slow[router_id] = top(blend(previous, profile, self.rate), self.size)
         for gone in slow.keys() - routers.keys():
             del slow[gone]
         self.current = current
