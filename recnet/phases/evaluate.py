@@ -23,6 +23,12 @@ from recnet.world.formulas import popularity_prior
 from recnet.world.world import World
 
 RECNET = "recnet"
+#: ``predictions`` rows a recorder holds before handing them to the trace store: a million-agent
+#: run's final test would otherwise hold every user's row (ranking and scores as JSON) of a model
+#: at once, about a GB of dicts at its peak.
+PREDICTION_ROWS_HELD = 10_000
+#: Users whose candidate lists go to the brain in one ``rank`` call in ``rank_with_brain``.
+RANK_USERS_AT_ONCE = 10_000
 
 
 def candidate_rows(run_id: str, split: Which, candidates: CandidateSet, truth: Split) -> list[dict]:
@@ -87,6 +93,9 @@ class RankingRecorder:
                     "reasoning": reasoning,
                 }
             )
+            if len(self.rows) >= PREDICTION_ROWS_HELD:
+                self.ctx.store.add("predictions", self.rows)
+                self.rows = []
         return rank
 
     def summary(self, ranks: Mapping[str, int]) -> dict[str, float]:
@@ -107,26 +116,32 @@ async def rank_with_brain(
     step: int,
     record: bool = True,
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """Rank every candidate list with the brain; return (metrics, rank of the truth per user)."""
+    """Rank every candidate list with the brain; return (metrics, rank of the truth per user).
+    Users go to the brain ``RANK_USERS_AT_ONCE`` at a time: a task holds the user's effective
+    profile (with its router trend, a new map per user), so a million-agent final test would
+    otherwise hold one for every test user at once (rankings do not depend on the grouping)."""
     popularity = item_popularity(world)
     users = sorted(candidates)
-    tasks = []
-    for user in users:
-        items = [world.items[item_agent_id(i)] for i in candidates[user]]
-        tasks.append(
-            RankTask(
-                user=world.users[user_agent_id(user)],
-                candidates=items,
-                popularity=[popularity[i.agent_id] for i in items],
-                trend=world.trend_of(user_agent_id(user)),
-            )
-        )
-    outcomes = await ctx.brain.rank(tasks)
     recorder = RankingRecorder(ctx, split, which, step, record)
-    ranks = {
-        user: recorder.add(RECNET, user, candidates[user], outcome.scores, outcome.reasoning)
-        for user, outcome in zip(users, outcomes, strict=True)
-    }
+    ranks: dict[str, int] = {}
+    for start in range(0, len(users), RANK_USERS_AT_ONCE):
+        chunk = users[start : start + RANK_USERS_AT_ONCE]
+        tasks = []
+        for user in chunk:
+            items = [world.items[item_agent_id(i)] for i in candidates[user]]
+            tasks.append(
+                RankTask(
+                    user=world.users[user_agent_id(user)],
+                    candidates=items,
+                    popularity=[popularity[i.agent_id] for i in items],
+                    trend=world.trend_of(user_agent_id(user)),
+                )
+            )
+        outcomes = await ctx.brain.rank(tasks)
+        for user, outcome in zip(chunk, outcomes, strict=True):
+            ranks[user] = recorder.add(
+                RECNET, user, candidates[user], outcome.scores, outcome.reasoning
+            )
     return recorder.summary(ranks), ranks
 
 
