@@ -6,22 +6,8 @@ import numpy as np
 
 from recnet.brain.scoring import ProfileIndex
 from recnet.eval.sparse_scorer import SparseProfileScorer, ragged_indices
-from recnet.world.agents import ClientAgent
-from recnet.world.buffer import MessageBuffer
 from recnet.world.formulas import popularity_prior, popularity_priors
-from recnet.world.rules import FilterMemory
-
-
-def client(agent_id: str) -> ClientAgent:
-    return ClientAgent(
-        agent_id=agent_id,
-        kind="user" if agent_id.startswith("u:") else "item",
-        key=agent_id[2:],
-        label=agent_id,
-        original={},
-        buffer=MessageBuffer(4),
-        filters=FilterMemory(rules=()),
-    )
+from tests.test_prequential import client
 
 
 def test_ragged_indices_take_each_slice_in_order() -> None:
@@ -40,8 +26,8 @@ def test_rows_replaced_many_times_score_as_a_fresh_scorer_would() -> None:
         chosen = rng.choice(len(attributes), int(rng.integers(0, 12)), replace=False)
         return {attributes[i]: float(rng.normal()) for i in chosen}
 
-    users = [client(f"u:{k}") for k in range(6)]
-    items = [client(f"i:{k}") for k in range(150)]
+    users = [client(f"u:{k}", {}) for k in range(6)]
+    items = [client(f"i:{k}", {}) for k in range(150)]
     kept = SparseProfileScorer(0.5, 0.2)
     peak_live = written = 0
     for round_ in range(60):
@@ -81,7 +67,7 @@ def test_rows_built_together_are_the_one_row_at_a_time_rows_bit_for_bit() -> Non
         chosen = rng.choice(len(attributes), size, replace=False)
         return {attributes[i]: float(rng.normal()) * float(rng.random()) for i in chosen}
 
-    agents = [client(f"i:{k}") for k in range(80)]
+    agents = [client(f"i:{k}", {}) for k in range(80)]
     for k, agent in enumerate(agents):
         agent.original = weights(int(rng.integers(0, 40)))
         agent.propagated = weights(int(rng.integers(0, 20))) if k % 3 else {}
