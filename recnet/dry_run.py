@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from recnet.brain.base import OperationCounts
+from recnet.brain.llm_text import TREND_ATTRIBUTES, with_trend_text
 from recnet.config.scenario import Scenario, flush_triggers
 from recnet.eval.prequential import prequential_every
 from recnet.llm.pack import PromptPack, load_pack
@@ -28,6 +29,8 @@ from recnet.runner import RunResult
 from recnet.world.rules import default_rules
 
 CHARS_PER_TOKEN = 4
+#: a router trend as a rank prompt names it (``propagation.trend_share`` > 0), typical names
+SAMPLE_TREND = {f"tag:{'x' * 14}{k}": 1.0 for k in range(TREND_ATTRIBUTES)}
 TOKENS_PER_WORD = 1.4
 
 #: Expected answer tokens per call, by operation (``words`` = the profile length budget in words,
@@ -202,6 +205,7 @@ def sample_variables(
         f"Filter rules, in order:\n{rules}\nMessages:\n{messages}"
     )
     router_block = f"### r:1\nCurrent profile (empty if new): {profile}\nAttributes: " + "x" * 200
+    trends = scenario.propagation.trend_share > 0
     variables: dict[str, object] = {}
     for name in pack.spec(operation).variables:
         if name == "max_words":
@@ -223,6 +227,8 @@ def sample_variables(
             variables[name] = "\n\n".join([f"### u:1 (user)\n{profile}"] * batch)
         elif name in ("agents", "categories"):
             variables[name] = ["u:1", "i:2", "i:3"]
+        elif name == "propagated_profile" and operation == "rank" and trends:
+            variables[name] = with_trend_text(profile, SAMPLE_TREND)  # router trends named
         elif name.endswith("_id") or name in ("kind", "role", "outcome"):
             variables[name] = "u:1"
         else:

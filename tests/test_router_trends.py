@@ -20,9 +20,7 @@ from recnet.runner import simulate
 from recnet.world.agents import RouterAgent
 from recnet.world.formulas import effective_profile
 from recnet.world.profile import norm
-from recnet.world.rules import FilterMemory
 from recnet.world.trend import RouterTrends, with_trend
-from recnet.world.world import World
 
 BASE: dict[str, Any] = {
     "seed": 3,
@@ -152,27 +150,38 @@ def test_trends_change_rankings_only_where_propagation_runs(tmp_path: Path) -> N
     assert sum(x != y for x, y in zip(ranks_on, ranks_plain, strict=True)) > 0
 
 
-def test_an_llm_brain_is_told_it_ranks_without_trends(caplog: pytest.LogCaptureFixture) -> None:
-    """The LLM brain's rank does not read trends yet: a scenario that sets a share says so."""
-    from recnet.context import RunContext
-    from recnet.phases.forward import ForwardPhase
-    from recnet.rng import SeedTree
-    from recnet.trace.memory_store import MemoryTraceStore
-    from recnet.world.embedding import AttributeSpace, HashingEmbedder
+async def test_an_llm_brain_is_shown_the_trend_when_it_ranks() -> None:
+    """With a share, the rank prompt names the trend's strongest attributes (strongest first,
+    at most ``TREND_ATTRIBUTES``) after the propagated profile; without one it is unchanged."""
+    from recnet.brain.llm_text import TREND_ATTRIBUTES
+    from tests.test_llm_brain import brain_with, by_operation, prompt, rank_task
 
-    def forward_warnings(share: float, ranks_by_formula: bool) -> list[str]:
-        scenario = validate_scenario(apply_overrides(BASE, [f"propagation.trend_share={share}"]))
-        brain = OfflineBrain(scenario)
-        brain.ranks_by_formula = ranks_by_formula  # as an LLM brain: it ranks by calling a model
-        world = World(AttributeSpace(HashingEmbedder(16)), FilterMemory(rules=()))
-        ctx = RunContext(scenario, brain, MemoryTraceStore(), "run", SeedTree(0))
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="recnet.phases.forward"):
-            ForwardPhase(ctx, world)
-        return [r.getMessage() for r in caplog.records]
+    ranking = {"ranking": ["i:7", "i:3", "i:9"]}
+    trend = {f"tag:t{k}": 1.0 - k / 20 for k in range(12)}
+    texts = []
+    for share in (0.8, 0.0):
+        brain, backend, _ = brain_with(by_operation({"rank": lambda r: ranking}))
+        brain.propagation = brain.propagation.model_copy(update={"trend_share": share})
+        task = rank_task()
+        task.trend = trend
+        [outcome] = await brain.rank([task])
+        assert outcome.ok
+        texts.append(prompt(backend.requests[0]))
+    shown, plain = texts
+    named = ", ".join(f"tag t{k}" for k in range(TREND_ATTRIBUTES))
+    assert f"Your communities have lately been moving toward: {named}." in shown
+    assert f"tag t{TREND_ATTRIBUTES}" not in shown
+    assert "moving toward" not in plain
 
-    assert forward_warnings(0.8, ranks_by_formula=False) == [
-        "propagation.trend_share: an LLM brain ranks without router trends"
-    ]
-    assert forward_warnings(0.8, ranks_by_formula=True) == []
-    assert forward_warnings(0.0, ranks_by_formula=False) == []
+
+def test_the_dry_run_prices_the_trend_named_in_rank_prompts() -> None:
+    from recnet.dry_run import prompt_tokens
+    from recnet.llm.pack import load_pack
+
+    on, off = (
+        validate_scenario(apply_overrides(BASE, [f"propagation.trend_share={share}"]))
+        for share in (0.8, 0.0)
+    )
+    pack = load_pack(on.llm.pack)
+    assert prompt_tokens(pack, "rank", on) > prompt_tokens(pack, "rank", off)
+    assert prompt_tokens(pack, "predict", on) == prompt_tokens(pack, "predict", off)

@@ -83,7 +83,7 @@ class RankTask:
     candidates: list[ClientAgent]
     popularity: list[float]
     #: the trend of the user's routers (``recnet.world.trend``); the offline brain adds it to the
-    #: user's profile (``propagation.trend_share``), an LLM brain does not read it yet
+    #: user's profile (``propagation.trend_share``), an LLM brain names it in the rank prompt
     trend: Weights = field(default_factory=dict)
 
 

@@ -20,11 +20,11 @@ Textual profiles are the truth; attribute weights are kept beside them because r
   the weights numerically. Attributes become weights ``"category:value" → 1.0`` (``"not x"`` →
   -1.0), lower case, capped at ``world.profile_size``.
 * *summarize* — the router's text comes from ``summarize`` (``summarize_batch`` for up to
-  ``llm.batch_size`` routers); its weights are combined
-  numerically (the offline brain's EMA of routed changes, ``propagation.router_ema``) because
-  routed attributes are weights already: no extract call.
+  ``llm.batch_size`` routers); its weights are combined numerically (the offline brain's EMA of
+  routed changes, ``propagation.router_ema``): routed attributes are weights already, no extract.
 * *merge* — see ``recnet.brain.llm_merge`` (single, batched, coalesced; no extract call).
-* *rank* — ``rank`` (validator: a permutation of the candidate ids); score = n − position.
+* *rank* — ``rank`` (validator: a permutation of the candidate ids); score = n − position. With
+  ``propagation.trend_share`` > 0 the user's router trend is named beside its propagated profile.
 
 Failures: a call whose answer stays invalid after ``llm.max_repairs`` re-asks returns ``ok=False``
 and the brain keeps the previous state — no profile update, router profile unchanged, merged
@@ -77,6 +77,7 @@ from recnet.brain.llm_text import (  # re-exported: the LLM brain's prompt and a
     message_lines,
     routed_lines,
     rule_lines,
+    with_trend_text,
 )
 from recnet.brain.offline import OfflineBrain, reinforce
 from recnet.config.scenario import Scenario
@@ -416,12 +417,15 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         user, candidates = task.user, task.candidates
         shown = [candidates[p] for p in self._order(self.step, user.agent_id, candidates)]
         ids = [c.agent_id for c in candidates]
+        trend = task.trend if self.propagation.trend_share > 0 else {}  # news from its routers
         result = await self._call(
             calls.slot(),
             "rank",
             {
                 "user_profile": self._bounded(user.profile_text()),
-                "propagated_profile": self._bounded(user.propagated_profile_text()),
+                "propagated_profile": with_trend_text(
+                    self._bounded(user.propagated_profile_text()), trend
+                ),
                 "candidates": self._candidate_lines(shown),
                 "n_candidates": len(candidates),
             },
@@ -453,10 +457,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         return text if text.startswith(agent.label) else f"{agent.label} — {text}"
 
     def _candidate_lines(self, candidates: Sequence[ClientAgent]) -> str:
-        return "\n".join(
-            f"{c.agent_id}: {_one_line(c.profile_text(), self.max_profile_chars)}"
-            for c in candidates
-        )
+        return candidate_lines(candidates, self.max_profile_chars)
 
     def _message_lines(self, messages: Sequence[RouterMessage], now: int) -> str:
         return message_lines(messages, now, self.max_message_chars)
@@ -465,9 +466,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         text = message.text or render(message.attributes, limit=16)
         return _one_line(text, self.max_message_chars)
 
-    @staticmethod
-    def _rule_lines(rules: Sequence[Any]) -> str:
-        return rule_lines(rules)
+    _rule_lines = staticmethod(rule_lines)
 
     # checkpoints -------------------------------------------------------------------------------
     def state(self) -> LLMBrainState:

@@ -14,9 +14,11 @@ from recnet.llm.schemas import MergeOutput, PredictOutput, RankOutput
 from recnet.llm.structured import run_concurrently
 from recnet.world.agents import ClientAgent
 from recnet.world.buffer import RouterMessage
-from recnet.world.profile import Weights, render
+from recnet.world.profile import Weights, category, render
+from recnet.world.profile import value as attribute_value
 
 MAX_PROMPT_PROFILE_CHARS = 1200  # one candidate's description in predict/rank prompts
+TREND_ATTRIBUTES = 8  # a ranking user's router trend: its strongest attributes, named in the prompt
 Record = dict[str, Any]
 
 
@@ -75,9 +77,12 @@ def describe(agent: ClientAgent) -> str:
     return text if text.startswith(agent.label) else f"{agent.label} — {text}"
 
 
-def candidate_lines(candidates: Sequence[ClientAgent]) -> str:
-    """``<id>: <profile>`` per candidate (the format the predict/rank templates describe)."""
-    return "\n".join(f"{c.agent_id}: {_one_line(c.profile_text())}" for c in candidates)
+def candidate_lines(
+    candidates: Sequence[ClientAgent], limit: int = MAX_PROMPT_PROFILE_CHARS
+) -> str:
+    """``<id>: <profile>`` per candidate (the format the predict/rank templates describe), each
+    profile cut to ``limit`` characters."""
+    return "\n".join(f"{c.agent_id}: {_one_line(c.profile_text(), limit)}" for c in candidates)
 
 
 def routed_lines(routed: Mapping[str, float]) -> list[str]:
@@ -207,3 +212,15 @@ def attributes_to_weights(attributes: Mapping[str, Sequence[str]], size: int) ->
             if len(weights) >= size:
                 return weights
     return weights
+
+
+def with_trend_text(propagated: str, trend: Mapping[str, float]) -> str:
+    """The propagated-profile text a ranking user is shown with its router trend
+    (``recnet.world.trend``, unit positive weights): the ``TREND_ATTRIBUTES`` strongest
+    attributes its communities have lately been moving toward, named without weights."""
+    if not trend:
+        return propagated
+    ranked = sorted(trend.items(), key=lambda kv: (-kv[1], kv[0]))[:TREND_ATTRIBUTES]
+    named = ", ".join(f"{category(a)} {attribute_value(a)}" for a, _ in ranked)
+    news = f"Your communities have lately been moving toward: {named}."
+    return f"{propagated}\n{news}" if propagated else news

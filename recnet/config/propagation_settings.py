@@ -135,8 +135,9 @@ class PropagationSettings(Section):
         "backward phase's feedback) with its effective profile plus this share of that "
         "profile's length along the trend of its routers, the unit sum of what each router's "
         "profile gained over its slow average "
-        "(0 = off, the default). The offline brain's ranking uses it; an LLM brain's rank does "
-        "not see it yet. scenarios/synthetic.yaml sets 0.8 (prequential NDCG@10 lift over "
+        "(0 = off, the default). The offline brain adds it to the profile; an LLM brain's rank "
+        "prompt names the trend's strongest attributes (its effect unmeasured). "
+        "scenarios/synthetic.yaml sets 0.8 (prequential NDCG@10 lift over "
         "AgentCF-style +0.019 -> +0.055 on held-out seeds); on ml-latest-small it lowers final "
         "NDCG@10, so the library leaves it off. See experiments/README.md, 'Router trends'.",
     )

@@ -76,8 +76,6 @@ class ForwardPhase:
         self.fuse_choice = bool(getattr(ctx.brain, "fuses_choose_merge", False))
         # False = no buffer: messages skip it and are merged one by one (see ``receive``)
         self.buffering = ctx.scenario.world.buffer.enabled
-        if self.settings.trend_share > 0 and not ctx.brain.ranks_by_formula:
-            log.warning("propagation.trend_share: an LLM brain ranks without router trends")
         batch = ctx.scenario.llm.batch_size
         self.merge_chunk = -(-MERGE_CHUNK // batch) * batch
         self.item_ids = list(world.items)
