@@ -24,8 +24,8 @@ from recnet.world.world import World
 
 RECNET = "recnet"
 #: ``predictions`` rows a recorder holds before handing them to the trace store: a million-agent
-#: run's final test would otherwise hold every user's row (ranking and scores as JSON) of a model
-#: at once, about a GB of dicts at its peak.
+#: run's final test would otherwise hold every test user's row (ranking and scores as JSON, ~1 KB)
+#: of a model at once: ~0.3 GB for 333k users.
 PREDICTION_ROWS_HELD = 10_000
 #: Users whose candidate lists go to the brain in one ``rank`` call in ``rank_with_brain``.
 RANK_USERS_AT_ONCE = 10_000
