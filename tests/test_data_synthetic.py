@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 from pydantic import ValidationError
 
 from recnet.config.scenario import DatasetSettings, SyntheticSettings
 from recnet.data.load import load_dataset
-from recnet.data.synthetic import generate_synthetic
+from recnet.data.synthetic import HORIZON, START_TIME, generate_synthetic
 from recnet.data.types import Dataset
 from recnet.errors import DatasetError
 
@@ -201,9 +202,36 @@ def test_staggered_adoption_sparse_users_and_cold_items_are_recorded() -> None:
 def test_knobs_at_their_defaults_keep_the_world_unchanged() -> None:
     plain = generate_synthetic(SyntheticSettings(), 3)
     explicit = generate_synthetic(
-        SyntheticSettings(drift_spread_days=0, adopt_share=1.0, sparse_share=0, cold_share=0), 3
+        SyntheticSettings(
+            drift_spread_days=0,
+            adopt_share=1.0,
+            sparse_share=0,
+            cold_share=0,
+            drift_window=(0.0, 1.0),
+        ),
+        3,
     )
     assert plain.interactions == explicit.interactions
+
+
+def test_drifts_fall_evenly_within_the_drift_window() -> None:
+    def drift_times(window: tuple[float, float]) -> list[int]:
+        data = generate_synthetic(SyntheticSettings(n_drifts=4, drift_window=window), 11)
+        assert data.ground_truth is not None
+        return [d.timestamp - START_TIME for d in data.ground_truth.drifts]
+
+    whole = drift_times((0.0, 1.0))
+    assert whole == [HORIZON * k // 5 for k in range(1, 5)]
+    late = drift_times((0.5, 0.9))
+    assert all(0.5 * HORIZON < t < 0.9 * HORIZON for t in late)
+    gaps = {b - a for a, b in pairwise(late)}
+    assert max(gaps) - min(gaps) <= 1  # evenly spaced (integer seconds)
+
+
+@pytest.mark.parametrize("window", [(0.6, 0.6), (0.8, 0.2), (-0.1, 0.5), (0.5, 1.2)])
+def test_a_drift_window_out_of_order_or_range_names_the_key(window: tuple[float, float]) -> None:
+    with pytest.raises(ValidationError, match="drift_window"):
+        SyntheticSettings(drift_window=window)
 
 
 def test_nobody_adopts_when_the_share_is_zero() -> None:

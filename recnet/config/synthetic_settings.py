@@ -28,6 +28,12 @@ class SyntheticSettings(Section):
     n_drifts: int = Field(
         2, ge=0, description="Scheduled preference drifts (a community adopts new attributes)."
     )
+    drift_window: tuple[float, float] = Field(
+        (0.0, 1.0),
+        description="The part of the 180-day horizon the drifts are spread over, as fractions "
+        "[start, end]: drift k of n starts at start + (end - start) * (k + 1) / (n + 1). Late "
+        "windows (e.g. [0.5, 0.9]) leave drifts in progress when the final test is taken.",
+    )
     drift_spread_days: float = Field(
         0.0,
         ge=0.0,
@@ -54,4 +60,10 @@ class SyntheticSettings(Section):
     @model_validator(mode="after")
     def _fits(self) -> SyntheticSettings:
         communities_fit(self.n_communities, self.n_users, self.n_items, self.n_drifts)
+        start, end = self.drift_window
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(
+                f"drift_window={list(self.drift_window)} must satisfy 0 <= start < end <= 1 "
+                "(fractions of the horizon), e.g. [0.5, 0.9]"
+            )
         return self

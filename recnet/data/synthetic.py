@@ -15,9 +15,10 @@ The generative story:
   random times over a 180-day horizon, never the same item twice. A choice comes from the
   community the user's community currently prefers with probability ``1 - noise``, else from any
   other community; within a community, items have a mild popularity skew (weight ∝ rank^-0.5).
-* ``n_drifts`` drifts happen at evenly spaced times: community ``c`` (chosen at random) starts
-  preferring the items of another community ``d``. ``DriftEvent`` records the time, ``c``, the
-  old and new attribute sets and the users of ``c`` (who should learn of the shift).
+* ``n_drifts`` drifts happen at evenly spaced times within ``drift_window`` of the horizon:
+  community ``c`` (chosen at random) starts preferring the items of another community ``d``.
+  ``DriftEvent`` records the time, ``c``, the old and new attribute sets and the users of ``c``
+  (who should learn of the shift).
 * Staggered adoption (``drift_spread_days``, ``adopt_share``): each member of ``c`` adopts the
   new taste at its own time, uniformly within the spread after the drift starts, and only a share
   of members adopt at all; ``DriftEvent.adoption`` records who and when, and
@@ -83,8 +84,11 @@ def _schedule(settings: SyntheticSettings, rng: np.random.Generator) -> list[tup
     drifts = []
     preferred = list(range(c))
     communities = rng.permutation(np.resize(np.arange(c), settings.n_drifts))
+    start, end = settings.drift_window
+    window_start = START_TIME + int(HORIZON * start)
+    window = int(HORIZON * (end - start))
     for k, community in enumerate(communities.tolist()):
-        ts = START_TIME + HORIZON * (k + 1) // (settings.n_drifts + 1)
+        ts = window_start + window * (k + 1) // (settings.n_drifts + 1)
         others = [g for g in range(c) if g != preferred[community]]
         target = others[int(rng.integers(len(others)))]
         preferred[community] = target
