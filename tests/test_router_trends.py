@@ -13,7 +13,8 @@ import pytest
 from test_prequential import client
 
 from recnet.brain.base import RankTask
-from recnet.brain.offline import OfflineBrain
+from recnet.brain.offline import OfflineBrain, rank_input
+from recnet.brain.offline_work import score_one
 from recnet.config.loader import apply_overrides, validate_scenario
 from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.runner import simulate
@@ -83,10 +84,10 @@ def test_with_trend_adds_a_share_of_the_profiles_length() -> None:
     assert with_trend(profile, {"c": 1.0}, 0.0) == profile
 
 
-def test_prequential_rows_and_the_offline_rank_score_the_same_profile_with_trend() -> None:
-    """Both ranking paths add the trend to the user's effective profile: the sparse scorer's
-    scores equal the offline brain's ``rank`` with the trend in the task, and differ from
-    the scores without it."""
+def test_the_row_scorer_and_the_per_user_formula_score_the_same_profile_with_trend() -> None:
+    """The sparse row scorer (prequential evaluation and the offline brain's ``rank``) adds the
+    trend to the user's effective profile as the per-user formula (``score_one`` of
+    ``rank_input``) does: equal scores with the trend, different ones without it."""
     scenario = validate_scenario(apply_overrides(BASE, ["propagation.trend_share=0.8"]))
     brain = OfflineBrain(scenario)
     rng = np.random.default_rng(1)
@@ -109,8 +110,11 @@ def test_prequential_rows_and_the_offline_rank_score_the_same_profile_with_trend
     ]
     ranked = asyncio.run(brain.rank(tasks))
     without = scorer.scores(users, lists, pops, [{}, {}, {}])
-    for k, outcome in enumerate(ranked):
-        assert np.allclose(got[k], outcome.scores, atol=1e-12)
+    for k, (outcome, task) in enumerate(zip(ranked, tasks, strict=True)):
+        params = brain.score_params
+        work = rank_input(task.user, task.candidates, task.popularity, task.trend, 0.8, params)
+        assert np.allclose(got[k], score_one(params, work), atol=1e-12)
+        assert np.array_equal(got[k], outcome.scores)  # the brain ranks from such a row store
         assert np.array_equal(got[k], without[k]) == (not trends[k])
     # the user's row is rebuilt when its trend changes, though its profiles did not
     changed = scorer.scores(users[:1], lists[:1], pops[:4], [{"genre:g2": 1.0}])

@@ -12,7 +12,9 @@ attribute maps (``recnet.world.profile``); the operations follow DESIGN §3:
   (weighted by routing score) into the propagated profile with damping, capped by the
   max-share rule.
 * *rank* — cosine of effective profiles plus a popularity prior (item agents know how often they
-  were chosen; an LLM knows which films are popular).
+  were chosen; an LLM knows which films are popular), from the brain's row store of unit-norm
+  sparse profiles (``recnet.eval.sparse_scorer``), which prequential evaluation shares: the final
+  test then rebuilds only the rows whose profiles changed since their last prequential use.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 from copy import copy
 from dataclasses import replace
 from functools import partial
+
+import numpy as np
 
 from recnet.brain.base import (
     BrainKind,
@@ -42,11 +46,11 @@ from recnet.brain.offline_work import (
     ScoreParams,
     merge_chunk,
     merge_one,
-    score_chunk,
     score_one,
 )
 from recnet.config.scenario import InteractionSettings, Scenario
 from recnet.data.types import Item
+from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.exec.base import Executor, LocalExecutor
 from recnet.world.agents import ClientAgent
 from recnet.world.content import item_attributes
@@ -86,6 +90,13 @@ class OfflineBrain:
         )
         self.score_params = ScoreParams(
             self.interaction.propagated_weight, self.interaction.popularity_weight
+        )
+        #: every ranking's scores, bit for bit ``score_one``'s, from one store of sparse rows;
+        #: prequential evaluation scores from the same store (``PrequentialEvaluator``)
+        self.row_scorer = SparseProfileScorer(
+            self.interaction.propagated_weight,
+            self.interaction.popularity_weight,
+            self.propagation.trend_share,
         )
 
     # helpers -----------------------------------------------------------------------------------
@@ -176,13 +187,15 @@ class OfflineBrain:
     async def rank(self, tasks: Sequence[RankTask]) -> list[RankOutcome]:
         self.operations.add("rank", len(tasks))
         self.llm_calls.add("rank", len(tasks))
-        share = self.propagation.trend_share
-        work = [
-            rank_input(t.user, t.candidates, t.popularity, t.trend, share, self.score_params)
-            for t in tasks
-        ]
-        scores = self.executor.map_chunks(partial(score_chunk, self.score_params), work)
-        return [RankOutcome(s) for s in scores]
+        n_pairs = sum(len(t.popularity) for t in tasks)
+        priors = np.fromiter((p for t in tasks for p in t.popularity), np.float64, n_pairs)
+        scores = self.row_scorer.scores(
+            [t.user for t in tasks],
+            [t.candidates for t in tasks],
+            priors,
+            [t.trend or {} for t in tasks],
+        )
+        return [RankOutcome(s.tolist()) for s in scores]
 
     async def aclose(self) -> None:
         self.executor.close()

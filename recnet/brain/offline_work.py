@@ -1,8 +1,10 @@
 """The offline brain's pure work units: merging one client's flushed buffer and scoring one
 user's candidates, from plain data (profiles, filter memory, messages) to plain results.
 
-Pipeline position: called by ``recnet.brain.offline.OfflineBrain`` through its executor
-(``recnet.exec``): in-process by default, or as Ray tasks, one per chunk of clients or users.
+Pipeline position: called by ``recnet.brain.offline.OfflineBrain``: merges through its executor
+(``recnet.exec``), in-process by default or as Ray tasks, one per chunk of clients; ``score_one``
+for one user's few items (a training choice, ``OfflineBrain.score``), while rankings come from the
+brain's row store (``recnet.eval.sparse_scorer``), the same bits.
 Inputs are maps and frozen dataclasses, so they pickle cheaply, and nothing here reads or writes
 the world: the brain applies the outcomes in the main process, in input order, so a Ray run gives
 the same trace as a local one.
@@ -101,8 +103,3 @@ def score_one(params: ScoreParams, work: RankInput) -> list[float]:
         )
         for (original, propagated), pop in zip(work.candidates, work.popularity, strict=True)
     ]
-
-
-def score_chunk(params: ScoreParams, chunk: list[RankInput]) -> list[list[float]]:
-    """``score_one`` for each input, in order (one executor task)."""
-    return [score_one(params, work) for work in chunk]

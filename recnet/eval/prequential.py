@@ -89,7 +89,10 @@ class PrequentialEvaluator:
         self.history = history
         self._seen: dict[str, set[int]] = {}
         interaction = ctx.scenario.interaction
-        self.scorer = SparseProfileScorer(
+        # a formula brain's own row store when it has one (the offline brain's: its final test
+        # then finds most rows built), else one of its own
+        shared = getattr(ctx.brain, "row_scorer", None) if ctx.brain.ranks_by_formula else None
+        self.scorer: SparseProfileScorer = shared or SparseProfileScorer(
             interaction.propagated_weight,
             interaction.popularity_weight,
             ctx.scenario.propagation.trend_share,
