@@ -3,7 +3,7 @@
 Pipeline position: outside the library; drives ``recnet.runner.simulate`` on the synthetic world
 (the shape of ``experiments/bench_scale.py``) three times in this process: ``executor.kind:
 local`` (the baseline), ``ray`` with its defaults (batches of at least ``min_items`` go to Ray)
-and ``ray`` with ``min_items=1`` (every merge and ranking batch goes to Ray). The local Ray
+and ``ray`` with ``min_items=1`` (every merge batch goes to Ray). The local Ray
 instance is started once before the timed runs (its start-up is reported on its own).
 
 For each variant it prints wall time, this process's CPU time and the CPU time of the Ray

@@ -82,7 +82,7 @@ def test_a_ray_run_writes_the_same_trace_as_a_local_run(
     )
     assert isinstance(local, LocalExecutor)
     assert isinstance(remote, RayExecutor)
-    assert remote.remote_tasks > 0  # merges and rankings really ran as Ray tasks
+    assert remote.remote_tasks > 0  # merges really ran as Ray tasks
     assert ray.is_initialized()  # it joined the test's instance and left it running
     assert local_rows["messages"] and local_rows["profile_versions"]  # something to compare
     for table in TABLES:

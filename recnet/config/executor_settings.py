@@ -16,7 +16,7 @@ from recnet.exec.collector import DEFAULT_THRESHOLD
 
 
 class ExecutorSettings(Section):
-    """Executor of a step's independent work (the offline brain's merges and rankings)."""
+    """Executor of a step's independent work (the offline brain's merges)."""
 
     kind: Literal["local", "ray"] = Field(
         "local",

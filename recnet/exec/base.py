@@ -2,7 +2,8 @@
 
 Pipeline position: built once by the composition root (``recnet.brain.factory``) from the
 scenario's ``executor`` block and handed to the offline brain, which spreads work that is pure
-given its inputs (merges of flushed buffers, ranking independent users) through ``map_chunks``.
+given its inputs (merges of flushed buffers) through ``map_chunks``. (Rankings run in-process,
+vectorised over the brain's row store, ``recnet.eval.sparse_scorer``.)
 Results come back in input order and are applied in the main process, so the world stays
 consistent and the trace is the same whichever executor ran the work.
 """
