@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,12 @@ def test_the_row_scorer_and_the_per_user_formula_score_the_same_profile_with_tre
     ]
     ranked = asyncio.run(brain.rank(tasks))
     without = scorer.scores(users, lists, pops, [{}, {}, {}])
+    params = brain.score_params
     for k, (outcome, task) in enumerate(zip(ranked, tasks, strict=True)):
-        params = brain.score_params
-        work = rank_input(task.user, task.candidates, task.popularity, task.trend, 0.8, params)
+        user = task.user  # the per-user formula: the trend added to the effective profile
+        effective = effective_profile(user.original, user.propagated, params.propagated_weight)
+        work = rank_input(task.user, task.candidates, task.popularity)
+        work = replace(work, user=(with_trend(effective, task.trend, 0.8), {}))
         assert np.allclose(got[k], score_one(params, work), atol=1e-12)
         assert np.array_equal(got[k], outcome.scores)  # the brain ranks from such a row store
         assert np.array_equal(got[k], without[k]) == (not trends[k])

@@ -54,9 +54,8 @@ from recnet.eval.sparse_scorer import SparseProfileScorer
 from recnet.exec.base import Executor, LocalExecutor
 from recnet.world.agents import ClientAgent
 from recnet.world.content import item_attributes
-from recnet.world.formulas import effective_profile, router_average
-from recnet.world.profile import Weights, add_scaled, normalized, top
-from recnet.world.trend import with_trend
+from recnet.world.formulas import router_average
+from recnet.world.profile import add_scaled, normalized, top
 
 
 class OfflineBrain:
@@ -215,22 +214,11 @@ def merge_input(task: MergeTask) -> MergeInput:
 
 
 def rank_input(
-    user: ClientAgent,
-    items: Sequence[ClientAgent],
-    popularity: Sequence[float],
-    trend: Weights | None = None,
-    trend_share: float = 0.0,
-    params: ScoreParams | None = None,
+    user: ClientAgent, items: Sequence[ClientAgent], popularity: Sequence[float]
 ) -> RankInput:
-    """A ranking task as plain data (what a remote executor pickles). With a ``trend`` (and
-    ``params`` for the propagated weight) the user's side is its effective profile with the trend
-    added (``recnet.world.trend.with_trend``), as an original profile with nothing propagated."""
-    user_side = (user.original, user.propagated)
-    if trend and trend_share and params is not None:
-        effective = effective_profile(user.original, user.propagated, params.propagated_weight)
-        user_side = (with_trend(effective, trend, trend_share), {})
+    """One user's scoring of a few items as plain data (``score_one``'s input)."""
     return RankInput(
-        user_side,
+        (user.original, user.propagated),
         [(item.original, item.propagated) for item in items],
         list(popularity),
     )

@@ -117,9 +117,8 @@ async def rank_with_brain(
     record: bool = True,
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Rank every candidate list with the brain; return (metrics, rank of the truth per user).
-    Users go to the brain ``RANK_USERS_AT_ONCE`` at a time: a task holds the user's effective
-    profile (with its router trend, a new map per user), so a million-agent final test would
-    otherwise hold one for every test user at once (rankings do not depend on the grouping)."""
+    Users go to the brain ``RANK_USERS_AT_ONCE`` at a time, so a million-agent final test does
+    not hold every test user's task and outcome at once (rankings do not depend on the grouping)."""
     popularity = item_popularity(world)
     users = sorted(candidates)
     recorder = RankingRecorder(ctx, split, which, step, record)
