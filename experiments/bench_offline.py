@@ -59,12 +59,12 @@ CONFIGURATIONS: dict[str, list[str]] = {
 SMOKE = ["dataset.max_users=40", "propagation.update_size=100"]
 
 
-def run_one(overrides: list[str]) -> dict[str, float]:
+def run_one(overrides: list[str], scenario_path: Path = SCENARIO) -> dict[str, float]:
     """Run the scenario once in this process; return its figures."""
     from recnet.config import load_scenario
     from recnet.runner import simulate
 
-    scenario = load_scenario(SCENARIO, overrides)
+    scenario = load_scenario(scenario_path, overrides)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         cpu_started = time.process_time()
@@ -107,14 +107,26 @@ def report(name: str, row: dict[str, float]) -> None:
 
 
 def launch(overrides: list[str], code_root: Path) -> subprocess.Popen[str]:
-    """One configuration in its own process, with the code under ``code_root``."""
+    """One configuration in its own process, with the code and the scenario file under
+    ``code_root`` (an earlier commit's code may not know a key the current scenario sets). The
+    scenario's relative dataset path does not resolve from a worktree elsewhere, so the child is
+    given the dataset this checkout's scenario finds."""
+    scenario = code_root / SCENARIO.relative_to(ROOT)
+    overrides = [*overrides, f"dataset.path={dataset_path()}"]
     return subprocess.Popen(
-        [sys.executable, __file__, "--single", json.dumps(overrides)],
+        [sys.executable, __file__, "--single", json.dumps(overrides), "--scenario", str(scenario)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(code_root)},
     )
+
+
+def dataset_path() -> Path:
+    """The dataset this checkout's scenario file names (resolved by the loader)."""
+    from recnet.config import load_scenario
+
+    return Path(load_scenario(SCENARIO).dataset.path)
 
 
 def main() -> None:
@@ -135,6 +147,7 @@ def main() -> None:
         "before and now at once, under the same machine speed)",
     )
     parser.add_argument("--single", help=argparse.SUPPRESS)  # JSON list of overrides: child mode
+    parser.add_argument("--scenario", type=Path, default=SCENARIO, help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "experiments" / "results" / "bench_offline.json"
     )
@@ -147,7 +160,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.single is not None:
-        print(json.dumps(run_one(json.loads(args.single))))
+        print(json.dumps(run_one(json.loads(args.single), args.scenario)))
         return
     extra = SMOKE if args.smoke else []
     figures: dict[str, dict[str, float]] = {}
@@ -176,6 +189,7 @@ def main() -> None:
                 for name, child in children:
                     out, err = child.communicate()
                     if child.returncode:
+                        sys.stderr.write(err)  # the child's traceback says why
                         raise subprocess.CalledProcessError(child.returncode, child.args, out, err)
                     rounds[name].append(json.loads(out.strip().splitlines()[-1]))
                     report(name, rounds[name][-1])

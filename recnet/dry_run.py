@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from recnet.brain.base import OperationCounts
-from recnet.brain.llm_text import TREND_ATTRIBUTES, with_trend_text
+from recnet.brain.llm_text import TREND_ATTRIBUTES, with_recent_text, with_trend_text
 from recnet.config.scenario import Scenario, flush_triggers
 from recnet.eval.prequential import prequential_every
 from recnet.llm.pack import PromptPack, load_pack
@@ -31,6 +31,8 @@ from recnet.world.rules import default_rules
 CHARS_PER_TOKEN = 4
 #: a router trend as a rank prompt names it (``propagation.trend_share`` > 0), typical names
 SAMPLE_TREND = {f"tag:{'x' * 14}{k}": 1.0 for k in range(TREND_ATTRIBUTES)}
+#: a remembered item as a rank prompt names it (``interaction.short_term_items``), a typical title
+SAMPLE_ITEM_LABEL = "x" * 30
 TOKENS_PER_WORD = 1.4
 
 #: Expected answer tokens per call, by operation (``words`` = the profile length budget in words,
@@ -206,6 +208,7 @@ def sample_variables(
     )
     router_block = f"### r:1\nCurrent profile (empty if new): {profile}\nAttributes: " + "x" * 200
     trends = scenario.propagation.trend_share > 0
+    remembered = scenario.interaction.short_term_items  # the user's recent items, named
     variables: dict[str, object] = {}
     for name in pack.spec(operation).variables:
         if name == "max_words":
@@ -227,6 +230,8 @@ def sample_variables(
             variables[name] = "\n\n".join([f"### u:1 (user)\n{profile}"] * batch)
         elif name in ("agents", "categories"):
             variables[name] = ["u:1", "i:2", "i:3"]
+        elif name == "user_profile" and operation == "rank" and remembered:
+            variables[name] = with_recent_text(profile, [SAMPLE_ITEM_LABEL] * remembered)
         elif name == "propagated_profile" and operation == "rank" and trends:
             variables[name] = with_trend_text(profile, SAMPLE_TREND)  # router trends named
         elif name.endswith("_id") or name in ("kind", "role", "outcome"):

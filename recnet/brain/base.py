@@ -85,6 +85,10 @@ class RankTask:
     #: the trend of the user's routers (``recnet.world.trend``); the offline brain adds it to the
     #: user's profile (``propagation.trend_share``), an LLM brain names it in the rank prompt
     trend: Weights = field(default_factory=dict)
+    #: the user's short-term memory, the items it chose last (oldest first,
+    #: ``interaction.short_term_items``): the offline brain scores candidates against them, an
+    #: LLM brain names them in the rank prompt
+    recent: list[ClientAgent] = field(default_factory=list)
 
 
 @dataclass(slots=True)

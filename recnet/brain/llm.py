@@ -24,7 +24,8 @@ Textual profiles are the truth; attribute weights are kept beside them because r
   routed changes, ``propagation.router_ema``): routed attributes are weights already, no extract.
 * *merge* — see ``recnet.brain.llm_merge`` (single, batched, coalesced; no extract call).
 * *rank* — ``rank`` (validator: a permutation of the candidate ids); score = n − position. With
-  ``propagation.trend_share`` > 0 the user's router trend is named beside its propagated profile.
+  ``propagation.trend_share`` > 0 the user's router trend is named beside its propagated profile,
+  with ``interaction.short_term_items`` > 0 the items it chose last beside its own.
 
 Failures: a call whose answer stays invalid after ``llm.max_repairs`` re-asks returns ``ok=False``
 and the brain keeps the previous state — no profile update, router profile unchanged, merged
@@ -77,6 +78,7 @@ from recnet.brain.llm_text import (  # re-exported: the LLM brain's prompt and a
     message_lines,
     routed_lines,
     rule_lines,
+    with_recent_text,
     with_trend_text,
 )
 from recnet.brain.offline import OfflineBrain, reinforce
@@ -154,8 +156,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         self.operations = OperationCounts()
         self.interaction = scenario.interaction
         self._reference = OfflineBrain(scenario)  # the fallback score when an answer is unusable
-        self.propagation = scenario.propagation
-        self.filtering = scenario.world.filters.enabled
+        self.propagation, self.filtering = scenario.propagation, scenario.world.filters.enabled
         self.profile_size = scenario.world.profile_size
         self.router_profile_size = scenario.world.router_profile_size
         self.client_words = WORDS_PER_ATTRIBUTE * self.profile_size
@@ -163,8 +164,7 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         self.step = 0  # the latest step seen in a task (rank tasks carry none)
         self.fuse = set(self.settings.fuse)
         self.fuses_choose_merge = "choose_merge" in self.fuse
-        self.reflect_on = self.settings.reflect_on
-        self.batch_size = self.settings.batch_size
+        self.reflect_on, self.batch_size = self.settings.reflect_on, self.settings.batch_size
         self.max_profile_chars = self.settings.max_profile_chars
         self.max_message_chars = self.settings.max_message_chars
         self.coalesce = self.settings.coalesce_messages
@@ -418,11 +418,12 @@ class LLMBrain(EconomicalOperations, MergeOperations):
         shown = [candidates[p] for p in self._order(self.step, user.agent_id, candidates)]
         ids = [c.agent_id for c in candidates]
         trend = task.trend if self.propagation.trend_share > 0 else {}  # news from its routers
+        recent = [item.label for item in task.recent]  # its short-term memory
         result = await self._call(
             calls.slot(),
             "rank",
             {
-                "user_profile": self._bounded(user.profile_text()),
+                "user_profile": with_recent_text(self._bounded(user.profile_text()), recent),
                 "propagated_profile": with_trend_text(
                     self._bounded(user.propagated_profile_text()), trend
                 ),

@@ -224,3 +224,13 @@ def with_trend_text(propagated: str, trend: Mapping[str, float]) -> str:
     named = ", ".join(f"{category(a)} {attribute_value(a)}" for a, _ in ranked)
     news = f"Your communities have lately been moving toward: {named}."
     return f"{propagated}\n{news}" if propagated else news
+
+
+def with_recent_text(profile: str, recent: Sequence[str]) -> str:
+    """The profile text a ranking user is shown with its short-term memory
+    (``interaction.short_term_items``): the labels of the items it chose last, oldest first,
+    named newest first."""
+    if not recent:
+        return profile
+    memory = f"You recently chose: {'; '.join(reversed(recent))}."
+    return f"{profile}\n{memory}" if profile else memory

@@ -12,9 +12,11 @@ attribute maps (``recnet.world.profile``); the operations follow DESIGN §3:
   (weighted by routing score) into the propagated profile with damping, capped by the
   max-share rule.
 * *rank* — cosine of effective profiles plus a popularity prior (item agents know how often they
-  were chosen; an LLM knows which films are popular), from the brain's row store of unit-norm
-  sparse profiles (``recnet.eval.sparse_scorer``), which prequential evaluation shares: the final
-  test then rebuilds only the rows whose profiles changed since their last prequential use.
+  were chosen; an LLM knows which films are popular), plus, with a short-term memory
+  (``interaction.short_term_items``), a weight times the candidate's mean cosine with the items
+  the user chose last; from the brain's row store of unit-norm sparse profiles
+  (``recnet.eval.sparse_scorer``), which prequential evaluation shares: the final test then
+  rebuilds only the rows whose profiles changed since their last prequential use.
 """
 
 from __future__ import annotations
@@ -90,13 +92,10 @@ class OfflineBrain:
         self.score_params = ScoreParams(
             self.interaction.propagated_weight, self.interaction.popularity_weight
         )
-        #: every ranking's scores, bit for bit ``score_one``'s, from one store of sparse rows;
+        #: every ranking's scores (bit for bit ``score_one``'s, without a short-term memory)
+        #: from one store of sparse rows;
         #: prequential evaluation scores from the same store (``PrequentialEvaluator``)
-        self.row_scorer = SparseProfileScorer(
-            self.interaction.propagated_weight,
-            self.interaction.popularity_weight,
-            self.propagation.trend_share,
-        )
+        self.row_scorer = SparseProfileScorer.for_scenario(scenario)
 
     # helpers -----------------------------------------------------------------------------------
     def score(self, user: ClientAgent, item: ClientAgent, popularity: float) -> float:
@@ -193,6 +192,7 @@ class OfflineBrain:
             [t.candidates for t in tasks],
             priors,
             [t.trend or {} for t in tasks],
+            [t.recent for t in tasks],
         )
         return [RankOutcome(s.tolist()) for s in scores]
 

@@ -221,6 +221,29 @@ class InteractionSettings(Section):
         description="Weight of the propagated profile when a client is scored (2.0 measured "
         "best of 0.5/1/2/3 on the synthetic world; see experiments/README.md).",
     )
+    short_term_items: int = Field(
+        0,
+        ge=0,
+        description="A user's short-term memory (AgentCF): the last N items it chose in "
+        "training, which its rankings (prequential, final, backward feedback) compare each "
+        "candidate with; 0 keeps none. Its own choices during training do not use it.",
+    )
+    short_term_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of the short-term memory in the offline brain's ranking score: "
+        "+ weight x the mean cosine of a candidate with the remembered items (0.8 with 5 items "
+        "measured best on ml-latest-small's held-out seeds; experiments/README.md).",
+    )
+
+    @model_validator(mode="after")
+    def _short_term(self) -> InteractionSettings:
+        if self.short_term_weight > 0 and self.short_term_items == 0:
+            raise ValueError(
+                "interaction.short_term_weight > 0 needs interaction.short_term_items > 0 "
+                "(how many recent items a user remembers); set both, or the weight to 0"
+            )
+        return self
 
 
 class BackwardSettings(Section):

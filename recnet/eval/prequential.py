@@ -88,15 +88,10 @@ class PrequentialEvaluator:
         self.item_position = {a: p for p, a in enumerate(self.item_ids)}
         self.history = history
         self._seen: dict[str, set[int]] = {}
-        interaction = ctx.scenario.interaction
         # a formula brain's own row store when it has one (the offline brain's: its final test
         # then finds most rows built), else one of its own
         shared = getattr(ctx.brain, "row_scorer", None) if ctx.brain.ranks_by_formula else None
-        self.scorer: SparseProfileScorer = shared or SparseProfileScorer(
-            interaction.propagated_weight,
-            interaction.popularity_weight,
-            ctx.scenario.propagation.trend_share,
-        )
+        self.scorer: SparseProfileScorer = shared or SparseProfileScorer.for_scenario(ctx.scenario)
 
     @property
     def enabled(self) -> bool:
@@ -147,23 +142,32 @@ class PrequentialEvaluator:
         items: Mapping[str, ClientAgent],
         popularity: Callable[[Sequence[ClientAgent]], np.ndarray],
         trend_of: Callable[[str], Weights] | None = None,
+        recent_of: Callable[[ClientAgent], list[ClientAgent]] | None = None,
     ) -> list[int]:
         """Rank the step's evaluated interactions, trace them, return their ranks; ``popularity``
-        gives the popularity priors of a sequence of items, ``trend_of`` a user's router trend."""
+        gives the popularity priors of a sequence of items, ``trend_of`` a user's router trend,
+        ``recent_of`` the items a user chose last (its short-term memory)."""
         cases = self.cases(step, first_seq, users, positives, items)
         if not cases:
             return []
         lists = [c.candidates for c in cases]
         priors = popularity([i for candidates in lists for i in candidates])
         trends = None if trend_of is None else [trend_of(c.user.agent_id) for c in cases]
+        recent = None if recent_of is None else [recent_of(c.user) for c in cases]
         if self.ctx.brain.ranks_by_formula:
-            scores = self.scorer.scores([c.user for c in cases], lists, priors, trends)
+            scores = self.scorer.scores([c.user for c in cases], lists, priors, trends, recent)
         else:
             split = np.cumsum([len(c) for c in lists])[:-1]
             tasks = [
-                RankTask(user=c.user, candidates=c.candidates, popularity=p.tolist(), trend=t)
-                for c, p, t in zip(
-                    cases, np.split(priors, split), trends or [{}] * len(cases), strict=True
+                RankTask(
+                    user=c.user, candidates=c.candidates, popularity=p.tolist(), trend=t, recent=r
+                )
+                for c, p, t, r in zip(
+                    cases,
+                    np.split(priors, split),
+                    trends or [{}] * len(cases),
+                    recent or [[]] * len(cases),
+                    strict=True,
                 )
             ]
             scores = [

@@ -5,7 +5,8 @@ every forward step, to rank each evaluated interaction's true item among its sam
 with the profiles as they are at that moment. The score is the offline brain's
 (``recnet.brain.offline``): ``cos(effective user, effective item) + prior × popularity``, a user's
 effective profile with its router trend added when ``propagation.trend_share`` > 0
-(``recnet.world.trend``).
+(``recnet.world.trend``), plus ``interaction.short_term_weight`` × the item's mean cosine with the
+items the user chose last (its short-term memory) when that weight is > 0.
 
 Each client's effective profile is held as a unit-norm sparse row (attribute columns and values)
 in two flat arrays, a row store with one ``(start, length)`` slice per client. A row is rebuilt
@@ -19,6 +20,7 @@ attribute of a live row, ~20 with its slack (the per-agent arrays it replaced co
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from recnet.brain.scoring import ProfileIndex
 from recnet.world.agents import ClientAgent
 from recnet.world.profile import Weights
 from recnet.world.trend import with_trend
+
+if TYPE_CHECKING:
+    from recnet.config.scenario import Scenario
 
 #: Users ``SparseProfileScorer`` scores at once (a few MB of temporaries per thousand users).
 SCORE_USERS = 2048
@@ -55,11 +60,17 @@ class SparseProfileScorer:
     """Scores candidate lists with the offline brain's formula, from a store of sparse rows."""
 
     def __init__(
-        self, propagated_weight: float, popularity_weight: float, trend_share: float = 0.0
+        self,
+        propagated_weight: float,
+        popularity_weight: float,
+        trend_share: float = 0.0,
+        short_term_weight: float = 0.0,
     ) -> None:
         self.propagated_weight = propagated_weight
         self.popularity_weight = popularity_weight
         self.trend_share = trend_share  # a user's router trend in its row (``with_trend``)
+        #: + this x the mean cosine of a candidate with the user's recent items
+        self.short_term_weight = short_term_weight
         self.index = ProfileIndex()  # attribute -> column, as validation scoring maps them
         self._slot: dict[str, int] = {}  # agent id -> row slot
         # the maps each slot's row was built from (original, propagated, trend); their identity
@@ -71,6 +82,17 @@ class SparseProfileScorer:
         self._values = np.zeros(1024, dtype=np.float64)
         self._used = 0  # entries written to the flat arrays
         self._live = 0  # entries of current rows
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario) -> SparseProfileScorer:
+        """The scorer of ``scenario``'s offline ranking formula."""
+        interaction = scenario.interaction
+        return cls(
+            interaction.propagated_weight,
+            interaction.popularity_weight,
+            scenario.propagation.trend_share,
+            interaction.short_term_weight,
+        )
 
     def forget(self, agent_ids: Iterable[str]) -> None:
         """Drop the rows of clients whose profile was just replaced: the maps a row was built from
@@ -202,11 +224,15 @@ class SparseProfileScorer:
         candidates: Sequence[Sequence[ClientAgent]],
         popularity: np.ndarray,
         trends: Sequence[Weights] | None = None,
+        recent: Sequence[Sequence[ClientAgent]] | None = None,
     ) -> list[np.ndarray]:
         """One score array per user, in candidate order; ``popularity`` holds the candidates'
-        priors, list after list; ``trends`` the users' router trends (``recnet.world.trend``).
-        Users are scored ``SCORE_USERS`` at a time, which bounds the temporary arrays (a few per
-        candidate attribute)."""
+        priors, list after list; ``trends`` the users' router trends (``recnet.world.trend``);
+        ``recent`` the items each user chose last (its short-term memory, scored against at
+        ``short_term_weight``). Users are scored ``SCORE_USERS`` at a time, which bounds the
+        temporary arrays (a few per candidate attribute)."""
+        if not self.short_term_weight or recent is None or not any(recent):
+            recent = None
         out: list[np.ndarray] = []
         offset = 0
         for start in range(0, len(users), SCORE_USERS):
@@ -214,9 +240,14 @@ class SparseProfileScorer:
             lists = candidates[start:stop]
             n_pairs = sum(len(c) for c in lists)
             chunk_trends = None if trends is None else trends[start:stop]
+            chunk_recent = None if recent is None else recent[start:stop]
             out.extend(
                 self._scores(
-                    users[start:stop], lists, popularity[offset : offset + n_pairs], chunk_trends
+                    users[start:stop],
+                    lists,
+                    popularity[offset : offset + n_pairs],
+                    chunk_trends,
+                    chunk_recent,
                 )
             )
             offset += n_pairs
@@ -228,11 +259,13 @@ class SparseProfileScorer:
         candidates: Sequence[Sequence[ClientAgent]],
         popularity: np.ndarray,
         trends: Sequence[Weights] | None,
+        recent: Sequence[Sequence[ClientAgent]] | None = None,
     ) -> list[np.ndarray]:
         if not users:
             return []
         user_slots = self.slots(users, trends)
         item_slots = self.slots([i for items in candidates for i in items])
+        recent_slots = None if recent is None else self.slots([i for r in recent for i in r])
         # read the slices only now: building a row may have compacted the store
         starts, lengths, columns, values = self._start, self._length, self._columns, self._values
         n_columns = max(len(self.index.columns), 1)
@@ -242,8 +275,14 @@ class SparseProfileScorer:
         user_lengths = lengths[user_slots]
         taken = ragged_indices(starts[user_slots], user_lengths)
         user_keys = np.repeat(np.arange(len(users)), user_lengths) * n_columns + columns[taken]
-        order = np.argsort(user_keys)
-        user_keys, user_values = user_keys[order], values[taken][order]
+        user_values = values[taken]
+        if recent is not None and recent_slots is not None:
+            user_keys, user_values = self._with_recent(
+                user_keys, user_values, recent, recent_slots, n_columns
+            )
+        else:
+            order = np.argsort(user_keys)
+            user_keys, user_values = user_keys[order], user_values[order]
         item_lengths = lengths[item_slots]
         taken = ragged_indices(starts[item_slots], item_lengths)
         per_user = np.fromiter((len(c) for c in candidates), np.int64, len(candidates))
@@ -259,3 +298,28 @@ class SparseProfileScorer:
         cosines = np.bincount(row_of_entry, weights=contributions, minlength=len(item_slots))
         flat = cosines + self.popularity_weight * popularity
         return np.split(flat, np.cumsum(per_user)[:-1])
+
+    def _with_recent(
+        self,
+        user_keys: np.ndarray,
+        user_values: np.ndarray,
+        recent: Sequence[Sequence[ClientAgent]],
+        recent_slots: np.ndarray,
+        n_columns: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's query row with its short-term memory added, keys sorted and unique:
+        ``short_term_weight`` / k x each of its k recent items' unit rows, so that a candidate's
+        score gains that weight x its mean cosine with them."""
+        per_user = np.fromiter((len(r) for r in recent), np.int64, len(recent))
+        lengths = self._length[recent_slots]
+        taken = ragged_indices(self._start[recent_slots], lengths)
+        owner = np.repeat(np.repeat(np.arange(len(recent)), per_user), lengths)
+        share = self.short_term_weight / np.maximum(per_user, 1)
+        keys = np.concatenate([user_keys, owner * n_columns + self._columns[taken]])
+        weights = np.concatenate([user_values, self._values[taken] * share[owner]])
+        order = np.argsort(keys)
+        keys, weights = keys[order], weights[order]
+        if not len(keys):
+            return keys, weights
+        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        return keys[first], np.add.reduceat(weights, first)

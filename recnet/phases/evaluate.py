@@ -134,6 +134,7 @@ async def rank_with_brain(
                     candidates=items,
                     popularity=[popularity[i.agent_id] for i in items],
                     trend=world.trend_of(user_agent_id(user)),
+                    recent=world.recent_of(world.users[user_agent_id(user)]),
                 )
             )
         outcomes = await ctx.brain.rank(tasks)

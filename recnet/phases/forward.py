@@ -133,11 +133,13 @@ class ForwardPhase:
                 world.items,
                 self.popularities,
                 world.trend_of if world.trends is not None else None,
+                world.recent_of if ctx.scenario.interaction.short_term_items else None,
             )
             self.prequential_ranks.extend((state.step, r) for r in ranks)
         before: dict[str, Weights] = {}
         order = list(range(len(users)))
         rows = []  # traced once per step: rounds are often one interaction long
+        remember = ctx.scenario.interaction.short_term_items
         for round_positions in conflict_free_rounds(order, users, positives, negatives):
             tasks = [
                 InteractionTask(
@@ -168,6 +170,8 @@ class ForwardPhase:
                     self._set_original(agent, update)
                 task.user.interactions += 1
                 task.positive.interactions += 1
+                if remember:
+                    task.user.recent = (*task.user.recent, task.positive.agent_id)[-remember:]
                 self.max_count = max(self.max_count, task.positive.interactions)
                 interaction = state.interactions[position]
                 world.record_interaction(

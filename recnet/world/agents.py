@@ -47,6 +47,9 @@ class ClientAgent:
     text: str | None = None
     propagated_text: str | None = None
     interactions: int = 0
+    #: a user's short-term memory: the agent ids of the last items it chose in training, oldest
+    #: first (``interaction.short_term_items``; empty when that is 0)
+    recent: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.buffer.owner:  # the buffer builds the messages it hands out for this client

@@ -211,6 +211,11 @@ class World:
         routers = self.routers
         return self.trends.of(n for n in self.graph[user_id] if n in routers)
 
+    def recent_of(self, user: ClientAgent) -> list[ClientAgent]:
+        """The items a user chose last (its short-term memory, oldest first)."""
+        items = self.items
+        return [items[i] for i in user.recent]
+
     def routers_of(self, client_id: str) -> dict[str, float]:
         """The routers a client belongs to, with their membership scores."""
         routers = self.routers

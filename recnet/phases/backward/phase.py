@@ -223,7 +223,8 @@ class BackwardPhase:
             candidates = [([true, *negatives])[k] for k in order.tolist()]
             agents = [world.items[c] for c in candidates]
             popularity = [self.forward.popularity(a) for a in agents]
-            tasks.append(RankTask(user, agents, popularity, world.trend_of(user.agent_id)))
+            trend, recent = world.trend_of(user.agent_id), world.recent_of(user)
+            tasks.append(RankTask(user, agents, popularity, trend, recent))
             lists.append(candidates)
         outcomes = await ctx.brain.rank(tasks)
         feedback, rows = [], []
