@@ -73,6 +73,7 @@ def run_one(overrides: list[str], scenario_path: Path = SCENARIO) -> dict[str, f
         cpu_seconds = time.process_time() - cpu_started
         trace_mb = (Path(folder) / "bench.sqlite").stat().st_size / 1e6
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    prequential = getattr(result, "prequential", None)  # None also before prequential existed
     return {
         "wall_seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),  # all threads (trace writer included)
@@ -83,8 +84,8 @@ def run_one(overrides: list[str], scenario_path: Path = SCENARIO) -> dict[str, f
         "steps": result.n_steps,
         "test_users": result.n_test_users,
         "trace_mb": round(trace_mb, 1),
-        "prequential ndcg@10": round(result.prequential.overall["ndcg@10"], 4)
-        if result.prequential is not None
+        "prequential ndcg@10": round(prequential.overall["ndcg@10"], 4)
+        if prequential is not None
         else None,
         **{
             f"{model} {metric}": round(result.metrics[model][metric], 4)
