@@ -115,7 +115,7 @@ def test_a_user_remembers_its_last_training_choices_oldest_first(tmp_path: Path)
 
 
 def test_the_memory_changes_rankings_not_training(tmp_path: Path) -> None:
-    """With a weight, prequential ranks and the final test move; the users' choices do not.
+    """With a weight, prequential ranks move; the users' choices in training do not.
     Remembering without a weight changes nothing the offline brain ranks."""
     on, on_path = run(tmp_path, "on", *REMEMBER)
     plain, plain_path = run(tmp_path, "plain")
