@@ -173,3 +173,32 @@ def test_the_dry_run_prices_the_remembered_items_in_rank_prompts() -> None:
     pack = load_pack(on.llm.pack)
     assert prompt_tokens(pack, "rank", on) > prompt_tokens(pack, "rank", off)
     assert prompt_tokens(pack, "predict", on) == prompt_tokens(pack, "predict", off)
+
+
+def test_an_llm_run_through_the_openai_client_names_the_remembered_titles(
+    tmp_path: Path,
+) -> None:
+    """A whole LLM run (the real ``openai`` client, a local OpenAI-compatible server): rank
+    prompts name users' last choices by their items' titles, at most two, and the run finishes."""
+    from llm_responder import FakeLLM
+    from llm_server import LLMTestServer
+    from test_llm_e2e import synthetic
+
+    with LLMTestServer() as server:
+        server.set_responder(FakeLLM())
+        scenario = synthetic(server)
+        scenario.interaction.short_term_items = 2
+        scenario.interaction.short_term_weight = 0.5
+        with Simulation(scenario, trace_path=tmp_path / "llm.sqlite") as sim:
+            result = sim.run()
+            labels = {item.label for item in sim.world.items.values()}
+        prompts = [str(r.body["messages"][-1]["content"]) for r in server.requests]
+    assert result is not None and result.llm_stats is not None and result.llm_stats.calls > 0
+    named = [
+        line.removeprefix("You recently chose: ").removesuffix(".").split("; ")
+        for prompt in prompts
+        for line in prompt.splitlines()
+        if line.startswith("You recently chose: ")
+    ]
+    assert named, "no rank prompt named a remembered item"
+    assert all(1 <= len(titles) <= 2 and set(titles) <= labels for titles in named)
