@@ -276,7 +276,8 @@ class SparseProfileScorer:
         taken = ragged_indices(starts[user_slots], user_lengths)
         user_keys = np.repeat(np.arange(len(users)), user_lengths) * n_columns + columns[taken]
         user_values = values[taken]
-        if recent is not None and recent_slots is not None:
+        if recent is not None:
+            assert recent_slots is not None  # built with the other slots, above
             user_keys, user_values = self._with_recent(
                 user_keys, user_values, recent, recent_slots, n_columns
             )
