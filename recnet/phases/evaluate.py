@@ -128,13 +128,14 @@ async def rank_with_brain(
         tasks = []
         for user in chunk:
             items = [world.items[item_agent_id(i)] for i in candidates[user]]
+            agent = world.users[user_agent_id(user)]
             tasks.append(
                 RankTask(
-                    user=world.users[user_agent_id(user)],
+                    user=agent,
                     candidates=items,
                     popularity=[popularity[i.agent_id] for i in items],
-                    trend=world.trend_of(user_agent_id(user)),
-                    recent=world.recent_of(world.users[user_agent_id(user)]),
+                    trend=world.trend_of(agent.agent_id),
+                    recent=world.recent_of(agent),
                 )
             )
         outcomes = await ctx.brain.rank(tasks)
