@@ -92,9 +92,9 @@ class OfflineBrain:
         self.score_params = ScoreParams(
             self.interaction.propagated_weight, self.interaction.popularity_weight
         )
-        #: every ranking's scores (bit for bit ``score_one``'s, without a short-term memory)
-        #: from one store of sparse rows;
-        #: prequential evaluation scores from the same store (``PrequentialEvaluator``)
+        #: every ranking's scores (bit for bit ``score_one``'s, without a short-term memory) from
+        #: one store of sparse rows; prequential evaluation scores from the same store
+        #: (``PrequentialEvaluator``)
         self.row_scorer = SparseProfileScorer.for_scenario(scenario)
 
     # helpers -----------------------------------------------------------------------------------
